@@ -1,0 +1,63 @@
+// Package paths holds every host path ext-setup-root touches outside the
+// target root, in one place, so that tests can point them at temp dirs.
+//
+// Each variable has a default suitable for an initrd or a booted system and
+// can be overridden through the environment variable named in its comment
+// (read once by Load). Paths inside the target root are never listed here:
+// they are resolved inside the root by file descriptor (see package rootfs).
+package paths
+
+import "os"
+
+var (
+	// ProcCmdline is the kernel command line (EXT_SETUP_ROOT_PROC_CMDLINE).
+	ProcCmdline = "/proc/cmdline"
+	// ProcMountinfo is this process's mount table (EXT_SETUP_ROOT_PROC_MOUNTINFO).
+	ProcMountinfo = "/proc/self/mountinfo"
+	// DevKmsg is where log lines go when the journal is not reachable
+	// (EXT_SETUP_ROOT_DEV_KMSG).
+	DevKmsg = "/dev/kmsg"
+	// SysDevBlock maps MAJ:MIN to block devices (EXT_SETUP_ROOT_SYS_DEV_BLOCK).
+	SysDevBlock = "/sys/dev/block"
+	// DevDir holds device nodes such as /dev/loop-control and
+	// /dev/disk/by-partuuid (EXT_SETUP_ROOT_DEV).
+	DevDir = "/dev"
+	// StateDir holds ext-setup-root's own state outside the target root, such
+	// as the extra identity of directory images used by refresh
+	// (EXT_SETUP_ROOT_STATE_DIR). It lives under /run so that it is carried
+	// across switch-root with /run and never persists across boots.
+	StateDir = "/run/ext-setup-root"
+	// Sysroot is the default target root in the initrd (EXT_SETUP_ROOT_SYSROOT).
+	Sysroot = "/sysroot"
+	// InitrdRelease exists only in an initrd (EXT_SETUP_ROOT_INITRD_RELEASE).
+	InitrdRelease = "/etc/initrd-release"
+)
+
+// Load applies the EXT_SETUP_ROOT_* environment overrides. getenv is
+// usually os.Getenv; tests pass their own.
+func Load(getenv func(string) string) {
+	for _, o := range []struct {
+		env string
+		v   *string
+	}{
+		{"EXT_SETUP_ROOT_PROC_CMDLINE", &ProcCmdline},
+		{"EXT_SETUP_ROOT_PROC_MOUNTINFO", &ProcMountinfo},
+		{"EXT_SETUP_ROOT_DEV_KMSG", &DevKmsg},
+		{"EXT_SETUP_ROOT_SYS_DEV_BLOCK", &SysDevBlock},
+		{"EXT_SETUP_ROOT_DEV", &DevDir},
+		{"EXT_SETUP_ROOT_STATE_DIR", &StateDir},
+		{"EXT_SETUP_ROOT_SYSROOT", &Sysroot},
+		{"EXT_SETUP_ROOT_INITRD_RELEASE", &InitrdRelease},
+	} {
+		if s := getenv(o.env); s != "" {
+			*o.v = s
+		}
+	}
+}
+
+// InInitrd reports whether this process runs in an initrd, which decides
+// the default --root (/sysroot) of the boot pipeline.
+func InInitrd() bool {
+	_, err := os.Stat(InitrdRelease)
+	return err == nil
+}
