@@ -1,0 +1,16 @@
+#!/bin/bash
+# ci-deps.sh installs the host packages that make test needs, if missing.
+# It never changes the host's apt sources; Debian forky content is fetched
+# by the prepare scripts into their own cache directories.
+set -euo pipefail
+pkgs=(qemu-system-x86 cpio mmdebstrap debootstrap e2fsprogs squashfs-tools erofs-utils zstd kmod
+      gdisk fdisk dosfstools attr xz-utils hyperfine)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	echo "ci-deps: installing ${missing[*]}"
+	apt-get update -qq -o Acquire::Check-Valid-Until=false
+	DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
