@@ -37,7 +37,9 @@ type Logger struct {
 	sink   Sink
 	debug  bool
 	nextOp int
-	prefix string
+	// parent is set for prefixed loggers, which share the parent's
+	// operation counter so that op numbers stay unique in one run.
+	parent *Logger
 }
 
 // New returns a Logger writing to sink.
@@ -61,7 +63,7 @@ func (l *Logger) DebugEnabled() bool { l.mu.Lock(); defer l.mu.Unlock(); return 
 // WithPrefix returns a Logger sharing the sink and operation counter that
 // puts prefix (for example "pre: ") before every message.
 func (l *Logger) WithPrefix(prefix string) *Logger {
-	return &Logger{sink: prefixSink{l, prefix}, debug: l.DebugEnabled()}
+	return &Logger{sink: prefixSink{l, prefix}, debug: l.DebugEnabled(), parent: l}
 }
 
 type prefixSink struct {
@@ -111,13 +113,20 @@ type Op struct {
 // Op logs "op(N): [started] desc" and returns the operation; desc should
 // read like a command line, with every path it touches.
 func (l *Logger) Op(format string, args ...any) *Op {
-	l.mu.Lock()
-	l.nextOp++
-	id := l.nextOp
-	l.mu.Unlock()
+	id := l.newOpID()
 	o := &Op{l: l, id: id, desc: fmt.Sprintf(format, args...), start: time.Now()}
 	l.Logf(Info, "op(%d): [started]  %s", id, o.desc)
 	return o
+}
+
+func (l *Logger) newOpID() int {
+	if l.parent != nil {
+		return l.parent.newOpID()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.nextOp++
+	return l.nextOp
 }
 
 // Finish logs "[finished]" when err is nil, else "[failed]" with the error,

@@ -53,9 +53,10 @@ func TestKmsgFormat(t *testing.T) {
 func TestPrefixSharesCounter(t *testing.T) {
 	var buf bytes.Buffer
 	l := New(WriterSink{W: &buf})
+	l.Op("first").Finish(nil)
 	p := l.WithPrefix("pre: ")
 	p.Op("a").Finish(nil)
-	if !strings.Contains(buf.String(), "pre: op(1): [started]  a") {
+	if !strings.Contains(buf.String(), "pre: op(2): [started]  a") {
 		t.Fatalf("prefixed op line missing: %q", buf.String())
 	}
 }
