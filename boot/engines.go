@@ -1,0 +1,81 @@
+package boot
+
+import "context"
+
+// Class names the extension class a request is about.
+type Class string
+
+// The two classes the pipeline merges.
+const (
+	Confext Class = "confext"
+	Sysext  Class = "sysext"
+)
+
+// ExtRequest is one merge or refresh the pipeline asks of the extension
+// engine.
+type ExtRequest struct {
+	Class Class
+	// Root is the target root (/sysroot in the initrd).
+	Root string
+	// Mutable is the mutable mode to force ("auto" for confexts, so that the
+	// extensions.mutable/etc -> /etc link makes /etc the upper dir); empty
+	// lets the engine resolve it from the environment and the root's config.
+	Mutable string
+	// Essential lists name patterns (path.Match syntax) of images that must
+	// not be skipped.
+	Essential []string
+}
+
+// Skip is an image the engine left out, with the reason it logged.
+type Skip struct {
+	Name   string
+	Reason string
+}
+
+// ExtResult is what a merge or refresh did.
+type ExtResult struct {
+	// Merged are the names of the images in the resulting merge.
+	Merged []string
+	// Skipped are the images found but left out.
+	Skipped []Skip
+	// Unchanged is set when a refresh found nothing to do and kept the
+	// existing merge.
+	Unchanged bool
+}
+
+// Extensions is the extension engine as the pipeline uses it. Merge and
+// Refresh must leave the hierarchy either as it was or fully replaced,
+// never unmounted; images that cannot be used are skipped and reported in
+// ExtResult.Skipped, and an error is returned only when the operation as a
+// whole failed.
+type Extensions interface {
+	// Merged reports whether the class's hierarchies in root carry a merge
+	// (ours or systemd's).
+	Merged(ctx context.Context, root string, class Class) (bool, error)
+	Merge(ctx context.Context, req ExtRequest) (ExtResult, error)
+	Refresh(ctx context.Context, req ExtRequest) (ExtResult, error)
+}
+
+// SelectResult summarises an A/B selection run.
+type SelectResult struct {
+	// Changes counts the links, moves and removals done (or planned in a
+	// dry run).
+	Changes int
+}
+
+// Selector is the A/B slot selection engine: it picks the images of the
+// booted slot and points the active links at them.
+type Selector interface {
+	Select(ctx context.Context, root string, dryRun bool) (SelectResult, error)
+}
+
+// RootOps are the few direct changes and checks the pipeline makes inside
+// the root itself; RootDir implements them by file descriptor.
+type RootOps interface {
+	// EnsureMutableLink makes var/lib/extensions.mutable/etc a symlink to
+	// /etc unless something already exists there.
+	EnsureMutableLink(root string, dryRun bool) (LinkState, error)
+	// SysextMasked reports whether systemd-sysext.service is masked in the
+	// root's /etc/systemd/system.
+	SysextMasked(root string) (bool, error)
+}

@@ -1,0 +1,323 @@
+package boot
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"path"
+	"strings"
+	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/oplog"
+)
+
+// Stage is one of the two pipeline stages.
+type Stage string
+
+// The two stages, run by ext-setup-root-pre.service and
+// ext-setup-root-post.service.
+const (
+	StagePre  Stage = "pre"
+	StagePost Stage = "post"
+)
+
+// DefaultEssential are the confext name patterns that must merge when no
+// other list is configured: the vendor default confext (Flatcar's
+// 00-flatcar-default). A pattern without glob characters must also exist.
+var DefaultEssential = []string{"00-*default*"}
+
+// Options configure one Run.
+type Options struct {
+	Stage Stage
+	// Root is the target root (/sysroot in the initrd).
+	Root   string
+	DryRun bool
+	// Cmdline are the kernel command line switches (ParseCmdline).
+	Cmdline Cmdline
+	// Essential are confext name patterns that must not be skipped; nil
+	// means DefaultEssential, Cmdline.Essential (when set) wins.
+	Essential []string
+	// SysextEssential are sysext name patterns that must not be skipped
+	// (none by default: a broken sysext never stops the boot).
+	SysextEssential []string
+	Ext             Extensions
+	Sel             Selector
+	RootOps         RootOps
+	Log             *oplog.Logger
+	// Now is time.Now unless a test sets it.
+	Now func() time.Time
+}
+
+// Summary is what a stage did, logged as its last line.
+type Summary struct {
+	Stage    Stage
+	Duration time.Duration
+	Disabled string // why the stage did nothing, if it was disabled
+	Link     string // mutable link state (pre)
+	Links    *SelectResult
+	Confext  *ExtResult
+	Sysext   *ExtResult
+	// SysextNote says why the sysext merge did not run or failed.
+	SysextNote string
+	Err        error
+}
+
+// String renders the summary line parsed by the QEMU tests; the format is
+// stable: "stage NAME finished|failed in Nms (PARTS)[: ERROR]".
+func (s *Summary) String() string {
+	verb := "finished"
+	if s.Err != nil {
+		verb = "failed"
+	}
+	var parts []string
+	if s.Disabled != "" {
+		parts = append(parts, "disabled by "+s.Disabled)
+	}
+	if s.Link != "" {
+		parts = append(parts, "mutable link: "+s.Link)
+	}
+	if s.Links != nil {
+		parts = append(parts, fmt.Sprintf("abslots: %d changes", s.Links.Changes))
+	}
+	if s.Confext != nil {
+		parts = append(parts, "confext: "+extParts(s.Confext))
+	}
+	if s.Sysext != nil {
+		parts = append(parts, "sysext: "+extParts(s.Sysext))
+	} else if s.SysextNote != "" {
+		parts = append(parts, "sysext: "+s.SysextNote)
+	}
+	line := fmt.Sprintf("stage %s %s in %dms (%s)", s.Stage, verb, s.Duration.Milliseconds(), strings.Join(parts, ", "))
+	if s.Err != nil {
+		line += ": " + s.Err.Error()
+	}
+	return line
+}
+
+func extParts(r *ExtResult) string {
+	s := fmt.Sprintf("%d merged, %d skipped", len(r.Merged), len(r.Skipped))
+	if r.Unchanged {
+		s += ", unchanged"
+	}
+	return s
+}
+
+// Run runs one stage and logs its summary line. The returned error is
+// non-nil exactly when the stage must fail the unit (and so the boot).
+func Run(ctx context.Context, o Options) (*Summary, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = oplog.Discard()
+	}
+	start := o.Now()
+	s := &Summary{Stage: o.Stage}
+	var err error
+	switch o.Stage {
+	case StagePre:
+		err = runPre(ctx, &o, s)
+	case StagePost:
+		err = runPost(ctx, &o, s)
+	default:
+		err = fmt.Errorf("unknown stage %q (want pre or post)", o.Stage)
+	}
+	s.Duration = o.Now().Sub(start)
+	s.Err = err
+	if err != nil {
+		o.Log.Errorf("%s", s)
+	} else {
+		o.Log.Noticef("%s", s)
+	}
+	return s, err
+}
+
+func (o *Options) essential() []string {
+	switch {
+	case o.Cmdline.Essential != nil:
+		return o.Cmdline.Essential
+	case o.Essential != nil:
+		return o.Essential
+	}
+	return DefaultEssential
+}
+
+func runPre(ctx context.Context, o *Options, s *Summary) error {
+	if o.Cmdline.PreOff {
+		s.Disabled = "ext-setup-root.stage.pre=0"
+		return nil
+	}
+	if o.Cmdline.ConfextOff {
+		s.Disabled = "systemd.confext=0"
+		return nil
+	}
+	if err := ensureLink(o, s); err != nil {
+		return err
+	}
+	res, err := confext(ctx, o, "merge")
+	s.Confext = res
+	return err
+}
+
+func runPost(ctx context.Context, o *Options, s *Summary) error {
+	if o.Cmdline.PostOff {
+		s.Disabled = "ext-setup-root.stage.post=0"
+		return nil
+	}
+	// A/B selection first: it decides which sysext images the links point
+	// at, and may move images, before anything is merged from them.
+	var errs []error
+	op := o.Log.Op("select A/B images and update links in %s", o.Root)
+	sel, err := o.Sel.Select(ctx, o.Root, o.DryRun)
+	if op.Finish(err) != nil {
+		// The merges below still run (so that emergency mode has /etc and
+		// the other extensions), but the stage fails at the end.
+		errs = append(errs, fmt.Errorf("A/B selection: %w", err))
+	} else {
+		s.Links = &sel
+	}
+	if o.Cmdline.ConfextOff {
+		o.Log.Noticef("confext refresh skipped: systemd.confext=0 on the kernel command line")
+	} else {
+		// Refresh so that confexts placed by provisioning (Ignition) since
+		// the pre stage appear; atomic, /etc stays mounted throughout.
+		res, err := confext(ctx, o, "refresh")
+		s.Confext = res
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := sysext(ctx, o, s); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+func ensureLink(o *Options, s *Summary) error {
+	link := path.Join(o.Root, MutableLinkDir, MutableLinkName)
+	if o.DryRun {
+		st, err := o.RootOps.EnsureMutableLink(o.Root, true)
+		if err != nil {
+			return err
+		}
+		o.Log.Infof("dry run: mutable link %s -> %s: %s", link, MutableLinkTarget, st)
+		s.Link = st.String()
+		return nil
+	}
+	op := o.Log.Op("ensure symlink %s -> %s", link, MutableLinkTarget)
+	st, err := o.RootOps.EnsureMutableLink(o.Root, false)
+	if op.Finish(err) != nil {
+		return fmt.Errorf("mutable /etc link %s: %w", link, err)
+	}
+	if st == LinkForeign {
+		o.Log.Warnf("%s exists and is not a symlink to %s; kept it, the confext upper dir is whatever it is", link, MutableLinkTarget)
+	}
+	s.Link = st.String()
+	return nil
+}
+
+// confext merges (pre) or refreshes (post) the confexts in mutable mode
+// "auto": with the extensions.mutable/etc -> /etc link, /etc itself is the
+// upper dir. A merge that finds a merge already in place refreshes
+// instead, so a rerun converges without unmounting /etc.
+func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
+	req := ExtRequest{Class: Confext, Root: o.Root, Mutable: "auto", Essential: o.essential()}
+	merged, err := o.Ext.Merged(ctx, o.Root, Confext)
+	if err != nil {
+		return nil, fmt.Errorf("confext status in %s: %w", o.Root, err)
+	}
+	if merged {
+		verb = "refresh"
+	} else if verb == "refresh" {
+		// Nothing merged (the pre stage was disabled or found no images):
+		// refresh merges then, exactly like systemd-confext refresh.
+		verb = "merge"
+	}
+	etc := path.Join(o.Root, "etc")
+	if o.DryRun {
+		o.Log.Infof("dry run: would %s confexts over %s (mutable=auto, essential %s)", verb, etc, strings.Join(req.Essential, ","))
+		return nil, nil
+	}
+	op := o.Log.Op("confext %s over %s (mutable=auto, essential %s)", verb, etc, strings.Join(req.Essential, ","))
+	var res ExtResult
+	if verb == "refresh" {
+		res, err = o.Ext.Refresh(ctx, req)
+	} else {
+		res, err = o.Ext.Merge(ctx, req)
+	}
+	if err == nil {
+		err = checkEssential(Confext, req.Essential, res)
+	}
+	if op.Finish(err) != nil {
+		return &res, fmt.Errorf("confext %s: %w", verb, err)
+	}
+	logSkips(o.Log, Confext, res)
+	return &res, nil
+}
+
+// sysext merges the system extensions over /usr and /opt unless disabled
+// on the command line or masked in the root; its failure only fails the
+// stage when an essential sysext is affected.
+func sysext(ctx context.Context, o *Options, s *Summary) error {
+	if o.Cmdline.SysextOff {
+		s.SysextNote = "disabled by systemd.sysext=0"
+		o.Log.Noticef("sysext merge skipped: systemd.sysext=0 on the kernel command line")
+		return nil
+	}
+	masked, err := o.RootOps.SysextMasked(o.Root)
+	if err != nil {
+		// Cannot tell: merging is the default systemd would apply too.
+		o.Log.Warnf("cannot tell whether %s is masked, merging anyway: %v", path.Join(o.Root, SysextUnitPath), err)
+	}
+	if masked {
+		s.SysextNote = "masked"
+		o.Log.Noticef("sysext merge skipped: %s is masked", path.Join(o.Root, SysextUnitPath))
+		return nil
+	}
+	merged, err := o.Ext.Merged(ctx, o.Root, Sysext)
+	if err != nil {
+		return o.sysextFailed(s, fmt.Errorf("sysext status in %s: %w", o.Root, err))
+	}
+	verb := "merge"
+	if merged {
+		verb = "refresh"
+	}
+	req := ExtRequest{Class: Sysext, Root: o.Root, Essential: o.SysextEssential}
+	if o.DryRun {
+		o.Log.Infof("dry run: would %s sysexts over %s and %s", verb, path.Join(o.Root, "usr"), path.Join(o.Root, "opt"))
+		s.SysextNote = "dry run"
+		return nil
+	}
+	op := o.Log.Op("sysext %s over %s and %s", verb, path.Join(o.Root, "usr"), path.Join(o.Root, "opt"))
+	var res ExtResult
+	if merged {
+		res, err = o.Ext.Refresh(ctx, req)
+	} else {
+		res, err = o.Ext.Merge(ctx, req)
+	}
+	if err == nil {
+		err = checkEssential(Sysext, req.Essential, res)
+	}
+	if op.Finish(err) != nil {
+		return o.sysextFailed(s, fmt.Errorf("sysext %s: %w", verb, err))
+	}
+	logSkips(o.Log, Sysext, res)
+	s.Sysext = &res
+	return nil
+}
+
+func (o *Options) sysextFailed(s *Summary, err error) error {
+	var ee *EssentialError
+	if errors.As(err, &ee) || len(o.SysextEssential) > 0 {
+		return err
+	}
+	s.SysextNote = "failed"
+	o.Log.Warnf("%v; continuing boot without system extensions", err)
+	return nil
+}
+
+func logSkips(l *oplog.Logger, c Class, res ExtResult) {
+	for _, sk := range res.Skipped {
+		l.Warnf("%s %s skipped: %s", c, sk.Name, sk.Reason)
+	}
+}
