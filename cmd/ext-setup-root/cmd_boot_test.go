@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/boot"
+	"github.com/ext-setup-root/ext-setup-root/oplog"
+	"github.com/ext-setup-root/ext-setup-root/paths"
+)
+
+// bootFake is a minimal engine pair that records calls.
+type bootFake struct{ calls []string }
+
+func (f *bootFake) Merged(context.Context, string, boot.Class) (bool, error) { return false, nil }
+func (f *bootFake) Merge(_ context.Context, r boot.ExtRequest) (boot.ExtResult, error) {
+	f.calls = append(f.calls, "merge "+string(r.Class)+" "+r.Root)
+	return boot.ExtResult{Merged: []string{"00-test-default"}}, nil
+}
+func (f *bootFake) Refresh(_ context.Context, r boot.ExtRequest) (boot.ExtResult, error) {
+	f.calls = append(f.calls, "refresh "+string(r.Class))
+	return boot.ExtResult{}, nil
+}
+func (f *bootFake) Select(_ context.Context, root string, dry bool) (boot.SelectResult, error) {
+	f.calls = append(f.calls, "select")
+	return boot.SelectResult{}, nil
+}
+
+func withBootFake(t *testing.T, cmdline string) *bootFake {
+	t.Helper()
+	f := &bootFake{}
+	old, oldCl := bootEngines, paths.ProcCmdline
+	bootEngines = func(func(string) string, string, *oplog.Logger) (boot.Extensions, boot.Selector, error) {
+		return f, f, nil
+	}
+	paths.ProcCmdline = filepath.Join(t.TempDir(), "cmdline")
+	os.WriteFile(paths.ProcCmdline, []byte(cmdline), 0o644)
+	t.Cleanup(func() { bootEngines, paths.ProcCmdline = old, oldCl })
+	return f
+}
+
+func TestBootUsage(t *testing.T) {
+	withBootFake(t, "")
+	for _, args := range [][]string{nil, {"--stage=middle"}, {"--stage=pre", "extra"}, {"--bogus"}} {
+		env, _, _ := testEnv()
+		if c := exitCode(run(env, append([]string{"boot"}, args...))); c != 2 {
+			t.Errorf("%q: exit %d, want 2", args, c)
+		}
+	}
+}
+
+func TestBootPreMergesIntoRoot(t *testing.T) {
+	f := withBootFake(t, "quiet")
+	root := t.TempDir()
+	env, _, errb := testEnv()
+	if err := run(env, []string{"boot", "--stage=pre", "--root=" + root}); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	if strings.Join(f.calls, ",") != "merge confext "+root {
+		t.Errorf("calls %v", f.calls)
+	}
+	if tgt, _ := os.Readlink(filepath.Join(root, "var/lib/extensions.mutable/etc")); tgt != "/etc" {
+		t.Errorf("link %q", tgt)
+	}
+	if !strings.Contains(errb.String(), "stage pre finished in ") {
+		t.Errorf("no summary:\n%s", errb)
+	}
+}
+
+func TestBootCmdlineDryRunAndDisable(t *testing.T) {
+	f := withBootFake(t, "ext-setup-root.dry-run ext-setup-root.debug")
+	root := t.TempDir()
+	env, _, errb := testEnv()
+	if err := run(env, []string{"boot", "--stage=pre", "--root", root}); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(root); len(ents) != 0 || len(f.calls) != 0 {
+		t.Errorf("dry run changed something: %v %v", ents, f.calls)
+	}
+	if !strings.Contains(errb.String(), "dry run: would merge confexts") {
+		t.Errorf("log:\n%s", errb)
+	}
+
+	f = withBootFake(t, "ext-setup-root.stage.post=0")
+	env, _, errb = testEnv()
+	if err := run(env, []string{"boot", "--stage=post", "--root", root}); err != nil {
+		t.Fatal(err)
+	}
+	if len(f.calls) != 0 || !strings.Contains(errb.String(), "disabled by ext-setup-root.stage.post=0") {
+		t.Errorf("calls %v log:\n%s", f.calls, errb)
+	}
+}
