@@ -205,4 +205,3 @@ func isNullOrEmpty(st unix.Stat_t) bool {
 }
 
 var _ RootOps = RootDir{}
-
