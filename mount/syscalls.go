@@ -1,0 +1,157 @@
+package mount
+
+import (
+	"errors"
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// MoveMountBeneath is MOVE_MOUNT_BENEATH (Linux 6.5): move_mount places the
+// mount beneath the top mount at the target instead of on top of it, which
+// lets a mount be replaced without a moment where the path is uncovered.
+// golang.org/x/sys v0.49.0 does not define it.
+const MoveMountBeneath = 0x200
+
+// retry calls f until it returns something other than EINTR. Since Go 1.14
+// asynchronous preemption signals can interrupt slow system calls (FUSE,
+// network filesystems, loop setup), see golang/go#40846.
+func retry(f func() error) error {
+	for {
+		if err := f(); !errors.Is(err, unix.EINTR) {
+			return err
+		}
+	}
+}
+
+// retryFd is retry for calls returning a file descriptor.
+func retryFd(f func() (int, error)) (int, error) {
+	for {
+		fd, err := f()
+		if !errors.Is(err, unix.EINTR) {
+			return fd, err
+		}
+	}
+}
+
+// fdPath names dirfd+path in errors: the path as given, "fd N" for an empty
+// path, or "fd N/path" for a relative path below a directory fd.
+func fdPath(dirfd int, path string) string {
+	switch {
+	case path == "":
+		return fmt.Sprintf("fd %d", dirfd)
+	case dirfd == unix.AT_FDCWD || path[0] == '/':
+		return path
+	default:
+		return fmt.Sprintf("fd %d/%s", dirfd, path)
+	}
+}
+
+// Fsopen opens a filesystem context for fstype (fsopen(2)).
+func Fsopen(fstype string, flags int) (int, error) {
+	fd, err := retryFd(func() (int, error) { return unix.Fsopen(fstype, flags) })
+	if err != nil {
+		return -1, &Error{Op: "fsopen", FSType: fstype, Flags: uint64(flags), Err: err}
+	}
+	return fd, nil
+}
+
+// FsconfigString sets a string parameter key=val on the filesystem context fd
+// (FSCONFIG_SET_STRING).
+func FsconfigString(fd int, key, val string) error {
+	err := retry(func() error { return unix.FsconfigSetString(fd, key, val) })
+	if err != nil {
+		return &Error{Op: "fsconfig", Target: fdPath(fd, ""), Data: key + "=" + val, Err: err}
+	}
+	return nil
+}
+
+// FsconfigFlag sets a flag parameter key on the filesystem context fd
+// (FSCONFIG_SET_FLAG).
+func FsconfigFlag(fd int, key string) error {
+	err := retry(func() error { return unix.FsconfigSetFlag(fd, key) })
+	if err != nil {
+		return &Error{Op: "fsconfig", Target: fdPath(fd, ""), Data: key, Err: err}
+	}
+	return nil
+}
+
+// FsconfigFd sets parameter key to the open file descriptor val
+// (FSCONFIG_SET_FD).
+func FsconfigFd(fd int, key string, val int) error {
+	err := retry(func() error { return unix.FsconfigSetFd(fd, key, val) })
+	if err != nil {
+		return &Error{Op: "fsconfig", Target: fdPath(fd, ""), Data: fmt.Sprintf("%s=<fd %d>", key, val), Err: err}
+	}
+	return nil
+}
+
+// FsconfigCreate creates the superblock of the filesystem context fd
+// (FSCONFIG_CMD_CREATE).
+func FsconfigCreate(fd int) error {
+	err := retry(func() error { return unix.FsconfigCreate(fd) })
+	if err != nil {
+		return &Error{Op: "fsconfig create", Target: fdPath(fd, ""), Err: err}
+	}
+	return nil
+}
+
+// Fsmount turns the created filesystem context fd into a detached mount and
+// returns its fd (fsmount(2)); attrs are MOUNT_ATTR_* flags.
+func Fsmount(fd, flags, attrs int) (int, error) {
+	mfd, err := retryFd(func() (int, error) { return unix.Fsmount(fd, flags, attrs) })
+	if err != nil {
+		return -1, &Error{Op: "fsmount", Target: fdPath(fd, ""), Flags: uint64(attrs), Err: err}
+	}
+	return mfd, nil
+}
+
+// MoveMount attaches or moves a mount (move_mount(2)); flags are
+// MOVE_MOUNT_* including MoveMountBeneath.
+func MoveMount(fromDirfd int, fromPath string, toDirfd int, toPath string, flags int) error {
+	err := retry(func() error { return unix.MoveMount(fromDirfd, fromPath, toDirfd, toPath, flags) })
+	if err != nil {
+		return &Error{Op: "move_mount", Source: fdPath(fromDirfd, fromPath), Target: fdPath(toDirfd, toPath), Flags: uint64(flags), Err: err}
+	}
+	return nil
+}
+
+// OpenTree opens (or with OPEN_TREE_CLONE, clones as a detached bind mount)
+// the mount at dirfd+path (open_tree(2)).
+func OpenTree(dirfd int, path string, flags uint) (int, error) {
+	fd, err := retryFd(func() (int, error) { return unix.OpenTree(dirfd, path, flags) })
+	if err != nil {
+		return -1, &Error{Op: "open_tree", Source: fdPath(dirfd, path), Flags: uint64(flags), Err: err}
+	}
+	return fd, nil
+}
+
+// MountSetattr changes mount attributes and propagation of the mount at
+// dirfd+path (mount_setattr(2)).
+func MountSetattr(dirfd int, path string, flags uint, attr *unix.MountAttr) error {
+	err := retry(func() error { return unix.MountSetattr(dirfd, path, flags, attr) })
+	if err != nil {
+		return &Error{Op: "mount_setattr", Target: fdPath(dirfd, path), Flags: uint64(flags),
+			Data: fmt.Sprintf("set=%#x clr=%#x propagation=%#x", attr.Attr_set, attr.Attr_clr, attr.Propagation), Err: err}
+	}
+	return nil
+}
+
+// Unmount unmounts target (umount2(2)); flags are MNT_* / UMOUNT_*.
+func Unmount(target string, flags int) error {
+	err := retry(func() error { return unix.Unmount(target, flags) })
+	if err != nil {
+		return &Error{Op: "umount2", Target: target, Flags: uint64(flags), Err: err}
+	}
+	return nil
+}
+
+// Mount is classic mount(2), kept for propagation changes and remounts,
+// which the new API expresses less directly on paths.
+func Mount(source, target, fstype string, flags uintptr, data string) error {
+	err := retry(func() error { return unix.Mount(source, target, fstype, flags, data) })
+	if err != nil {
+		return &Error{Op: "mount", Source: source, Target: target, FSType: fstype, Flags: uint64(flags), Data: data, Err: err}
+	}
+	return nil
+}
