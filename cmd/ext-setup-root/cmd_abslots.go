@@ -1,0 +1,107 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/ext-setup-root/ext-setup-root/abslots"
+	"github.com/ext-setup-root/ext-setup-root/paths"
+)
+
+// abslotsCmd holds the flags shared by `links` and `plan`.
+type abslotsCmd struct {
+	root   string
+	dryRun bool
+	json   bool
+	config string
+}
+
+func (c *abslotsCmd) parse(env *Env, name string, args []string, plan bool) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	def := "/"
+	if paths.InInitrd() {
+		def = paths.Sysroot
+	}
+	fs.StringVar(&c.root, "root", def, "target root (an unpacked tree works offline)")
+	fs.StringVar(&c.config, "config", "", "TOML layout file on the host, instead of the config search inside the root")
+	if plan {
+		fs.BoolVar(&c.json, "json", false, "print the plan as JSON")
+	} else {
+		fs.BoolVar(&c.dryRun, "dry-run", false, "log what would change, change nothing")
+	}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err
+		}
+		return usagef("%s: %v", name, err)
+	}
+	if fs.NArg() != 0 {
+		return usagef("%s takes no arguments, got %q", name, strings.Join(fs.Args(), " "))
+	}
+	return nil
+}
+
+func (c *abslotsCmd) options(env *Env, cmdline io.Reader) abslots.Options {
+	return abslots.Options{Root: c.root, DryRun: c.dryRun, ConfigFile: c.config, Log: env.Log, Getenv: env.Getenv, Cmdline: cmdline}
+}
+
+func init() {
+	register(command{
+		name:    "links",
+		summary: "select A/B extension images for the booted slot and set the active links",
+		run: func(env *Env, args []string) error {
+			c := &abslotsCmd{}
+			if err := c.parse(env, "links", args, false); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					return nil
+				}
+				return err
+			}
+			_, err := abslots.Run(context.Background(), c.options(env, nil))
+			if errors.Is(err, abslots.ErrDisabled) {
+				return nil
+			}
+			return err
+		},
+	})
+	register(command{
+		name:    "plan",
+		summary: "print the A/B image selection (slot, version, choices, moves, links) without changing anything",
+		run: func(env *Env, args []string) error {
+			c := &abslotsCmd{}
+			if err := c.parse(env, "plan", args, true); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					return nil
+				}
+				return err
+			}
+			c.dryRun = true
+			o := c.options(env, nil)
+			o.Log = nil // the plan itself is the output
+			p, err := abslots.Run(context.Background(), o)
+			if errors.Is(err, abslots.ErrDisabled) {
+				fmt.Fprintln(env.Stdout, "abslots disabled by ext-setup-root.abslots=0")
+				return nil
+			}
+			if p == nil {
+				return err
+			}
+			if c.json {
+				enc := json.NewEncoder(env.Stdout)
+				enc.SetIndent("", "  ")
+				if jerr := enc.Encode(p); jerr != nil {
+					return jerr
+				}
+			} else {
+				fmt.Fprint(env.Stdout, p.String())
+			}
+			return err
+		},
+	})
+}
