@@ -8,6 +8,8 @@ import (
 	"path"
 	"sort"
 	"strings"
+
+	"github.com/ext-setup-root/ext-setup-root/release"
 )
 
 // Facts is everything the plan depends on, read from the target root (and
@@ -67,7 +69,7 @@ func Gather(root FS, cfg *Config) *Facts {
 	f := &Facts{Files: map[string]FileFact{}, Links: map[string]LinkFact{}}
 	f.VersionSource = cfg.OSRelease
 	if b, err := root.ReadFile(cfg.OSRelease); err == nil {
-		m, perr := parseEnvFile(bytes.NewReader(b), cfg.OSRelease)
+		m, perr := release.Parse(bytes.NewReader(b), cfg.OSRelease)
 		if perr != nil {
 			f.problem(perr.Error())
 		} else if v := m[cfg.VersionKey]; v != "" {

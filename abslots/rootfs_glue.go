@@ -1,0 +1,95 @@
+package abslots
+
+import (
+	"errors"
+	"io/fs"
+	"path"
+	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
+	"golang.org/x/sys/unix"
+)
+
+func init() {
+	openRoot = func(p string) (FS, error) {
+		r, err := rootfs.Open(p)
+		if err != nil {
+			return nil, err
+		}
+		return RootFS{r}, nil
+	}
+}
+
+// RootFS adapts *rootfs.Root (which returns raw stat structures) to FS.
+type RootFS struct{ *rootfs.Root }
+
+// Lstat implements FS.
+func (r RootFS) Lstat(name string) (fs.FileInfo, error) {
+	st, err := r.Root.Lstat(name)
+	if err != nil {
+		return nil, err
+	}
+	return statInfo{path.Base(name), st}, nil
+}
+
+// Stat implements FS.
+func (r RootFS) Stat(name string) (fs.FileInfo, error) {
+	st, err := r.Root.Stat(name)
+	if err != nil {
+		return nil, err
+	}
+	return statInfo{path.Base(name), st}, nil
+}
+
+// Move implements FS with rootfs's crash-safe cross-filesystem move.
+func (r RootFS) Move(src, dst string) error {
+	if m, ok := any(r.Root).(interface{ Move(string, string) error }); ok {
+		return m.Move(src, dst)
+	}
+	return errors.New("rootfs: Move not available in this build")
+}
+
+// CleanTemps implements FS.
+func (r RootFS) CleanTemps(dir string) error {
+	switch m := any(r.Root).(type) {
+	case interface{ CleanTemps(string) error }:
+		return m.CleanTemps(dir)
+	case interface{ CleanTemps(string) (int, error) }:
+		_, err := m.CleanTemps(dir)
+		return err
+	}
+	return errors.New("rootfs: CleanTemps not available in this build")
+}
+
+// FaultFromEnv arms rootfs's fault injection (crash tests).
+func (r RootFS) FaultFromEnv(getenv func(string) string) { rootfs.FaultFromEnv(getenv) }
+
+// statInfo is an fs.FileInfo over a unix.Stat_t.
+type statInfo struct {
+	name string
+	st   unix.Stat_t
+}
+
+func (s statInfo) Name() string { return s.name }
+func (s statInfo) Size() int64  { return s.st.Size }
+func (s statInfo) Mode() fs.FileMode {
+	m := fs.FileMode(s.st.Mode & 0o777)
+	switch s.st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		m |= fs.ModeDir
+	case unix.S_IFLNK:
+		m |= fs.ModeSymlink
+	case unix.S_IFBLK:
+		m |= fs.ModeDevice
+	case unix.S_IFCHR:
+		m |= fs.ModeDevice | fs.ModeCharDevice
+	case unix.S_IFIFO:
+		m |= fs.ModeNamedPipe
+	case unix.S_IFSOCK:
+		m |= fs.ModeSocket
+	}
+	return m
+}
+func (s statInfo) ModTime() time.Time { return time.Unix(s.st.Mtim.Unix()) }
+func (s statInfo) IsDir() bool        { return s.Mode().IsDir() }
+func (s statInfo) Sys() any           { return &s.st }
