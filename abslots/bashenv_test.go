@@ -1,0 +1,92 @@
+package abslots
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"syscall"
+	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"golang.org/x/sys/unix"
+)
+
+// ReferenceDirEnv names the directory holding Flatcar's bootengine scripts
+// (default: ../../shared/reference/flatcar-bootengine from this package).
+const ReferenceDirEnv = "EXT_SETUP_ROOT_BOOTENGINE_DIR"
+
+// referenceScript returns the path of initrd-setup-root-after-ignition or
+// gates the test.
+func referenceScript(t testing.TB) string {
+	t.Helper()
+	dir := os.Getenv(ReferenceDirEnv)
+	if dir == "" {
+		dir = "../../shared/reference/flatcar-bootengine"
+	}
+	p, _ := filepath.Abs(filepath.Join(dir, "initrd-setup-root-after-ignition"))
+	if _, err := os.Stat(p); err != nil {
+		testutil.Gate(t, "Flatcar reference script not found at %s (set %s)", p, ReferenceDirEnv)
+	}
+	return p
+}
+
+// bashEnv is a chroot in which the reference script sees /sysroot (the
+// fixture) and /sysusr/usr/bin, with the host's /usr for its tools. It
+// lives on a tmpfs in the test's private mount namespace.
+type bashEnv struct {
+	dir    string
+	script string
+}
+
+func newBashEnv(t testing.TB, fixture string) *bashEnv {
+	t.Helper()
+	script := referenceScript(t)
+	testutil.RequireTool(t, "bash", "grep", "sed", "realpath", "cut", "mv", "ln")
+	e := &bashEnv{dir: testutil.Tmpfs(t)}
+	for _, d := range []string{"usr", "dev", "proc", "tmp", "sysroot", "sysusr/usr/bin", "etc"} {
+		if err := os.MkdirAll(filepath.Join(e.dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
+		os.Symlink("usr/"+l, filepath.Join(e.dir, l))
+	}
+	for _, b := range [][2]string{{"/usr", "usr"}, {"/dev", "dev"}, {"/proc", "proc"}, {fixture, "sysroot"}} {
+		dst := filepath.Join(e.dir, b[1])
+		if err := unix.Mount(b[0], dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			t.Fatalf("bind %s: %v", b[0], err)
+		}
+		t.Cleanup(func() { unix.Unmount(dst, unix.MNT_DETACH) })
+	}
+	b, err := os.ReadFile(script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(e.dir, "tmp/setup-root"), b, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	e.script = "/tmp/setup-root"
+	return e
+}
+
+// cmd returns the command running the script in the chroot.
+func (e *bashEnv) cmd() *exec.Cmd {
+	c := exec.Command("/bin/bash", e.script)
+	c.SysProcAttr = &syscall.SysProcAttr{Chroot: e.dir}
+	c.Dir = "/"
+	c.Env = []string{"PATH=/usr/bin:/usr/sbin", "LANG=C"}
+	return c
+}
+
+// run runs the script once and returns its output.
+func (e *bashEnv) run(t testing.TB) string {
+	t.Helper()
+	var out bytes.Buffer
+	c := e.cmd()
+	c.Stdout, c.Stderr = &out, &out
+	if err := c.Run(); err != nil {
+		t.Fatalf("reference script: %v\n%s", err, out.String())
+	}
+	return out.String()
+}
