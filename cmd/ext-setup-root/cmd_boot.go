@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"os/exec"
 	"strings"
+	"syscall"
 
 	"github.com/ext-setup-root/ext-setup-root/boot"
 	"github.com/ext-setup-root/ext-setup-root/paths"
@@ -16,6 +18,27 @@ import (
 
 // bootEngines builds the engines the boot verb drives; tests replace it.
 var bootEngines = boot.RealEngines
+
+// systemdVersion runs `TOOL --version` and parses its first line; tests
+// replace it.
+var systemdVersion = func(tool string) (int, error) {
+	out, err := exec.Command(tool, "--version").Output()
+	if err != nil {
+		return 0, fmt.Errorf("%s --version: %w", tool, err)
+	}
+	return boot.ParseSystemdVersion(bytes.NewReader(out))
+}
+
+// execStock replaces this process with the stock systemd tool, so that the
+// unit's journal shows the tool's own lines and exit status; tests replace
+// it.
+var execStock = func(argv []string) error {
+	p, err := exec.LookPath(argv[0])
+	if err != nil {
+		return err
+	}
+	return syscall.Exec(p, argv, os.Environ())
+}
 
 // listFlag collects a repeatable, comma-separated flag.
 type listFlag struct {
@@ -48,7 +71,7 @@ func init() {
 func runBoot(env *Env, args []string) error {
 	fl := flag.NewFlagSet("boot", flag.ContinueOnError)
 	fl.SetOutput(env.Stderr)
-	stage := fl.String("stage", "", "stage to run: pre or post")
+	stage := fl.String("stage", "", "stage to run: pre, post (initrd), late-confext or late-sysext (booted system, from the drop-ins)")
 	root := fl.String("root", "", "target root (default "+paths.Sysroot+" in the initrd, / elsewhere)")
 	dryRun := fl.Bool("dry-run", false, "log what would be done, change nothing")
 	debug := fl.Bool("debug", false, "log debug messages")
@@ -62,8 +85,10 @@ func runBoot(env *Env, args []string) error {
 		return usagef("boot: unexpected arguments %q", fl.Args())
 	}
 	st := boot.Stage(*stage)
-	if st != boot.StagePre && st != boot.StagePost {
-		return usagef("boot: --stage must be pre or post, not %q", *stage)
+	switch st {
+	case boot.StagePre, boot.StagePost, boot.StageLateConfext, boot.StageLateSysext:
+	default:
+		return usagef("boot: --stage must be pre, post, late-confext or late-sysext, not %q", *stage)
 	}
 	if *root == "" {
 		*root = "/"
@@ -98,8 +123,15 @@ func runBoot(env *Env, args []string) error {
 		}
 	}
 	o.SysextEssential = sysEssential.v
-	o.Ext, o.Sel, err = bootEngines(env.Getenv, string(raw), log)
-	if err != nil {
+	var engErr error
+	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
+	if st == boot.StageLateConfext || st == boot.StageLateSysext {
+		return boot.RunLate(context.Background(), boot.LateOptions{
+			Stage: st, Root: *root, Ext: o.Ext, Log: log,
+			SystemdVersion: systemdVersion, ExecStock: execStock,
+		})
+	}
+	if err = engErr; err != nil {
 		return fmt.Errorf("boot --stage=%s: %w", st, err)
 	}
 	_, err = boot.Run(context.Background(), o)

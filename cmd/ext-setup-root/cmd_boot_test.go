@@ -93,3 +93,29 @@ func TestBootCmdlineDryRunAndDisable(t *testing.T) {
 		t.Errorf("calls %v log:\n%s", f.calls, errb)
 	}
 }
+
+func TestBootLateStages(t *testing.T) {
+	oldV, oldE := systemdVersion, execStock
+	t.Cleanup(func() { systemdVersion, execStock = oldV, oldE })
+	var execd []string
+	execStock = func(argv []string) error { execd = argv; return nil }
+	for _, v := range []int{262, 258} {
+		f := withBootFake(t, "")
+		execd = nil
+		systemdVersion = func(string) (int, error) { return v, nil }
+		env, _, errb := testEnv()
+		if err := run(env, []string{"boot", "--stage=late-confext", "--root=/"}); err != nil {
+			t.Fatalf("%d: %v\n%s", v, err, errb)
+		}
+		switch v {
+		case 262:
+			if strings.Join(execd, " ") != "systemd-confext refresh" || len(f.calls) != 0 {
+				t.Errorf("262: exec %v calls %v", execd, f.calls)
+			}
+		case 258:
+			if execd != nil || strings.Join(f.calls, ",") != "refresh confext" {
+				t.Errorf("258: exec %v calls %v", execd, f.calls)
+			}
+		}
+	}
+}

@@ -1,0 +1,116 @@
+package boot
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"path"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/oplog"
+)
+
+// Late stages, run by the host drop-ins for systemd-confext.service and
+// systemd-sysext.service in the booted system.
+const (
+	StageLateConfext Stage = "late-confext"
+	StageLateSysext  Stage = "late-sysext"
+)
+
+// SkipRefreshSince is the first systemd version whose refresh skips an
+// unchanged merge (PR 39980, v260): from it on the stock refresh is used.
+const SkipRefreshSince = 260
+
+// LateOptions configure RunLate.
+type LateOptions struct {
+	Stage Stage
+	Root  string
+	Ext   Extensions
+	Log   *oplog.Logger
+	// SystemdVersion returns the version of the installed systemd-confext
+	// or systemd-sysext (ParseSystemdVersion of its --version output).
+	SystemdVersion func(tool string) (int, error)
+	// ExecStock replaces the process with the stock tool (argv[0] is the
+	// tool name); it only returns on failure.
+	ExecStock func(argv []string) error
+	Now       func() time.Time
+}
+
+// RunLate is the late refresh in the booted system. With systemd >=
+// SkipRefreshSince it hands over to the stock `systemd-<class> refresh`,
+// which skips an unchanged merge itself, so its journal lines stay exactly
+// systemd's. With an older systemd, whose refresh unmerges and merges again
+// (leaving /etc missing for a moment), it runs our refresh: it skips when
+// the origin record is unchanged and otherwise replaces the merge
+// atomically. If the version cannot be told, ours runs: it is the safe one.
+func RunLate(ctx context.Context, o LateOptions) error {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Log == nil {
+		o.Log = oplog.Discard()
+	}
+	class, mutable := Confext, "auto"
+	if o.Stage == StageLateSysext {
+		class, mutable = Sysext, ""
+	} else if o.Stage != StageLateConfext {
+		return fmt.Errorf("unknown late stage %q", o.Stage)
+	}
+	tool := "systemd-" + string(class)
+	start := o.Now()
+	v, err := o.SystemdVersion(tool)
+	switch {
+	case err != nil:
+		o.Log.Warnf("cannot tell the systemd version from %s --version (%v); using ext-setup-root's atomic refresh", tool, err)
+	case v >= SkipRefreshSince:
+		o.Log.Infof("systemd %d >= %d skips unchanged refreshes itself: handing over to %s refresh", v, SkipRefreshSince, tool)
+		argv := []string{tool, "refresh"}
+		if o.Root != "" && path.Clean(o.Root) != "/" {
+			argv = append(argv, "--root="+o.Root)
+		}
+		return o.ExecStock(argv)
+	default:
+		o.Log.Infof("systemd %d < %d would unmerge before merging: using ext-setup-root's atomic refresh", v, SkipRefreshSince)
+	}
+	if o.Ext == nil {
+		return fmt.Errorf("%s refresh: %w", class, ErrEnginesUnavailable)
+	}
+	req := ExtRequest{Class: class, Root: o.Root, Mutable: mutable}
+	op := o.Log.Op("%s refresh in %s", class, o.Root)
+	res, err := o.Ext.Refresh(ctx, req)
+	op.Finish(err)
+	s := &Summary{Stage: o.Stage, Duration: o.Now().Sub(start), Err: err}
+	if err == nil {
+		logSkips(o.Log, class, res)
+		if class == Confext {
+			s.Confext = &res
+		} else {
+			s.Sysext = &res
+		}
+		o.Log.Noticef("%s", s)
+		return nil
+	}
+	o.Log.Errorf("%s", s)
+	return fmt.Errorf("%s refresh: %w", class, err)
+}
+
+// ParseSystemdVersion reads the major version from the first line of a
+// systemd tool's --version output ("systemd 262 (262.1-1)").
+func ParseSystemdVersion(r io.Reader) (int, error) {
+	line, err := bufio.NewReader(r).ReadString('\n')
+	if err != nil && line == "" {
+		return 0, fmt.Errorf("empty --version output")
+	}
+	f := strings.Fields(line)
+	if len(f) < 2 || f[0] != "systemd" {
+		return 0, fmt.Errorf("unexpected --version line %q", strings.TrimSpace(line))
+	}
+	n, err := strconv.Atoi(strings.SplitN(f[1], ".", 2)[0])
+	if err != nil || n <= 0 {
+		return 0, fmt.Errorf("unexpected systemd version %q", f[1])
+	}
+	return n, nil
+}
