@@ -44,6 +44,9 @@ func BeneathSupported() bool {
 // of that top mount), so unmounting the top one afterwards swaps the two
 // without a moment where target shows the underlying directory.
 func Attach(mnt *os.File, target *os.File, beneath bool) error {
+	if mnt == nil || target == nil {
+		return &Error{Op: "move_mount", Err: unix.EBADF}
+	}
 	flags := unix.MOVE_MOUNT_F_EMPTY_PATH | unix.MOVE_MOUNT_T_EMPTY_PATH
 	if beneath {
 		flags |= MoveMountBeneath

@@ -3,7 +3,6 @@ package mount
 import (
 	"bufio"
 	"bytes"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -101,59 +100,31 @@ func unescape(s string) string {
 }
 
 // ReadMountinfo reads and parses paths.ProcMountinfo. The kernel only
-// guarantees a consistent table within one read(2) (moby/sys#161), so the
-// file is read with a single read into a buffer that is grown and the read
-// redone until the table fits.
+// guarantees a consistent table within one read(2) (moby/sys#161,
+// kubernetes#103754), and a table with long lines (an overlay with many
+// layers lists them all) cannot be read in one, so the file is read whole
+// until two consecutive reads agree, at most mountinfoReads times.
 func ReadMountinfo() ([]Info, error) {
-	for size := 256 * 1024; ; size *= 2 {
-		data, complete, err := readOnce(paths.ProcMountinfo, size)
+	prev, err := os.ReadFile(paths.ProcMountinfo)
+	if err != nil {
+		return nil, err
+	}
+	for i := 1; i < mountinfoReads; i++ {
+		cur, err := os.ReadFile(paths.ProcMountinfo)
 		if err != nil {
 			return nil, err
 		}
-		if complete || size >= 256*1024*1024 {
-			return ParseMountinfo(bytes.NewReader(data))
+		if bytes.Equal(prev, cur) {
+			break
 		}
+		prev = cur
 	}
+	return ParseMountinfo(bytes.NewReader(prev))
 }
 
-// readOnce reads path with one read(2) of up to size bytes and reports
-// whether that was the whole file (a second read returns nothing).
-func readOnce(path string, size int) ([]byte, bool, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, false, err
-	}
-	defer f.Close()
-	buf := make([]byte, size)
-	n, err := readRetry(f, buf)
-	if err != nil {
-		return nil, false, &os.PathError{Op: "read", Path: path, Err: err}
-	}
-	if n == size {
-		return nil, false, nil
-	}
-	var one [1]byte
-	m, err := readRetry(f, one[:])
-	if err != nil {
-		return nil, false, &os.PathError{Op: "read", Path: path, Err: err}
-	}
-	return buf[:n], m == 0, nil
-}
-
-// readRetry is one read(2) retried on EINTR.
-func readRetry(f *os.File, buf []byte) (int, error) {
-	for {
-		n, err := unix.Read(int(f.Fd()), buf)
-		runtime.KeepAlive(f)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if n < 0 {
-			n = 0
-		}
-		return n, err
-	}
-}
+// mountinfoReads bounds ReadMountinfo on a mount table that keeps changing;
+// the last read is used then.
+const mountinfoReads = 5
 
 // IsMountPoint reports whether f (any fd, including O_PATH) refers to the
 // root of a mount. It asks statx for STATX_ATTR_MOUNT_ROOT and, if the
