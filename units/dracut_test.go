@@ -1,0 +1,114 @@
+package units
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+)
+
+const moduleSetup = "../dracut/99ext-setup-root/module-setup.sh"
+
+// runModule sources module-setup.sh in bash with dracut's helpers stubbed
+// to record their calls, runs script, and returns the recorded lines.
+func runModule(t *testing.T, sysroot, script string) (string, error) {
+	t.Helper()
+	testutil.RequireTool(t, "bash")
+	log := filepath.Join(t.TempDir(), "calls")
+	stubs := `
+inst_simple() { echo "inst_simple $*" >> "$CALLS"; }
+inst_multiple() { echo "inst_multiple $*" >> "$CALLS"; }
+instmods() { echo "instmods hostonly=[$hostonly] $*" >> "$CALLS"; }
+systemctl_stub() { echo "systemctl $*" >> "$CALLS"; }
+SYSTEMCTL=systemctl_stub
+initdir=/INITDIR
+systemdsystemunitdir=/usr/lib/systemd/system
+dracutsysrootdir=` + sysroot + `
+hostonly=yes
+`
+	cmd := exec.Command("bash", "-euc", stubs+"source "+moduleSetup+"\n"+script)
+	cmd.Env = append(os.Environ(), "CALLS="+log)
+	out, err := cmd.CombinedOutput()
+	calls, _ := os.ReadFile(log)
+	if err != nil {
+		return string(calls) + string(out), err
+	}
+	return string(calls) + string(out), nil
+}
+
+func TestDracutCheck(t *testing.T) {
+	sys := t.TempDir()
+	out, _ := runModule(t, sys, `set +e; check; echo "rc=$?"`)
+	if !strings.Contains(out, "rc=1") {
+		t.Errorf("without the binary check must return 1: %s", out)
+	}
+	os.MkdirAll(filepath.Join(sys, "usr/bin"), 0o755)
+	os.WriteFile(filepath.Join(sys, "usr/bin/ext-setup-root"), []byte("#!/bin/true\n"), 0o755)
+	out, _ = runModule(t, sys, `set +e; check; echo "rc=$?"`)
+	if !strings.Contains(out, "rc=255") {
+		t.Errorf("with the binary check must return 255 (include when asked): %s", out)
+	}
+	out, _ = runModule(t, sys, `depends`)
+	if strings.TrimSpace(out) != "systemd systemd-initrd" {
+		t.Errorf("depends: %q", out)
+	}
+}
+
+func TestDracutInstall(t *testing.T) {
+	out, err := runModule(t, "", "installkernel; install")
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"instmods hostonly=[] overlay loop squashfs erofs dm-verity dm-mod",
+		"inst_simple /usr/bin/ext-setup-root",
+		"inst_simple /usr/lib/systemd/system/ext-setup-root-pre.service",
+		"inst_simple /usr/lib/systemd/system/ext-setup-root-post.service",
+		"systemctl -q --root /INITDIR add-requires initrd.target ext-setup-root-pre.service",
+		"systemctl -q --root /INITDIR add-requires initrd.target ext-setup-root-post.service",
+		"systemctl -q --root /INITDIR mask systemd-confext-sysroot.service",
+		"systemctl -q --root /INITDIR mask systemd-sysext-sysroot.service",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing call %q in:\n%s", want, out)
+		}
+	}
+}
+
+// TestDracutWiringWithSystemctl runs the real systemctl's add-requires and
+// mask on an initdir the way dracut does, and checks the resulting links.
+func TestDracutWiringWithSystemctl(t *testing.T) {
+	testutil.RequireTool(t, "systemctl")
+	initdir := t.TempDir()
+	ud := filepath.Join(initdir, "usr/lib/systemd/system")
+	os.MkdirAll(ud, 0o755)
+	for _, u := range []string{"ext-setup-root-pre.service", "ext-setup-root-post.service"} {
+		b, _ := os.ReadFile("initrd/" + u)
+		os.WriteFile(filepath.Join(ud, u), b, 0o644)
+	}
+	os.WriteFile(filepath.Join(ud, "initrd.target"), []byte("[Unit]\nDescription=x\n"), 0o644)
+	os.WriteFile(filepath.Join(ud, "systemd-confext-sysroot.service"), []byte("[Service]\nExecStart=/bin/true\n"), 0o644)
+	for _, args := range [][]string{
+		{"add-requires", "initrd.target", "ext-setup-root-pre.service"},
+		{"add-requires", "initrd.target", "ext-setup-root-post.service"},
+		{"mask", "systemd-confext-sysroot.service"},
+		{"mask", "systemd-sysext-sysroot.service"},
+	} {
+		if out, err := exec.Command("systemctl", append([]string{"-q", "--root", initdir}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("systemctl %v: %v\n%s", args, err, out)
+		}
+	}
+	for link, target := range map[string]string{
+		"etc/systemd/system/initrd.target.requires/ext-setup-root-pre.service":  "/usr/lib/systemd/system/ext-setup-root-pre.service",
+		"etc/systemd/system/initrd.target.requires/ext-setup-root-post.service": "/usr/lib/systemd/system/ext-setup-root-post.service",
+		"etc/systemd/system/systemd-confext-sysroot.service":                    "/dev/null",
+		"etc/systemd/system/systemd-sysext-sysroot.service":                     "/dev/null",
+	} {
+		if got, err := os.Readlink(filepath.Join(initdir, link)); err != nil || got != target {
+			t.Errorf("%s -> %q (%v), want %s", link, got, err, target)
+		}
+	}
+}
