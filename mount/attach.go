@@ -43,6 +43,9 @@ func BeneathSupported() bool {
 // under the mount currently on top at target (which must then be the root
 // of that top mount), so unmounting the top one afterwards swaps the two
 // without a moment where target shows the underlying directory.
+//
+// After Attach, mnt refers to the attached mount and, while open, keeps it
+// busy (umount without MNT_DETACH fails with EBUSY): close it when done.
 func Attach(mnt *os.File, target *os.File, beneath bool) error {
 	if mnt == nil || target == nil {
 		return &Error{Op: "move_mount", Err: unix.EBADF}

@@ -64,6 +64,11 @@ func (c *FSContext) SetFd(k string, fd int) error {
 // mount of it (fsmount with FSMOUNT_CLOEXEC and MOUNT_ATTR_* attrs). The
 // mount is not visible anywhere until attached (Attach); closing the
 // returned file without attaching it discards the mount.
+//
+// MOUNT_ATTR_RDONLY only makes the mount read-only; the superblock still
+// opens its block device for writing unless the context has the flag "ro"
+// (SetFlag("ro")). On a read-only device, such as a loop attached with
+// ReadOnly, the create fails with EACCES without it.
 func (c *FSContext) Mount(attrs uint64) (*os.File, error) {
 	if err := c.wrap(FsconfigCreate(c.fd)); err != nil {
 		return nil, err
