@@ -1,0 +1,172 @@
+package extension
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/oplog"
+	"github.com/ext-setup-root/ext-setup-root/paths"
+)
+
+// Options configure one call of the engine (Merge, Refresh, Unmerge,
+// Status, List). The zero value of every field means systemd's default.
+type Options struct {
+	// Root is the tree to work on ("" or "/" for the running system,
+	// /sysroot in the initrd). Everything is resolved inside it.
+	Root string
+	// Class is Sysext or Confext.
+	Class *Class
+	// Mutable is the mutable mode from the command line ("" = unset: the
+	// class's environment variable, then systemd/<class>.conf decide).
+	Mutable string
+	// Force skips release validation (systemd's --force).
+	Force bool
+	// AlwaysRefresh makes Refresh replace the merge even if nothing changed.
+	AlwaysRefresh bool
+	// NoReload is accepted for compatibility; the engine never talks to
+	// the service manager (systemd does not either with --root).
+	NoReload bool
+	// Noexec, if set, forces MOUNT_ATTR_NOEXEC on or off.
+	Noexec *bool
+	// Getenv reads systemd's and our environment variables (os.Getenv if nil).
+	Getenv func(string) string
+	// Log receives every side effect as an operation (oplog.Discard if nil).
+	Log *oplog.Logger
+	// Info receives systemd's user-facing lines ("Using extensions ...",
+	// "Merged extensions into ..."); nil discards them.
+	Info io.Writer
+	// NoBeneath forces the unmount-then-mount fallback instead of
+	// MOVE_MOUNT_BENEATH (also env EXT_SETUP_ROOT_NO_BENEATH=1).
+	NoBeneath bool
+	// Essential are image name patterns (path.Match syntax): if such an
+	// image cannot be opened or validated, the whole call fails.
+	Essential []string
+}
+
+// Skip is an image that was found but left out, with the logged reason.
+type Skip struct {
+	Name   string
+	Reason string
+}
+
+// Result tells what a call did.
+type Result struct {
+	// Merged are the names of the images in the resulting merge, ascending
+	// (the order of the confexts/extensions file).
+	Merged []string
+	// Skipped are images found but not merged.
+	Skipped []Skip
+	// Hierarchies are the resolved hierarchy paths (root included) that
+	// were mounted, replaced or unmerged.
+	Hierarchies []string
+	// Unchanged is set when Refresh found nothing to do.
+	Unchanged bool
+	// Replaced is set when an existing merge was replaced.
+	Replaced bool
+	// Gap is set when a replacement had to unmount the old merge before
+	// mounting the new one (no MOVE_MOUNT_BENEATH, or forced).
+	Gap bool
+	// Unmerged is set when the call removed a merge (unmerge, or a
+	// refresh that found no images in mode "no").
+	Unmerged bool
+}
+
+// engine is the state of one call.
+type engine struct {
+	opt      Options
+	cls      *Class
+	log      *oplog.Logger
+	getenv   func(string) string
+	rootPath string   // absolute, cleaned, resolved; "/" for the host
+	root     *os.File // O_PATH fd of rootPath
+	hiers    []string
+	initrd   bool
+	info     io.Writer
+}
+
+// newEngine validates opt and opens the root.
+func newEngine(opt Options) (*engine, error) {
+	if opt.Class == nil {
+		return nil, errors.New("extension: no class given")
+	}
+	e := &engine{opt: opt, cls: opt.Class, log: opt.Log, getenv: opt.Getenv, info: opt.Info}
+	if e.log == nil {
+		e.log = oplog.Discard()
+	}
+	if e.getenv == nil {
+		e.getenv = os.Getenv
+	}
+	if e.info == nil {
+		e.info = io.Discard
+	}
+	rp := opt.Root
+	if rp == "" {
+		rp = "/"
+	}
+	abs, err := filepath.Abs(rp)
+	if err != nil {
+		return nil, err
+	}
+	if r, err := filepath.EvalSymlinks(abs); err == nil {
+		abs = r
+	}
+	fd, err := unix.Open(abs, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open root", Path: abs, Err: err}
+	}
+	e.root = os.NewFile(uintptr(fd), abs)
+	e.rootPath = abs
+	e.hiers = opt.Class.Hierarchies
+	if v := e.getenv(opt.Class.HierarchiesEnv); v != "" {
+		e.hiers = nil
+		for _, h := range strings.Split(v, ":") {
+			if h != "" {
+				e.hiers = append(e.hiers, path.Clean("/"+h))
+			}
+		}
+	}
+	if _, err := openIn(e.root, "/etc/initrd-release", unix.O_PATH); err == nil {
+		e.initrd = true
+	}
+	return e, nil
+}
+
+func (e *engine) close() {
+	if e.root != nil {
+		e.root.Close()
+	}
+}
+
+// display returns the host-visible path of an in-root path, for messages.
+func (e *engine) display(p string) string {
+	if e.rootPath == "/" {
+		return path.Clean("/" + p)
+	}
+	return e.rootPath + path.Clean("/"+p)
+}
+
+// infof prints one of systemd's user-facing lines.
+func (e *engine) infof(format string, args ...any) {
+	fmt.Fprintf(e.info, format+"\n", args...)
+}
+
+// noBeneath reports whether the gap-ful fallback is forced.
+func (e *engine) noBeneath() bool {
+	return e.opt.NoBeneath || e.getenv("EXT_SETUP_ROOT_NO_BENEATH") == "1"
+}
+
+// hierName is systemd's hierarchy_as_single_path_component: "/usr" ->
+// "usr", "/foo/bar" -> "foo.bar".
+func hierName(h string) string {
+	return strings.ReplaceAll(strings.Trim(h, "/"), "/", ".")
+}
+
+// stateDir is where our own state lives (outside the root).
+func stateDir() string { return paths.StateDir }

@@ -1,0 +1,240 @@
+package extension
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+)
+
+// This file resolves and changes paths INSIDE the target root by file
+// descriptor (openat2 RESOLVE_IN_ROOT, no magic links), so that symlinks in
+// the root (absolute ones included) are followed as if the root were "/"
+// and nothing outside it is ever touched because of content inside it.
+// TODO(B2): switch to package rootfs once it lands; the helpers keep its
+// shape (open relative to a root fd) so the switch is mechanical.
+
+// relIn turns an absolute in-root path into the relative form openat2
+// wants; "/" becomes ".".
+func relIn(p string) string {
+	p = strings.TrimLeft(path.Clean("/"+p), "/")
+	if p == "" {
+		return "."
+	}
+	return p
+}
+
+// openIn opens p inside root (an O_PATH or directory fd) with flags,
+// following symlinks only within the root. The last element is followed
+// too unless flags has O_NOFOLLOW.
+func openIn(root *os.File, p string, flags int) (*os.File, error) {
+	how := unix.OpenHow{
+		Flags:   uint64(flags | unix.O_CLOEXEC),
+		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
+	}
+	rel := relIn(p)
+	for {
+		fd, err := unix.Openat2(int(root.Fd()), rel, &how)
+		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "openat2", Path: joinName(root.Name(), p), Err: err}
+		}
+		return os.NewFile(uintptr(fd), joinName(root.Name(), p)), nil
+	}
+}
+
+// openDirIn opens the directory p inside root as O_PATH.
+func openDirIn(root *os.File, p string) (*os.File, error) {
+	return openIn(root, p, unix.O_PATH|unix.O_DIRECTORY)
+}
+
+// joinName builds a display name for a file opened below dir.
+func joinName(dir, p string) string {
+	if dir == "" || dir == "/" {
+		return path.Clean("/" + p)
+	}
+	return strings.TrimRight(dir, "/") + path.Clean("/"+p)
+}
+
+// fdPath returns the path the kernel reports for f (readlink of the
+// magic link), i.e. the fully resolved location, as systemd's chase()
+// returns it.
+func fdPath(f *os.File) (string, error) {
+	return os.Readlink(fmt.Sprintf("/proc/self/fd/%d", f.Fd()))
+}
+
+// statFd fstats f (works on O_PATH fds).
+func statFd(f *os.File) (unix.Stat_t, error) {
+	var st unix.Stat_t
+	err := unix.Fstat(int(f.Fd()), &st)
+	if err != nil {
+		return st, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
+	}
+	return st, nil
+}
+
+// mkdirAllIn creates p inside root with parents (mode for every new
+// directory, like systemd's CHASE_MKDIR_0755), following symlinks within
+// the root, and returns an O_PATH fd of the final directory.
+func mkdirAllIn(root *os.File, p string, mode uint32) (*os.File, error) {
+	rel := relIn(p)
+	if rel == "." {
+		return openDirIn(root, "/")
+	}
+	parts := strings.Split(rel, "/")
+	for i := range parts {
+		prefix := strings.Join(parts[:i+1], "/")
+		d, err := openDirIn(root, prefix)
+		if err == nil {
+			if i == len(parts)-1 {
+				return d, nil
+			}
+			d.Close()
+			continue
+		}
+		if !errors.Is(err, unix.ENOENT) {
+			return nil, err
+		}
+		parent, perr := openDirIn(root, strings.Join(parts[:i], "/"))
+		if perr != nil {
+			return nil, perr
+		}
+		merr := unix.Mkdirat(int(parent.Fd()), parts[i], mode)
+		parent.Close()
+		if merr != nil && !errors.Is(merr, unix.EEXIST) {
+			return nil, &os.PathError{Op: "mkdir", Path: joinName(root.Name(), prefix), Err: merr}
+		}
+		if i == len(parts)-1 {
+			return openDirIn(root, prefix)
+		}
+	}
+	return nil, errors.New("unreachable")
+}
+
+// reopen turns an O_PATH fd into a real one with flags (for fchmod,
+// getdents or reading), through the magic link.
+func reopen(f *os.File, flags int) (*os.File, error) {
+	name := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
+	for {
+		fd, err := unix.Open(name, flags|unix.O_CLOEXEC, 0)
+		if errors.Is(err, unix.EINTR) {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
+		}
+		return os.NewFile(uintptr(fd), f.Name()), nil
+	}
+}
+
+// dirIsEmpty reports whether the directory f has no entries besides . and
+// .., as systemd's dir_is_empty (hidden files count).
+func dirIsEmpty(f *os.File) (bool, error) {
+	d, err := reopen(f, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return false, err
+	}
+	defer d.Close()
+	names, err := d.Readdirnames(3)
+	if err != nil && len(names) == 0 {
+		if errors.Is(err, io.EOF) {
+			return true, nil
+		}
+		return false, &os.PathError{Op: "readdir", Path: f.Name(), Err: err}
+	}
+	return len(names) == 0, nil
+}
+
+// readFileIn reads a small file inside root.
+func readFileIn(root *os.File, p string) ([]byte, error) {
+	f, err := openIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var b []byte
+	buf := make([]byte, 4096)
+	for {
+		n, err := f.Read(buf)
+		b = append(b, buf[:n]...)
+		if err != nil || n == 0 {
+			break
+		}
+		if len(b) > 16<<20 {
+			return nil, &os.PathError{Op: "read", Path: f.Name(), Err: errors.New("file too large")}
+		}
+	}
+	return b, nil
+}
+
+// removeAllIn removes p inside root recursively without following symlinks
+// (rm -rf --one-file-system in spirit: it never crosses into another mount).
+// A missing p is not an error.
+func removeAllIn(root *os.File, p string) error {
+	rel := relIn(p)
+	if rel == "." {
+		return errors.New("refusing to remove the root")
+	}
+	parent, err := openDirIn(root, path.Dir("/"+rel))
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return err
+	}
+	defer parent.Close()
+	pd, err := reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer pd.Close()
+	return removeAt(int(pd.Fd()), path.Base(rel), joinName(root.Name(), p))
+}
+
+func removeAt(dirfd int, name, display string) error {
+	err := unix.Unlinkat(dirfd, name, 0)
+	if err == nil || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
+		return &os.PathError{Op: "unlink", Path: display, Err: err}
+	}
+	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return &os.PathError{Op: "open", Path: display, Err: err}
+	}
+	d := os.NewFile(uintptr(fd), display)
+	var pst, cst unix.Stat_t
+	_ = unix.Fstat(dirfd, &pst)
+	_ = unix.Fstat(fd, &cst)
+	if pst.Dev != cst.Dev {
+		d.Close()
+		return &os.PathError{Op: "remove", Path: display, Err: unix.EXDEV}
+	}
+	for {
+		names, rerr := d.Readdirnames(256)
+		for _, n := range names {
+			if err := removeAt(fd, n, display+"/"+n); err != nil {
+				d.Close()
+				return err
+			}
+		}
+		if rerr != nil || len(names) == 0 {
+			break
+		}
+	}
+	d.Close()
+	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+		return &os.PathError{Op: "rmdir", Path: display, Err: err}
+	}
+	return nil
+}

@@ -1,0 +1,195 @@
+package extension
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/mount"
+)
+
+// openedImage is an image made ready to be a layer source: tree is the
+// root of the image's file tree (the directory itself, or the root of its
+// filesystem mounted detached). Nothing of it is visible in any mount
+// namespace; closing it drops the detached mounts and the loop device
+// (autoclear), unless an overlay still holds them.
+type openedImage struct {
+	img     b1Image
+	tree    *os.File
+	usrOnly bool // GPT usr partition: tree is the image's /usr
+	closers []func() error
+	// verityHash is the root hash when the image was opened with
+	// dm-verity (see image_verity.go); it replaces the weak identity in
+	// origin, as systemd does.
+	verityHash []byte
+}
+
+// Close releases everything the image holds.
+func (o *openedImage) Close() error {
+	var first error
+	if o.tree != nil {
+		o.tree.Close()
+		o.tree = nil
+	}
+	for i := len(o.closers) - 1; i >= 0; i-- {
+		if err := o.closers[i](); err != nil && first == nil {
+			first = err
+		}
+	}
+	o.closers = nil
+	return first
+}
+
+// imageError names the image file and the rule it broke.
+type imageError struct {
+	Name, Path, Rule string
+	Err              error
+}
+
+func (e *imageError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("image %s (%s): %s: %v", e.Name, e.Path, e.Rule, e.Err)
+	}
+	return fmt.Sprintf("image %s (%s): %s", e.Name, e.Path, e.Rule)
+}
+func (e *imageError) Unwrap() error { return e.Err }
+
+// openImage opens one discovered image: a directory directly, a raw file
+// by its filesystem magic (squashfs, erofs, ext4) or GPT partition table,
+// through a read-only autoclear loop device.
+func (e *engine) openImage(img b1Image) (*openedImage, error) {
+	switch img.Type {
+	case b1Directory:
+		d, err := openDirIn(e.root, img.Path)
+		if err != nil {
+			return nil, &imageError{img.Name, e.display(img.Path), "cannot open directory image", err}
+		}
+		return &openedImage{img: img, tree: d}, nil
+	case b1Raw, b1Block:
+		return e.openRaw(img)
+	}
+	return nil, &imageError{img.Name, e.display(img.Path), "unsupported image type", nil}
+}
+
+// openRaw detects what a raw image holds and mounts it detached.
+func (e *engine) openRaw(img b1Image) (*openedImage, error) {
+	f, err := openIn(e.root, img.Path, unix.O_RDONLY|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "cannot open image file", err}
+	}
+	defer f.Close()
+	o := &openedImage{img: img}
+	if v, err := e.verityFor(img, f); err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "dm-verity setup", err}
+	} else if v != nil {
+		o.verityHash = v
+	}
+	fstype, err := detectFS(f, 0)
+	if err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "cannot read image header", err}
+	}
+	var offset, size uint64
+	if fstype == "" {
+		part, perr := findGPTPartition(f, e.cls)
+		if perr != nil {
+			return nil, &imageError{img.Name, e.display(img.Path), "no squashfs/erofs/ext4 filesystem and no usable GPT root/usr partition", perr}
+		}
+		offset, size, o.usrOnly = part.offset, part.size, part.usr
+		fstype, err = detectFS(f, int64(offset))
+		if err != nil || fstype == "" {
+			return nil, &imageError{img.Name, e.display(img.Path), fmt.Sprintf("GPT %s partition holds no squashfs/erofs/ext4 filesystem", part.kind), err}
+		}
+	}
+	mnt, closeLoop, err := e.mountBlockImage(f, fstype, offset, size)
+	if err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "cannot mount " + fstype + " image", err}
+	}
+	o.tree = mnt
+	o.closers = append(o.closers, closeLoop)
+	return o, nil
+}
+
+// mountBlockImage attaches f (or a window of it) to a read-only autoclear
+// loop device and mounts fstype from it detached. The loop fd stays open
+// until the superblock exists (with autoclear the device would vanish
+// otherwise); the returned closer drops it afterwards.
+func (e *engine) mountBlockImage(f *os.File, fstype string, offset, size uint64) (*os.File, func() error, error) {
+	op := e.log.Op("attach %s loop device for %s (offset %d, size %d)", fstype, f.Name(), offset, size)
+	lp, err := mount.AttachLoop(f, mount.LoopOptions{ReadOnly: true, Autoclear: true, Offset: offset, SizeLimit: size})
+	if err != nil {
+		return nil, nil, op.Finish(err)
+	}
+	op.Finish(nil)
+	fc, err := mount.NewFS(fstype, lp.Path)
+	if err != nil {
+		lp.Close()
+		return nil, nil, err
+	}
+	defer fc.Close()
+	if fstype == "ext4" {
+		_ = fc.SetFlag("ro")
+	}
+	mnt, err := fc.Mount(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV)
+	if err != nil {
+		lp.Close()
+		return nil, nil, err
+	}
+	return mnt, lp.Close, nil
+}
+
+// detectFS reads the superblock magic at off: squashfs ("hsqs" at 0),
+// erofs (0xE0F5E1E2 at 1024), ext4 (0xEF53 at 1080). "" means none of
+// them (maybe a partition table).
+func detectFS(f *os.File, off int64) (string, error) {
+	buf := make([]byte, 1088)
+	n, err := f.ReadAt(buf, off)
+	if n < 4 {
+		if err == nil {
+			err = errors.New("short read")
+		}
+		return "", err
+	}
+	if string(buf[0:4]) == "hsqs" {
+		return "squashfs", nil
+	}
+	if n >= 1028 && buf[1024] == 0xe2 && buf[1025] == 0xe1 && buf[1026] == 0xf5 && buf[1027] == 0xe0 {
+		return "erofs", nil
+	}
+	if n >= 1082 && buf[1080] == 0x53 && buf[1081] == 0xef {
+		return "ext4", nil
+	}
+	return "", nil
+}
+
+// layer returns an O_PATH fd of <tree>/<hierarchy> if the image provides
+// that hierarchy as a non-empty directory, as systemd's
+// determine_used_extensions requires; nil otherwise.
+func (o *openedImage) layer(h string) (*os.File, error) {
+	rel := h
+	if o.usrOnly {
+		// A usr partition is the image's /usr: only /usr and below exist.
+		if h != "/usr" && !hasPrefixPath(h, "/usr") {
+			return nil, nil
+		}
+		rel = h[len("/usr"):]
+	}
+	d, err := openDirIn(o.tree, rel)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
+			return nil, nil
+		}
+		return nil, err
+	}
+	empty, err := dirIsEmpty(d)
+	if err != nil || empty {
+		d.Close()
+		return nil, err
+	}
+	return d, nil
+}
+
+func hasPrefixPath(p, prefix string) bool {
+	return len(p) > len(prefix) && p[:len(prefix)] == prefix && p[len(prefix)] == '/'
+}

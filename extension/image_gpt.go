@@ -1,0 +1,66 @@
+package extension
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+
+	"github.com/u-root/u-root/pkg/mount/gpt"
+)
+
+// gptPart is the partition of a GPT disk image that a class merges.
+type gptPart struct {
+	kind         string // "root" or "usr"
+	offset, size uint64
+	usr          bool
+}
+
+// Discoverable Partitions Specification type GUIDs per architecture.
+var gptRootTypes = map[string]string{
+	"amd64": "4f68bce3-e8cd-4db1-96e7-fbcaf984b709",
+	"arm64": "b921b045-1df0-41c3-af44-4c6f280d3fae",
+}
+var gptUsrTypes = map[string]string{
+	"amd64": "8484680c-9521-48c6-9c11-b0720656f69e",
+	"arm64": "b0e01050-ee5f-4390-949a-9101b17104e9",
+}
+
+// guidString formats a GPT GUID in the usual textual form.
+func guidString(g gpt.GUID) string {
+	return fmt.Sprintf("%08x-%04x-%04x-%x-%x", g.L, g.W1, g.W2, g.B[0:2], g.B[2:])
+}
+
+// findGPTPartition reads the primary GPT of a disk image (512-byte
+// sectors) and picks the native root partition, else the usr partition
+// (systemd's DISSECT_IMAGE_USR_NO_ROOT; only sysext has /usr).
+func findGPTPartition(f *os.File, c *Class) (gptPart, error) {
+	t, err := gpt.Table(f, gpt.HeaderOff)
+	if err != nil {
+		return gptPart{}, err
+	}
+	root, usr := gptRootTypes[runtime.GOARCH], gptUsrTypes[runtime.GOARCH]
+	var found *gptPart
+	for _, p := range t.Parts {
+		if p.FirstLBA == 0 && p.LastLBA == 0 {
+			continue
+		}
+		typ := strings.ToLower(guidString(p.PartGUID))
+		part := gptPart{offset: p.FirstLBA * gpt.BlockSize, size: (p.LastLBA - p.FirstLBA + 1) * gpt.BlockSize}
+		switch typ {
+		case root:
+			part.kind = "root"
+			return part, nil
+		case usr:
+			if found == nil && c != Confext {
+				part.kind, part.usr = "usr", true
+				found = &part
+			}
+		}
+	}
+	if found != nil {
+		return *found, nil
+	}
+	return gptPart{}, errors.New("GPT has no root partition for this architecture" + map[bool]string{true: "", false: " and no usr partition"}[c == Confext])
+}

@@ -1,0 +1,486 @@
+package extension
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/release"
+)
+
+// Merge merges the class's images into its hierarchies, like
+// `systemd-<class> merge`: it fails if a hierarchy already carries a merge.
+func Merge(ctx context.Context, opt Options) (*Result, error) { return run(ctx, opt, false) }
+
+// Refresh brings the merge in line with the installed images, like
+// `systemd-<class> refresh`: it skips when the origin record is unchanged
+// (and, beyond systemd, no directory image was edited in place), replaces
+// an existing merge atomically otherwise, merges if nothing is merged, and
+// unmerges when mode is "no" and no image is left.
+func Refresh(ctx context.Context, opt Options) (*Result, error) { return run(ctx, opt, true) }
+
+// Merged reports whether any hierarchy of the class carries a merge (ours
+// or systemd's) in opt.Root.
+func Merged(opt Options) (bool, error) {
+	e, err := newEngine(opt)
+	if err != nil {
+		return false, err
+	}
+	defer e.close()
+	for _, h := range e.hiers {
+		s, err := e.inspect(h)
+		if err != nil {
+			return false, err
+		}
+		s.close()
+		if s.ours {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// candidate is a discovered image with its identity and verdict.
+type candidate struct {
+	img      b1Image
+	id       b1Identity
+	opened   *openedImage
+	accepted bool
+	reason   string
+	fp       string
+}
+
+func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
+	e, err := newEngine(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	res := &Result{}
+	mode, err := b1MutableMode(e.root, e.cls, opt.Mutable, e.getenv)
+	if err != nil {
+		return nil, err
+	}
+	host, err := release.LoadHost(func(p string) (*os.File, error) {
+		return openIn(e.root, p, unix.O_RDONLY)
+	}, e.getenv("SYSTEMD_OS_RELEASE"))
+	if err != nil && !opt.Force {
+		return nil, fmt.Errorf("host os-release of %s: %w", e.rootPath, err)
+	}
+	scope := "system"
+	if e.initrd {
+		scope = "initrd"
+	}
+
+	states := make([]*hierState, 0, len(e.hiers))
+	defer func() {
+		for _, s := range states {
+			s.close()
+		}
+	}()
+	var old []byte
+	for _, h := range e.hiers {
+		s, err := e.inspect(h)
+		if err != nil {
+			return nil, err
+		}
+		states = append(states, s)
+		if s.ours && !refresh {
+			return nil, fmt.Errorf("hierarchy '%s' is already merged: %w", h, unix.EBUSY)
+		}
+		if s.ours && old == nil && s.origin != nil {
+			old = s.origin
+		}
+	}
+
+	imgs, err := b1Discover(e.root, e.cls, e.initrd)
+	if err != nil {
+		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
+	}
+	sort.Slice(imgs, func(i, j int) bool { return verscmp(imgs[i].Name, imgs[j].Name) < 0 })
+	cands := make([]*candidate, 0, len(imgs))
+	defer func() {
+		for _, c := range cands {
+			if c.opened != nil {
+				c.opened.Close()
+			}
+		}
+	}()
+	for _, img := range imgs {
+		id, err := b1ImageIdentity(e.root, img)
+		if err != nil {
+			if e.essential(img.Name) {
+				return nil, &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}
+			}
+			e.skip(res, img, fmt.Sprintf("cannot identify image: %v", err))
+			continue
+		}
+		cands = append(cands, &candidate{img: img, id: id})
+	}
+
+	doc := &originDoc{Mode: mode, MutableDirs: map[string]string{}, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
+	for _, h := range e.hiers {
+		d, err := e.mutableDirForOrigin(h, mode)
+		if err != nil {
+			return nil, err
+		}
+		if d != "" {
+			doc.MutableDirs[h] = d
+		}
+	}
+	hh := hostReleaseHash(host, scope)
+	prev := e.loadState()
+
+	// Fast path: every image's verdict is known from the last run for the
+	// same identity, so "unchanged" is decided without any loop device.
+	if refresh && old != nil && !opt.AlwaysRefresh && e.knownVerdicts(cands, prev, hh) {
+		if e.unchanged(old, doc, cands, prev) {
+			e.infof("Skipping extension refresh because no change was found, use --always-refresh=yes to always do a refresh.")
+			res.Unchanged = true
+			res.Merged = acceptedNames(cands)
+			return res, nil
+		}
+		for _, c := range cands {
+			c.accepted, c.reason = false, ""
+		}
+	}
+
+	for _, c := range cands {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		if err := e.check(c, host, scope); err != nil {
+			return res, err
+		}
+	}
+	if refresh && old != nil && !opt.AlwaysRefresh && e.unchanged(old, doc, cands, prev) {
+		e.infof("Skipping extension refresh because no change was found, use --always-refresh=yes to always do a refresh.")
+		res.Unchanged = true
+		res.Merged = acceptedNames(cands)
+		e.saveState(e.newState(cands, hh))
+		return res, nil
+	}
+	for _, c := range cands {
+		if !c.accepted {
+			e.skip(res, c.img, c.reason)
+		}
+	}
+	res.Merged = acceptedNames(cands)
+	if len(res.Merged) == 0 && mode == "no" {
+		if n := len(res.Skipped); n > 0 {
+			e.infof("No suitable extensions found (%d ignored due to incompatible image(s)).", n)
+		} else {
+			e.infof("No extensions found.")
+		}
+		if refresh {
+			for _, h := range e.hiers {
+				n, err := e.unmergeHierarchy(h)
+				if err != nil {
+					return res, err
+				}
+				if n > 0 {
+					res.Unmerged = true
+					res.Hierarchies = append(res.Hierarchies, e.display(h))
+				}
+			}
+		}
+		e.saveState(e.newState(cands, hh))
+		return res, nil
+	}
+	if len(res.Merged) == 0 {
+		e.infof("No extensions found, proceeding in mutable mode.")
+	} else {
+		var files []string
+		for _, c := range cands {
+			if c.accepted {
+				files = append(files, path.Base(c.img.Path))
+			}
+		}
+		sort.Slice(files, func(i, j int) bool { return verscmp(files[i], files[j]) < 0 })
+		e.infof("Using extensions '%s'.", strings.Join(files, "', '"))
+	}
+	for _, c := range cands {
+		if c.accepted {
+			doc.Extensions = addIdentity(doc.Extensions, c)
+		}
+	}
+	originBytes := doc.marshalSystemd()
+
+	for _, s := range states {
+		if err := e.mergeHierarchy(s, mode, cands, res.Merged, originBytes, res); err != nil {
+			return res, err
+		}
+	}
+	e.saveState(e.newState(cands, hh))
+	return res, nil
+}
+
+func addIdentity(m map[string]b1Identity, c *candidate) map[string]b1Identity {
+	if m == nil {
+		m = map[string]b1Identity{}
+	}
+	id := c.id
+	if c.opened != nil && c.opened.verityHash != nil {
+		id = b1Identity{Path: id.Path, VerityHash: fmt.Sprintf("%x", c.opened.verityHash)}
+	}
+	m[c.img.Name] = id
+	return m
+}
+
+func acceptedNames(cands []*candidate) []string {
+	var n []string
+	for _, c := range cands {
+		if c.accepted {
+			n = append(n, c.img.Name)
+		}
+	}
+	return n
+}
+
+// mergeHierarchy builds, assembles and places the new overlay of one
+// hierarchy. On any failure before placing, the merge in place (if any)
+// is untouched and the error says what failed.
+func (e *engine) mergeHierarchy(s *hierState, mode string, cands []*candidate, names []string, origin []byte, res *Result) error {
+	var layers []*os.File
+	defer func() {
+		for _, l := range layers {
+			l.Close()
+		}
+	}()
+	for i := len(cands) - 1; i >= 0; i-- {
+		c := cands[i]
+		if !c.accepted {
+			continue
+		}
+		l, err := c.opened.layer(s.h)
+		if err != nil {
+			return &imageError{c.img.Name, e.display(c.img.Path), "cannot open hierarchy " + s.h + " in image", err}
+		}
+		if l != nil {
+			layers = append(layers, l)
+		}
+	}
+	if len(layers) == 0 && mode == "no" {
+		// Nothing for this hierarchy; systemd unmerges the old merge of it.
+		if s.ours {
+			n, err := e.unmergeHierarchy(s.h)
+			if err != nil {
+				return err
+			}
+			if n > 0 {
+				res.Replaced = true
+			}
+		}
+		return nil
+	}
+	b, err := e.prepare(s, mode)
+	if err != nil {
+		return fmt.Errorf("prepare merge of %s: %w", s.display, err)
+	}
+	mnt, err := e.assemble(b, layers, names, origin)
+	if err != nil {
+		b.abort()
+		return fmt.Errorf("assemble merge of %s (the merge in place, if any, is unchanged): %w", s.display, err)
+	}
+	defer mnt.Close()
+	gap, err := e.place(s, mnt)
+	workRel := b.workRel
+	b.close()
+	if err != nil {
+		if !gap {
+			b.abort()
+		}
+		return err
+	}
+	res.Hierarchies = append(res.Hierarchies, s.display)
+	if gap {
+		res.Gap = true
+	}
+	if s.ours {
+		res.Replaced = true
+		e.infof("Unmerged '%s'.", s.display)
+		e.cleanOldWork(s.oldWork, workRel)
+	}
+	e.infof("Merged extensions into '%s'.", s.display)
+	return nil
+}
+
+// check opens and validates one image (unless its verdict is known) and
+// records the verdict. It returns an error only for an essential image
+// that cannot be used, or a cancelled context.
+func (e *engine) check(c *candidate, host release.Host, scope string) error {
+	o, err := e.openImage(c.img)
+	if err != nil {
+		c.reason = err.Error()
+		if e.essential(c.img.Name) {
+			return fmt.Errorf("essential %w", err)
+		}
+		return nil
+	}
+	c.opened = o
+	ok, reason, err := e.validate(o, host, scope)
+	if err != nil {
+		reason = err.Error()
+	}
+	if !ok {
+		c.reason = reason
+		if e.essential(c.img.Name) {
+			return &imageError{c.img.Name, e.display(c.img.Path), "essential image rejected: " + reason, nil}
+		}
+		return nil
+	}
+	c.accepted = true
+	if c.img.Type == b1Directory {
+		c.fp, _ = b1DirFingerprint(o.tree)
+	}
+	return nil
+}
+
+// validate checks an opened image's extension-release against the host.
+func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool, string, error) {
+	if e.opt.Force {
+		return true, "", nil
+	}
+	cls := *e.cls
+	if o.usrOnly {
+		if !strings.HasPrefix(cls.ReleaseDir, "/usr/") {
+			return false, "a usr partition cannot carry " + cls.ReleaseDir, nil
+		}
+		cls.ReleaseDir = strings.TrimPrefix(cls.ReleaseDir, "/usr")
+	}
+	p, fields, err := b1ReadRelease(o.tree, &cls, o.img.Name)
+	if err != nil {
+		return false, "", fmt.Errorf("%s: %w", p, err)
+	}
+	if fields == nil {
+		return false, fmt.Sprintf("no release file %s/extension-release.%s in the image", e.cls.ReleaseDir, o.img.Name), nil
+	}
+	ok, reason, err := release.Validate(fields, host, release.Options{
+		ScopeKey: e.cls.ScopeKey, LevelKey: e.cls.LevelKey, Scope: scope, Arch: release.UnameArchitecture(),
+	})
+	if err != nil {
+		return false, "", err
+	}
+	if !ok {
+		return false, p + ": " + reason, nil
+	}
+	if e.cls == Sysext && !o.usrOnly {
+		if f, err := openIn(o.tree, "/usr/lib/os-release", unix.O_PATH); err == nil {
+			f.Close()
+			return false, "image contains /usr/lib/os-release, which would replace the host's", nil
+		}
+	}
+	return true, "", nil
+}
+
+// essential reports whether name matches one of the Essential patterns.
+func (e *engine) essential(name string) bool {
+	for _, p := range e.opt.Essential {
+		if ok, _ := path.Match(p, name); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// skip logs and records an image left out, naming the file and the rule.
+func (e *engine) skip(res *Result, img b1Image, reason string) {
+	e.log.Warnf("skipping %s image %s (%s): %s", e.cls.Name, img.Name, e.display(img.Path), reason)
+	res.Skipped = append(res.Skipped, Skip{Name: img.Name, Reason: reason})
+}
+
+// knownVerdicts fills in the verdicts from the last run when every image
+// has the identity it had then; false means some image must be opened.
+func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh string) bool {
+	if st == nil || st.HostRelease != hh || st.Force != e.opt.Force {
+		return false
+	}
+	for _, c := range cands {
+		rec, ok := st.Images[c.img.Name]
+		if !ok || rec.Identity != c.id || rec.Type != c.img.Type.String() {
+			return false
+		}
+	}
+	for _, c := range cands {
+		rec := st.Images[c.img.Name]
+		c.accepted, c.reason = rec.Accepted, rec.Reason
+	}
+	return true
+}
+
+// unchanged compares the origin the images would produce with the one in
+// place and checks directory images for in-place edits.
+func (e *engine) unchanged(old []byte, doc *originDoc, cands []*candidate, st *runState) bool {
+	d := *doc
+	d.Extensions = nil
+	for _, c := range cands {
+		if c.accepted {
+			d.Extensions = addIdentity(d.Extensions, c)
+		}
+	}
+	eq, err := originEqual(old, &d)
+	if err != nil {
+		e.log.Warnf("cannot parse the origin of the merge in place: %v", err)
+		return false
+	}
+	if !eq {
+		return false
+	}
+	if st == nil {
+		return true
+	}
+	for _, c := range cands {
+		if !c.accepted || c.img.Type != b1Directory {
+			continue
+		}
+		rec, ok := st.Images[c.img.Name]
+		if !ok || rec.Fingerprint == "" {
+			continue
+		}
+		fp := c.fp
+		if fp == "" {
+			dir, err := openDirIn(e.root, c.img.Path)
+			if err != nil {
+				return false
+			}
+			fp, err = b1DirFingerprint(dir)
+			dir.Close()
+			if err != nil {
+				return false
+			}
+			c.fp = fp
+		}
+		if fp != rec.Fingerprint {
+			e.log.Noticef("directory image %s changed in place; refreshing", c.img.Name)
+			return false
+		}
+	}
+	return true
+}
+
+// newState records the verdicts of this run.
+func (e *engine) newState(cands []*candidate, hh string) *runState {
+	st := &runState{Root: e.rootPath, HostRelease: hh, Force: e.opt.Force, Images: map[string]imageState{}}
+	for _, c := range cands {
+		if !c.accepted && c.reason == "" {
+			continue
+		}
+		fp := c.fp
+		if c.accepted && c.img.Type == b1Directory && fp == "" {
+			if dir, err := openDirIn(e.root, c.img.Path); err == nil {
+				fp, _ = b1DirFingerprint(dir)
+				dir.Close()
+			}
+		}
+		st.Images[c.img.Name] = imageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
+	}
+	return st
+}
+
+var _ = errors.New

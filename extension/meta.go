@@ -1,0 +1,183 @@
+package extension
+
+import (
+	"fmt"
+	"os"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/mount"
+)
+
+// assemble builds the detached overlay of one hierarchy: a detached tmpfs
+// as the meta layer on top, then import dirs, then the image layers (top
+// first: the highest name wins), then the host hierarchy. It then writes
+// .systemd-<C>/ into the meta layer exactly as systemd does (after the
+// overlay exists, because "dev" is the overlay's st_dev, taken by fstat of
+// the detached mount before it is attached anywhere) and, for a mutable
+// merge, protects .systemd-<C> with a read-only bind of itself, as systemd
+// does, inside the still detached tree.
+func (e *engine) assemble(b *build, layers []*os.File, names []string, origin []byte) (*os.File, error) {
+	op := e.log.Op("assemble %s overlay for %s (%d image layers, upper %v)", e.cls.Name, e.display(b.h), len(layers), b.upper != nil)
+	mnt, err := e.assembleInner(b, layers, names, origin)
+	return mnt, op.Finish(err)
+}
+
+func (e *engine) assembleInner(b *build, layers []*os.File, names []string, origin []byte) (*os.File, error) {
+	mfc, err := mount.NewFS("tmpfs", e.cls.Name)
+	if err != nil {
+		return nil, err
+	}
+	// The merged root takes the mode of the top layer: the upper if
+	// mutable, else this meta layer, which therefore gets the hierarchy's
+	// mode (systemd chmods its meta dir the same way).
+	err = mfc.SetString("mode", fmt.Sprintf("%04o", b.hostMode))
+	if err == nil {
+		err = mfc.SetString("size", "1m")
+	}
+	var meta *os.File
+	if err == nil {
+		meta, err = mfc.Mount(unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC)
+	}
+	mfc.Close()
+	if err != nil {
+		return nil, err
+	}
+	defer meta.Close()
+	metaDir, err := reopen(meta, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, err
+	}
+	defer metaDir.Close()
+	if err := unix.Mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
+		return nil, &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
+	}
+
+	spec := mount.OverlaySpec{Source: e.cls.Name}
+	spec.Lower = append(spec.Lower, mount.Layer{File: meta})
+	for _, f := range b.imports {
+		spec.Lower = append(spec.Lower, mount.Layer{File: f})
+	}
+	for _, f := range layers {
+		spec.Lower = append(spec.Lower, mount.Layer{File: f})
+	}
+	if b.hostLower {
+		spec.Lower = append(spec.Lower, mount.Layer{File: b.host})
+	}
+	opts, optsSet := e.getenv(e.cls.OverlayOptionsEnv), e.getenv(e.cls.OverlayOptionsEnv) != ""
+	attrs := e.cls.MountAttrs
+	if e.opt.Noexec != nil {
+		if *e.opt.Noexec {
+			attrs |= unix.MOUNT_ATTR_NOEXEC
+		} else {
+			attrs &^= unix.MOUNT_ATTR_NOEXEC
+		}
+	}
+	if b.upper != nil {
+		spec.Upper, spec.Work = &mount.Layer{File: b.upper}, &mount.Layer{File: b.work}
+		attrs &^= unix.MOUNT_ATTR_RDONLY
+		if !optsSet {
+			opts = mutableDefaultOptions
+		}
+	}
+	params, set, clr := overlayOptions(opts)
+	spec.Options = params
+	spec.Attrs = (attrs &^ clr) | set
+	if b.upper == nil {
+		// An overlay without upper cannot change anything; the read-only
+		// attribute is systemd's "extra turbo safety" remount.
+		spec.Attrs |= unix.MOUNT_ATTR_RDONLY
+	}
+	mnt, err := mount.MountOverlay(spec)
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			mnt.Close()
+		}
+	}()
+	st, err := statFd(mnt)
+	if err != nil {
+		return nil, err
+	}
+	files := []struct {
+		name string
+		data string
+	}{
+		{e.cls.Plural, pluralContent(names)},
+		{"origin", string(origin)},
+		{"dev", fmt.Sprintf("%d:%d\n", unix.Major(st.Dev), unix.Minor(st.Dev))},
+	}
+	if b.workRel != "" {
+		files = append(files, struct{ name, data string }{"work_dir", cescape(b.workRel) + "\n"})
+	}
+	if b.backing != 0 {
+		files = append(files, struct{ name, data string }{"backing", fmt.Sprintf("%d:%d\n", unix.Major(b.backing), unix.Minor(b.backing))})
+	}
+	dot, err := openIn(metaDir, e.cls.DotDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, err
+	}
+	defer dot.Close()
+	for _, f := range files {
+		if err := writeNew(dot, f.name, f.data); err != nil {
+			return nil, err
+		}
+	}
+	if b.upper != nil {
+		if err := e.protectMeta(mnt); err != nil {
+			return nil, err
+		}
+	}
+	ok = true
+	return mnt, nil
+}
+
+// pluralContent is the confexts/extensions file: names ascending, each
+// followed by a newline; empty when none.
+func pluralContent(names []string) string {
+	if len(names) == 0 {
+		return ""
+	}
+	return strings.Join(names, "\n") + "\n"
+}
+
+// writeNew creates name in dir with data, mode 0644 (systemd: 0666 & ~022).
+func writeNew(dir *os.File, name, data string) error {
+	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	if err != nil {
+		return &os.PathError{Op: "create", Path: "meta " + name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if err := unix.Fchmod(fd, 0o644); err != nil {
+		return &os.PathError{Op: "chmod", Path: "meta " + name, Err: err}
+	}
+	if _, err := f.WriteString(data); err != nil {
+		return &os.PathError{Op: "write", Path: "meta " + name, Err: err}
+	}
+	return nil
+}
+
+// protectMeta bind-mounts .systemd-<C> of the detached overlay onto itself
+// read-only, so that writes through a mutable merge cannot alter the
+// metadata (which would make systemd think the merge is not its own).
+func (e *engine) protectMeta(mnt *os.File) error {
+	dot, err := openIn(mnt, e.cls.DotDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return err
+	}
+	defer dot.Close()
+	bind, err := mount.BindDetached(dot, false)
+	if err != nil {
+		return err
+	}
+	defer bind.Close()
+	if err := mount.SetAttr(bind, unix.MOUNT_ATTR_RDONLY, 0, 0, false); err != nil {
+		return err
+	}
+	return mount.Attach(bind, dot, false)
+}

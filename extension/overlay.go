@@ -1,0 +1,448 @@
+package extension
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/mount"
+)
+
+// mutableDefaultOptions are systemd's overlay options for a mutable merge:
+// redirect_dir=on and noatime avoid needless copy-ups, metacopy=off avoids
+// half-copied files after an unmount, and index=off lets the upper and
+// work dirs be reused. index=off is also what lets the NEW overlay share
+// the upper dir (/etc itself in the Flatcar layout) with the OLD one for
+// the instant between mount-beneath and the detach of the old one: with
+// index=on overlayfs refuses an upper dir "in use" by another mount (EBUSY);
+// with index=off it only warns. The work dir cannot be shared (the kernel
+// empties its "work" subdir at mount time, under the old overlay's feet), so
+// a replacement uses a different work dir name than the merge in place, as
+// systemd PR 43680 does; the name in use is recorded in work_dir.
+const mutableDefaultOptions = "redirect_dir=on,noatime,metacopy=off,index=off"
+
+// build is one hierarchy's new overlay under construction. Every fd in it
+// belongs to the build and is closed by close().
+type build struct {
+	h          string
+	hostMode   uint32
+	host       *os.File // the hierarchy's own directory, below any merge
+	clone      *os.File // detached clone used to reach host under a merge
+	mutableDir string   // for origin mutableDirs ("" = none)
+	upper      *os.File
+	work       *os.File
+	upperHost  bool   // the upper dir is the hierarchy itself
+	workRel    string // work_dir file content (unescaped), "" = none
+	workParent *os.File
+	workName   string
+	workNew    bool // we created the work dir (remove it on failure)
+	imports    []*os.File
+	hostLower  bool
+	backing    uint64 // st_dev of host when it is a block-backed lower
+	files      []*os.File
+}
+
+func (b *build) keep(f *os.File) *os.File {
+	if f != nil {
+		b.files = append(b.files, f)
+	}
+	return f
+}
+
+func (b *build) close() {
+	for _, f := range b.files {
+		f.Close()
+	}
+	b.files = nil
+}
+
+// abort undoes the disk changes of a failed build (a work dir we created).
+func (b *build) abort() {
+	if b.workNew && b.workParent != nil {
+		_ = removeAt(int(mustReopenDir(b.workParent).Fd()), b.workName, b.workName)
+	}
+	b.close()
+}
+
+func mustReopenDir(f *os.File) *os.File {
+	d, err := reopen(f, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return f
+	}
+	return d
+}
+
+// mutablePath is systemd's /var/lib/extensions.mutable/<h>.
+func mutablePath(h string) string { return "/var/lib/extensions.mutable/" + hierName(h) }
+
+// hostDir returns the hierarchy's own directory: the current one if no
+// merge of ours covers it; else, reached through a detached clone (no
+// submounts) of the mount holding the hierarchy's mount point, the
+// directory UNDER the merge. That is what the new overlay must use as upper
+// or lower: the old overlay itself would stack overlays (and vanish with
+// it).
+func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
+	if s.top == nil {
+		return nil, nil
+	}
+	if !s.ours {
+		return reopen(s.top, unix.O_PATH|unix.O_DIRECTORY)
+	}
+	parent, err := openDirIn(e.root, path.Dir(s.h))
+	if err != nil {
+		return nil, err
+	}
+	defer parent.Close()
+	clone, err := mount.BindDetached(parent, false)
+	if err != nil {
+		return nil, fmt.Errorf("reach %s below the merge: %w", s.display, err)
+	}
+	b.clone = b.keep(clone)
+	d, err := openIn(clone, path.Base(s.h), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return nil, fmt.Errorf("reach %s below the merge: %w", s.display, err)
+	}
+	return d, nil
+}
+
+// resolveMutable finds the mutable dir of a hierarchy inside the root:
+// its root-stripped resolved path and whether it exists.
+func (e *engine) resolveMutable(h string) (string, bool, error) {
+	f, err := openIn(e.root, mutablePath(h), unix.O_PATH)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return "", false, nil
+		}
+		return "", false, err
+	}
+	defer f.Close()
+	p, err := fdPath(f)
+	if err != nil {
+		return "", false, err
+	}
+	return stripRoot(e.root, p), true, nil
+}
+
+// mutableDirForOrigin computes origin's mutableDirs entry of h for mode,
+// without side effects (systemd's overlayfs_paths_new; "yes" creates the
+// dir later, at build time).
+func (e *engine) mutableDirForOrigin(h, mode string) (string, error) {
+	switch mode {
+	case "no":
+		return "", nil
+	case "ephemeral", "ephemeral-import":
+		return "/run/systemd/sysext/" + hierName(h), nil
+	}
+	p, ok, err := e.resolveMutable(h)
+	if err != nil || ok {
+		return p, err
+	}
+	if mode == "yes" {
+		return mutablePath(h), nil
+	}
+	return "", nil
+}
+
+// prepare decides layers, upper and work dir of one hierarchy for mode and
+// creates what systemd creates (mutable dir for "yes", the work dir).
+func (e *engine) prepare(s *hierState, mode string) (*build, error) {
+	b := &build{h: s.h, hostMode: 0o755}
+	ok := false
+	defer func() {
+		if !ok {
+			b.abort()
+		}
+	}()
+	host, err := e.hostDir(s, b)
+	if err != nil {
+		return nil, err
+	}
+	b.host = b.keep(host)
+	if host != nil {
+		st, err := statFd(host)
+		if err != nil {
+			return nil, err
+		}
+		b.hostMode = st.Mode & 0o777
+	}
+	mp, mexists, err := e.resolveMutable(s.h)
+	if err != nil {
+		return nil, err
+	}
+	isHost := mexists && mp == path.Clean(s.h)
+
+	switch mode {
+	case "auto", "yes":
+		if mexists && !isHost {
+			if err := e.checkMutableMode(mp, b.hostMode); err != nil {
+				return nil, err
+			}
+		}
+		if mode == "auto" && !mexists {
+			break
+		}
+		if isHost {
+			if b.host == nil {
+				return nil, fmt.Errorf("%s points to %s, which does not exist", e.display(mutablePath(s.h)), s.display)
+			}
+			b.upper, b.upperHost = b.host, true
+		} else {
+			d, err := mkdirAllIn(e.root, mutablePath(s.h), 0o755)
+			if err != nil {
+				return nil, fmt.Errorf("create mutable directory %s: %w", e.display(mutablePath(s.h)), err)
+			}
+			b.upper = b.keep(d)
+			if p, err := fdPath(d); err == nil {
+				mp = stripRoot(e.root, p)
+			}
+		}
+		if err := fchmodPath(b.upper, b.hostMode); err != nil {
+			return nil, err
+		}
+		b.mutableDir = mp
+		if !mexists && mode == "yes" && !isHost {
+			b.mutableDir = mp
+		}
+	case "import", "ephemeral-import":
+		if mexists {
+			if isHost {
+				return nil, fmt.Errorf("not importing mutable directory %s for hierarchy %s as a lower dir, because it points to the hierarchy itself: %w", e.display(mutablePath(s.h)), s.h, unix.ELOOP)
+			}
+			d, err := openDirIn(e.root, mutablePath(s.h))
+			if err != nil {
+				return nil, err
+			}
+			b.imports = append(b.imports, b.keep(d))
+			if mode == "import" {
+				b.mutableDir = mp
+			}
+		}
+	}
+	if mode == "ephemeral" || mode == "ephemeral-import" {
+		if err := e.ephemeralUpper(b); err != nil {
+			return nil, err
+		}
+		b.mutableDir = "/run/systemd/sysext/" + hierName(s.h)
+	}
+
+	if b.upper != nil && !b.upperHost && mode != "ephemeral" && mode != "ephemeral-import" {
+		if err := e.realWorkDir(s, b, path.Dir(mp)); err != nil {
+			return nil, err
+		}
+	} else if b.upperHost {
+		if err := e.hostWorkDir(s, b); err != nil {
+			return nil, err
+		}
+	}
+	if b.upper != nil {
+		var sfs unix.Statfs_t
+		if err := unix.Fstatfs(int(b.upper.Fd()), &sfs); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
+			return nil, fmt.Errorf("can't use %s as an upperdir as it is read-only: %w", e.display(mp), unix.EROFS)
+		}
+	}
+
+	// The host hierarchy is the bottom layer unless it is missing, empty
+	// or serves as the upper dir (systemd's hierarchy_as_lower_dir).
+	if b.host != nil && !b.upperHost {
+		empty, err := dirIsEmpty(b.host)
+		if err != nil {
+			return nil, err
+		}
+		if !empty {
+			b.hostLower = true
+			if st, err := statFd(b.host); err == nil && unix.Major(st.Dev) != 0 {
+				b.backing = st.Dev
+			}
+		}
+	}
+	ok = true
+	return b, nil
+}
+
+// checkMutableMode enforces systemd's rule that an existing mutable dir
+// has the hierarchy's mode (the merged root takes the upper's mode).
+func (e *engine) checkMutableMode(mp string, want uint32) error {
+	d, err := openDirIn(e.root, mp)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	st, err := statFd(d)
+	if err != nil {
+		return err
+	}
+	if st.Mode&0o777 != want {
+		return fmt.Errorf("mutable directory %s has mode %04o, ought to have mode %04o: %w", e.display(mp), st.Mode&0o777, want, unix.EINVAL)
+	}
+	return nil
+}
+
+func fchmodPath(f *os.File, mode uint32) error {
+	d, err := reopen(f, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Fchmod(int(d.Fd()), mode); err != nil {
+		return &os.PathError{Op: "chmod", Path: f.Name(), Err: err}
+	}
+	return nil
+}
+
+// workName picks the work dir name: systemd's ".systemd-<h>-workdir",
+// or, when the merge in place uses that one, a unique sibling.
+func workName(h, parentRel, oldWork string) string {
+	name := ".systemd-" + hierName(h) + "-workdir"
+	if strings.TrimPrefix(path.Join(parentRel, name), "/") != oldWork {
+		return name
+	}
+	var r [8]byte
+	_, _ = rand.Read(r[:])
+	return name + "-" + hex.EncodeToString(r[:])
+}
+
+// hostWorkDir places the work dir next to the hierarchy when the
+// hierarchy itself is the upper dir. Under a merge it is created through
+// the same detached clone the upper comes from: overlayfs wants upper and
+// work on the same mount.
+func (e *engine) hostWorkDir(s *hierState, b *build) error {
+	var parent *os.File
+	var err error
+	if b.clone != nil {
+		parent, err = reopen(b.clone, unix.O_PATH|unix.O_DIRECTORY)
+	} else {
+		parent, err = openDirIn(e.root, path.Dir(s.h))
+	}
+	if err != nil {
+		return err
+	}
+	b.keep(parent)
+	return e.makeWorkDir(s, b, parent, path.Dir(s.h))
+}
+
+// realWorkDir places the work dir next to a separate upper dir.
+func (e *engine) realWorkDir(s *hierState, b *build, parentRel string) error {
+	parent, err := openDirIn(e.root, parentRel)
+	if err != nil {
+		return err
+	}
+	b.keep(parent)
+	return e.makeWorkDir(s, b, parent, parentRel)
+}
+
+func (e *engine) makeWorkDir(s *hierState, b *build, parent *os.File, parentRel string) error {
+	pst, err := statFd(parent)
+	if err != nil {
+		return err
+	}
+	ust, err := statFd(b.upper)
+	if err != nil {
+		return err
+	}
+	if pst.Dev != ust.Dev {
+		return fmt.Errorf("unable to find a suitable workdir location for upperdir of %s: parent directory of the upperdir is in a different filesystem: %w", s.h, unix.EXDEV)
+	}
+	name := workName(s.h, parentRel, s.oldWork)
+	pd, err := reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	defer pd.Close()
+	err = unix.Mkdirat(int(pd.Fd()), name, 0o700)
+	if err != nil && !errors.Is(err, unix.EEXIST) {
+		return &os.PathError{Op: "mkdir", Path: e.display(path.Join(parentRel, name)), Err: err}
+	}
+	b.workNew = err == nil
+	b.workParent, b.workName = parent, name
+	w, err := openIn(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return err
+	}
+	b.work = b.keep(w)
+	b.workRel = strings.TrimPrefix(path.Join(parentRel, name), "/")
+	return nil
+}
+
+// ephemeralUpper puts upper and work dir into a private detached tmpfs:
+// changes are lost with the merge (systemd uses a tmpfs in its private
+// namespace the same way).
+func (e *engine) ephemeralUpper(b *build) error {
+	fc, err := mount.NewFS("tmpfs", e.cls.Name)
+	if err != nil {
+		return err
+	}
+	defer fc.Close()
+	if err := fc.SetString("mode", "0700"); err != nil {
+		return err
+	}
+	t, err := fc.Mount(unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID)
+	if err != nil {
+		return err
+	}
+	b.keep(t)
+	hn := hierName(b.h)
+	if err := unix.Mkdirat(int(t.Fd()), hn, b.hostMode); err != nil {
+		return &os.PathError{Op: "mkdir", Path: "ephemeral upper " + hn, Err: err}
+	}
+	wn := ".systemd-" + hn + "-workdir"
+	if err := unix.Mkdirat(int(t.Fd()), wn, 0o700); err != nil {
+		return &os.PathError{Op: "mkdir", Path: "ephemeral work " + wn, Err: err}
+	}
+	u, err := openIn(t, hn, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	if err := fchmodPath(u, b.hostMode); err != nil {
+		return err
+	}
+	w, err := openIn(t, wn, unix.O_PATH|unix.O_DIRECTORY)
+	if err != nil {
+		return err
+	}
+	b.upper, b.work = b.keep(u), b.keep(w)
+	return nil
+}
+
+// overlayOptions splits the option string into overlay parameters and
+// mount attributes (like systemd's mount_option_mangle, which turns e.g.
+// "noatime" into MS_NOATIME before calling mount(2)).
+func overlayOptions(s string) (params []string, set, clr uint64) {
+	for _, o := range strings.Split(s, ",") {
+		switch o {
+		case "":
+		case "noatime":
+			set, clr = set|unix.MOUNT_ATTR_NOATIME, clr|unix.MOUNT_ATTR__ATIME
+		case "relatime":
+			clr |= unix.MOUNT_ATTR__ATIME
+		case "strictatime":
+			set, clr = set|unix.MOUNT_ATTR_STRICTATIME, clr|unix.MOUNT_ATTR__ATIME
+		case "nodiratime":
+			set |= unix.MOUNT_ATTR_NODIRATIME
+		case "nosuid":
+			set |= unix.MOUNT_ATTR_NOSUID
+		case "nodev":
+			set |= unix.MOUNT_ATTR_NODEV
+		case "noexec":
+			set |= unix.MOUNT_ATTR_NOEXEC
+		case "suid":
+			clr |= unix.MOUNT_ATTR_NOSUID
+		case "dev":
+			clr |= unix.MOUNT_ATTR_NODEV
+		case "exec":
+			clr |= unix.MOUNT_ATTR_NOEXEC
+		case "ro":
+			set |= unix.MOUNT_ATTR_RDONLY
+		case "rw":
+			clr |= unix.MOUNT_ATTR_RDONLY
+		default:
+			params = append(params, o)
+		}
+	}
+	return params, set, clr
+}

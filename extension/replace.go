@@ -1,0 +1,88 @@
+package extension
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/mount"
+)
+
+// place attaches the assembled overlay mnt at the hierarchy. When a merge
+// of ours covers it, the new overlay goes BENEATH the old one
+// (MOVE_MOUNT_BENEATH), then the old one (with its .systemd-<C> bind) is
+// detached: the hierarchy shows the old merge, then the new one, never the
+// bare directory. Without MOVE_MOUNT_BENEATH (EINVAL on kernels before
+// 6.5) or when forced, the old one is detached first and the new one
+// mounted after: a short gap, which is logged and reported.
+//
+// Propagation: the new mount inherits its propagation from where it is
+// attached, exactly like systemd's bind of its staging overlay: under a
+// shared parent (systemd makes / shared; the golden mountinfo shows
+// shared:N) it joins a new peer group and propagates to the parent's
+// peers and slaves, so services with slave mount namespaces see the new
+// /etc; under a private parent (a test namespace, a private /sysroot) it
+// stays private. The detached pieces (meta tmpfs, image mounts, clones)
+// are private and invisible until then, so nothing leaks while building.
+func (e *engine) place(s *hierState, mnt *os.File) (gap bool, err error) {
+	op := e.log.Op("attach %s overlay at %s (replace existing merge: %v)", e.cls.Name, s.display, s.ours)
+	gap, err = e.placeInner(s, mnt)
+	return gap, op.Finish(err)
+}
+
+func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
+	if !s.ours {
+		target := s.top
+		if target == nil {
+			// systemd creates a missing hierarchy (mkdir_p 0755).
+			d, err := mkdirAllIn(e.root, s.h, 0o755)
+			if err != nil {
+				return false, err
+			}
+			defer d.Close()
+			target = d
+		}
+		return false, mount.Attach(mnt, target, false)
+	}
+	if !e.noBeneath() {
+		err := mount.Attach(mnt, s.top, true)
+		if err == nil {
+			if uerr := mount.UnmountFd(s.top, unix.MNT_DETACH); uerr != nil {
+				// The new merge is in place below; the old one still
+				// covers it. Report: the call failed to replace.
+				return false, fmt.Errorf("new merge mounted beneath %s but the old one could not be detached: %w", s.display, uerr)
+			}
+			return false, nil
+		}
+		if !errors.Is(err, mount.ErrBeneathUnsupported) && !errors.Is(err, unix.EINVAL) {
+			return false, err
+		}
+		e.log.Warnf("MOVE_MOUNT_BENEATH not usable at %s (%v); falling back to unmount-then-mount", s.display, err)
+	}
+	e.log.Warnf("replacing the merge at %s with a gap: the old merge is unmounted before the new one is mounted", s.display)
+	if err := mount.UnmountFd(s.top, unix.MNT_DETACH); err != nil {
+		return false, err
+	}
+	target, err := openDirIn(e.root, s.h)
+	if err != nil {
+		return true, fmt.Errorf("%s left unmerged: %w", s.display, err)
+	}
+	defer target.Close()
+	if err := mount.Attach(mnt, target, false); err != nil {
+		return true, fmt.Errorf("%s left unmerged after removing the old merge: %w", s.display, err)
+	}
+	return true, nil
+}
+
+// cleanOldWork removes the work dir of a replaced merge when the new merge
+// uses another one (systemd's unmerge removes it the same way).
+func (e *engine) cleanOldWork(old, cur string) {
+	if old == "" || old == cur {
+		return
+	}
+	op := e.log.Op("remove old work dir %s", e.display(old))
+	op.Finish(removeAllIn(e.root, path.Clean("/"+old)))
+}

@@ -1,0 +1,186 @@
+package extension
+
+import (
+	"errors"
+	"os"
+	"path"
+	"strconv"
+	"strings"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/mount"
+)
+
+// hierState is what a hierarchy currently looks like in the root.
+type hierState struct {
+	h        string   // configured hierarchy, "/etc"
+	display  string   // host-visible path, "/sysroot/etc"
+	top      *os.File // O_PATH of the hierarchy as seen now (nil if missing)
+	ours     bool     // is_our_mount_point
+	oldWork  string   // work_dir of the merge in place (root-relative, no "/")
+	origin   []byte   // origin of the merge in place
+	names    []string // plural file of the merge in place
+	metaTime int64    // mtime (usec) of .systemd-<C> of the merge in place
+}
+
+func (s *hierState) close() {
+	if s.top != nil {
+		s.top.Close()
+		s.top = nil
+	}
+}
+
+// inspect opens a hierarchy and decides, as systemd's is_our_mount_point
+// does, whether it carries a merge of this class: it is a mount point, its
+// .systemd-<C>/dev parses as MAJ:MIN and equals its st_dev.
+func (e *engine) inspect(h string) (*hierState, error) {
+	s := &hierState{h: h, display: e.display(h)}
+	top, err := openDirIn(e.root, h)
+	if err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return s, nil
+		}
+		return nil, err
+	}
+	s.top = top
+	mp, err := mount.IsMountPoint(top)
+	if err != nil || !mp {
+		return s, err
+	}
+	dev, err := readFileIn(top, path.Join(e.cls.DotDir, "dev"))
+	if err != nil {
+		return s, nil
+	}
+	maj, min, ok := parseDevnum(dev)
+	if !ok {
+		return s, nil
+	}
+	st, err := statFd(top)
+	if err != nil {
+		return nil, err
+	}
+	if unix.Major(st.Dev) != maj || unix.Minor(st.Dev) != min {
+		return s, nil
+	}
+	s.ours = true
+	if b, err := readFileIn(top, path.Join(e.cls.DotDir, "work_dir")); err == nil {
+		s.oldWork = cunescape(strings.TrimRight(firstLine(b), "\n"))
+	}
+	s.origin, _ = readFileIn(top, path.Join(e.cls.DotDir, "origin"))
+	if b, err := readFileIn(top, path.Join(e.cls.DotDir, e.cls.Plural)); err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			if l != "" {
+				s.names = append(s.names, l)
+			}
+		}
+	}
+	if d, err := openIn(top, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
+		if st, err := statFd(d); err == nil {
+			s.metaTime = st.Mtim.Sec*1e6 + st.Mtim.Nsec/1000
+		}
+		d.Close()
+	}
+	return s, nil
+}
+
+func firstLine(b []byte) string {
+	s := string(b)
+	if i := strings.IndexByte(s, '\n'); i >= 0 {
+		return s[:i]
+	}
+	return s
+}
+
+// parseDevnum parses the first line of a dev file, "MAJ:MIN".
+func parseDevnum(b []byte) (uint32, uint32, bool) {
+	a, c, ok := strings.Cut(strings.TrimSpace(firstLine(b)), ":")
+	if !ok {
+		return 0, 0, false
+	}
+	maj, err1 := strconv.ParseUint(a, 10, 32)
+	min, err2 := strconv.ParseUint(c, 10, 32)
+	return uint32(maj), uint32(min), err1 == nil && err2 == nil
+}
+
+// cescape escapes a path like systemd's cescape (for the work_dir file).
+func cescape(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch c {
+		case '\a':
+			b.WriteString(`\a`)
+		case '\b':
+			b.WriteString(`\b`)
+		case '\f':
+			b.WriteString(`\f`)
+		case '\n':
+			b.WriteString(`\n`)
+		case '\r':
+			b.WriteString(`\r`)
+		case '\t':
+			b.WriteString(`\t`)
+		case '\v':
+			b.WriteString(`\v`)
+		case '\\':
+			b.WriteString(`\\`)
+		case '"':
+			b.WriteString(`\"`)
+		case '\'':
+			b.WriteString(`\'`)
+		default:
+			if c < ' ' || c >= 127 {
+				b.WriteString(`\x`)
+				b.WriteString(strconv.FormatUint(uint64(c)>>4, 16))
+				b.WriteString(strconv.FormatUint(uint64(c)&15, 16))
+			} else {
+				b.WriteByte(c)
+			}
+		}
+	}
+	return b.String()
+}
+
+// cunescape reverses cescape (the subset it produces).
+func cunescape(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\\' || i+1 >= len(s) {
+			b.WriteByte(s[i])
+			continue
+		}
+		i++
+		switch s[i] {
+		case 'a':
+			b.WriteByte('\a')
+		case 'b':
+			b.WriteByte('\b')
+		case 'f':
+			b.WriteByte('\f')
+		case 'n':
+			b.WriteByte('\n')
+		case 'r':
+			b.WriteByte('\r')
+		case 't':
+			b.WriteByte('\t')
+		case 'v':
+			b.WriteByte('\v')
+		case 'x':
+			if i+2 < len(s) {
+				if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
+					b.WriteByte(byte(v))
+					i += 2
+					continue
+				}
+			}
+			b.WriteByte('x')
+		default:
+			b.WriteByte(s[i])
+		}
+	}
+	return b.String()
+}

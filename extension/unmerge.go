@@ -1,0 +1,68 @@
+package extension
+
+import (
+	"context"
+	"path"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/mount"
+)
+
+// Unmerge removes every merge of the class (ours or systemd's) from the
+// hierarchies, as systemd's unmerge does: while the hierarchy is "ours",
+// detach it (with its .systemd-<C> bind) and remove its work dir. A
+// hierarchy that is not a merge is left alone.
+func Unmerge(ctx context.Context, opt Options) (*Result, error) {
+	e, err := newEngine(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	res := &Result{}
+	for _, h := range e.hiers {
+		if err := ctx.Err(); err != nil {
+			return res, err
+		}
+		n, err := e.unmergeHierarchy(h)
+		if err != nil {
+			return res, err
+		}
+		if n > 0 {
+			res.Unmerged = true
+			res.Hierarchies = append(res.Hierarchies, e.display(h))
+		}
+	}
+	return res, nil
+}
+
+// unmergeHierarchy unmerges h until it is no longer ours; it returns how
+// many merges it removed.
+func (e *engine) unmergeHierarchy(h string) (int, error) {
+	n := 0
+	for i := 0; i < 64; i++ {
+		s, err := e.inspect(h)
+		if err != nil {
+			return n, err
+		}
+		if !s.ours {
+			s.close()
+			return n, nil
+		}
+		op := e.log.Op("unmount %s merge at %s", e.cls.Name, s.display)
+		err = op.Finish(mount.UnmountFd(s.top, unix.MNT_DETACH))
+		s.close()
+		if err != nil {
+			return n, err
+		}
+		if s.oldWork != "" {
+			op := e.log.Op("remove work dir %s", e.display(s.oldWork))
+			if err := op.Finish(removeAllIn(e.root, path.Clean("/"+s.oldWork))); err != nil {
+				return n, err
+			}
+		}
+		e.infof("Unmerged '%s'.", s.display)
+		n++
+	}
+	return n, nil
+}
