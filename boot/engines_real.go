@@ -6,12 +6,72 @@ import (
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
+	"github.com/ext-setup-root/ext-setup-root/extension"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
 
-// ErrEnginesUnavailable is returned by RealEngines while the extension
-// engine is not part of the build.
-var ErrEnginesUnavailable = errors.New("extension engine not wired into this build")
+// ErrEnginesUnavailable is returned when a stage needs the extension
+// engine and none was given.
+var ErrEnginesUnavailable = errors.New("no extension engine")
+
+// ExtEngine is the Extensions backed by the extension package.
+type ExtEngine struct {
+	Getenv func(string) string
+	Log    *oplog.Logger
+}
+
+func (e ExtEngine) options(root string, c Class) extension.Options {
+	cls := extension.Confext
+	if c == Sysext {
+		cls = extension.Sysext
+	}
+	return extension.Options{Root: root, Class: cls, Getenv: e.Getenv, Log: e.Log,
+		Info: lineLogger{e.Log}, NoReload: true}
+}
+
+// Merged implements Extensions.
+func (e ExtEngine) Merged(_ context.Context, root string, c Class) (bool, error) {
+	return extension.Merged(e.options(root, c))
+}
+
+// Merge implements Extensions.
+func (e ExtEngine) Merge(ctx context.Context, r ExtRequest) (ExtResult, error) {
+	o := e.options(r.Root, r.Class)
+	o.Mutable, o.Essential = r.Mutable, r.Essential
+	return convert(extension.Merge(ctx, o))
+}
+
+// Refresh implements Extensions.
+func (e ExtEngine) Refresh(ctx context.Context, r ExtRequest) (ExtResult, error) {
+	o := e.options(r.Root, r.Class)
+	o.Mutable, o.Essential = r.Mutable, r.Essential
+	return convert(extension.Refresh(ctx, o))
+}
+
+func convert(res *extension.Result, err error) (ExtResult, error) {
+	var r ExtResult
+	if res != nil {
+		r.Merged = res.Merged
+		r.Unchanged = res.Unchanged
+		for _, s := range res.Skipped {
+			r.Skipped = append(r.Skipped, Skip{Name: s.Name, Reason: s.Reason})
+		}
+	}
+	return r, err
+}
+
+// lineLogger turns the engine's user-facing lines ("Using extensions ...")
+// into info log lines.
+type lineLogger struct{ l *oplog.Logger }
+
+func (w lineLogger) Write(p []byte) (int, error) {
+	for _, line := range strings.Split(strings.TrimRight(string(p), "\n"), "\n") {
+		if line != "" {
+			w.l.Infof("%s", line)
+		}
+	}
+	return len(p), nil
+}
 
 // AbslotsSelector is the Selector backed by the abslots engine.
 type AbslotsSelector struct {
@@ -45,5 +105,5 @@ func (s AbslotsSelector) Select(ctx context.Context, root string, dryRun bool) (
 // configured with getenv (for SYSTEMD_*_MUTABLE_MODE and friends), the
 // kernel command line and log.
 func RealEngines(getenv func(string) string, cmdline string, log *oplog.Logger) (Extensions, Selector, error) {
-	return nil, AbslotsSelector{Getenv: getenv, Cmdline: cmdline, Log: log}, ErrEnginesUnavailable
+	return ExtEngine{Getenv: getenv, Log: log}, AbslotsSelector{Getenv: getenv, Cmdline: cmdline, Log: log}, nil
 }
