@@ -128,8 +128,11 @@ func (e *engine) mountBlockImage(f *os.File, fstype string, offset, size uint64)
 		return nil, nil, err
 	}
 	defer fc.Close()
-	if fstype == "ext4" {
-		_ = fc.SetFlag("ro")
+	// A read-only loop device can only back a read-only superblock;
+	// without "ro" the kernel opens the device for writing (EACCES).
+	if err := fc.SetFlag("ro"); err != nil {
+		lp.Close()
+		return nil, nil, err
 	}
 	mnt, err := fc.Mount(unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV)
 	if err != nil {

@@ -1,0 +1,56 @@
+package extension
+
+import (
+	"context"
+	"io"
+	"sort"
+)
+
+// ImageInfo is one row of `list`.
+type ImageInfo struct {
+	Name string
+	Type string // directory, raw, block
+	Path string // host-visible path (root prefix included), as systemd shows it
+	Time int64  // usec: mtime for raw images, else crtime
+}
+
+// List returns the images discovery finds, sorted by name.
+func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
+	e, err := newEngine(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	imgs, err := b1Discover(e.root, e.cls, e.initrd)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ImageInfo, 0, len(imgs))
+	for _, img := range imgs {
+		id, _ := b1ImageIdentity(e.root, img)
+		t := id.Mtime
+		if t == 0 {
+			t = id.Crtime
+		}
+		out = append(out, ImageInfo{Name: img.Name, Type: img.Type.String(), Path: e.display(img.Path), Time: int64(t)})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// WriteList prints images as systemd's table or JSON.
+func WriteList(w io.Writer, imgs []ImageInfo, json string) error {
+	if json == "short" || json == "pretty" {
+		arr := make([]any, 0, len(imgs))
+		for _, i := range imgs {
+			arr = append(arr, ordered{{"name", i.Name}, {"type", i.Type}, {"path", i.Path}, {"time", i.Time}})
+		}
+		return writeJSON(w, arr, json == "pretty")
+	}
+	t := [][]string{{"NAME", "TYPE", "PATH", "TIME"}}
+	for _, i := range imgs {
+		t = append(t, []string{i.Name, i.Type, i.Path, formatTimestamp(i.Time)})
+	}
+	_, err := io.WriteString(w, formatTable(t))
+	return err
+}
