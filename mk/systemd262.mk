@@ -10,3 +10,11 @@ systemd262-root:
 	EXT_SETUP_ROOT_CACHE=$(CACHE) scripts/prepare-systemd262.sh
 
 TEST_PREREQS += systemd262-root
+
+# bench-confext: ours vs systemd-confext 262 (merge 1/8/64, unchanged
+# refresh, peak RSS, binary size, /etc window); table in out/bench-confext.md.
+# BENCH_CONFEXT_FLAGS passes options (e.g. -runs=3 -window-systemd=50).
+bench-confext: build systemd262-root
+	$(GO) run ./bench/confext -bin $(BIN) -out out/bench-confext.md $(BENCH_CONFEXT_FLAGS)
+
+BENCH_TARGETS += bench-confext

@@ -1,0 +1,351 @@
+// Command confext benchmarks ext-setup-root's confext merge against the real
+// systemd-confext 262 in the same run, on the same inputs (make bench-confext):
+// merge time for 1, 8 and 64 confexts (directories and squashfs alternating,
+// Flatcar layout, --mutable=yes), unchanged refresh, peak RSS (wait4 rusage
+// maxrss of the process tree), the static binary size, and the /etc window
+// probe during forced refreshes. It prints a markdown table and writes it to
+// -out. It must run as root; it re-executes itself in a private mount
+// namespace so nothing it mounts reaches the host.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	sd "github.com/ext-setup-root/ext-setup-root/test/systemd262"
+)
+
+// nsEnv marks the re-executed child; its value is the parent's mount ns.
+const nsEnv = "EXT_SETUP_ROOT_BENCH_MOUNTNS"
+
+type options struct {
+	bin, out, chroot  string
+	runs              int
+	counts            []int
+	windowOurs, winSD int
+}
+
+func main() {
+	var o options
+	var counts string
+	flag.StringVar(&o.bin, "bin", "bin/ext-setup-root", "ext-setup-root binary (static, from make build)")
+	flag.StringVar(&o.out, "out", "out/bench-confext.md", "markdown output file")
+	flag.StringVar(&o.chroot, "chroot", sd.ChrootDir(), "systemd 262 chroot (scripts/prepare-systemd262.sh)")
+	flag.IntVar(&o.runs, "runs", 5, "runs per measurement (the median is reported)")
+	flag.StringVar(&counts, "counts", "1,8,64", "numbers of confexts to merge")
+	flag.IntVar(&o.windowOurs, "window-ours", 1000, "forced refreshes of ours in the window probe")
+	flag.IntVar(&o.winSD, "window-systemd", 200, "forced refreshes of systemd's in the window probe")
+	flag.Parse()
+	for _, c := range strings.Split(counts, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(c))
+		if err != nil || n < 1 {
+			fatalf("bad -counts %q", counts)
+		}
+		o.counts = append(o.counts, n)
+	}
+	if os.Geteuid() != 0 {
+		fatalf("must run as root (mounts, loop devices, chroot)")
+	}
+	if os.Getenv(nsEnv) == "" {
+		reexec()
+		return
+	}
+	// The child is in its own mount namespace: make everything private so
+	// no mount propagates back to the host.
+	if err := syscall.Mount("", "/", "", syscall.MS_REC|syscall.MS_PRIVATE, ""); err != nil {
+		fatalf("make / rprivate: %v", err)
+	}
+	if err := run(o); err != nil {
+		fatalf("%v", err)
+	}
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "bench-confext: "+format+"\n", args...)
+	os.Exit(1)
+}
+
+// reexec runs this program again in a new mount namespace.
+func reexec() {
+	self, _ := os.Readlink("/proc/self/ns/mnt")
+	exe, err := os.Executable()
+	if err != nil {
+		fatalf("%v", err)
+	}
+	cmd := exec.Command(exe, os.Args[1:]...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	cmd.Env = append(os.Environ(), nsEnv+"="+self)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	if err := cmd.Run(); err != nil {
+		if ee, ok := err.(*exec.ExitError); ok {
+			os.Exit(ee.ExitCode())
+		}
+		fatalf("re-exec in a mount namespace: %v", err)
+	}
+}
+
+// tool abstracts the two implementations for the measurements.
+type tool struct {
+	name string
+	run  func(r sd.Root, args ...string) (sd.Result, error)
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), d...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	return s[len(s)/2]
+}
+
+// cell is one measurement: a median duration or an error text.
+type cell struct {
+	d      time.Duration
+	rssKiB int64
+	err    string
+}
+
+func (c cell) String() string {
+	if c.err != "" {
+		return "error: " + c.err
+	}
+	return fmtDur(c.d)
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2f s", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.1f ms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond))
+	}
+}
+
+func short(s string) string {
+	s = strings.TrimSpace(s)
+	if i := strings.LastIndexByte(s, '\n'); i >= 0 {
+		s = s[i+1:]
+	}
+	if len(s) > 120 {
+		s = s[:120] + "..."
+	}
+	return strings.ReplaceAll(s, "|", "/")
+}
+
+// mergeBench times `merge` (and untimed `unmerge`) runs times, and then
+// `refresh` of the unchanged merge runs times; it checks that the refresh
+// really skipped (the overlay's unique mount id is unchanged).
+func mergeBench(t tool, r sd.Root, runs int) (merge, refresh cell) {
+	var md, rd []time.Duration
+	var rss int64
+	fail := func(what string, res sd.Result, err error) string {
+		if err != nil {
+			return what + ": " + err.Error()
+		}
+		return fmt.Sprintf("%s exit %d: %s", what, res.ExitCode, short(res.Output))
+	}
+	for i := 0; i < runs; i++ {
+		res, err := t.run(r, "--mutable=yes", "merge")
+		if err != nil || res.ExitCode != 0 {
+			merge.err = fail("merge", res, err)
+			t.run(r, "unmerge")
+			return merge, cell{err: "no merge"}
+		}
+		md = append(md, res.Elapsed)
+		rss = max(rss, res.MaxRSSKiB)
+		if i < runs-1 {
+			if res, err := t.run(r, "unmerge"); err != nil || res.ExitCode != 0 {
+				merge.err = fail("unmerge", res, err)
+				return merge, cell{err: "no unmerge"}
+			}
+		}
+	}
+	merge.d, merge.rssKiB = median(md), rss
+	etc := filepath.Join(r.Host, "etc")
+	before, _ := sd.UniqueMountID(etc)
+	for i := 0; i < runs; i++ {
+		res, err := t.run(r, "--mutable=yes", "refresh")
+		if err != nil || res.ExitCode != 0 {
+			refresh.err = fail("refresh", res, err)
+			break
+		}
+		if now, _ := sd.UniqueMountID(etc); now != before {
+			refresh.err = "refresh of an unchanged merge replaced it (did not skip)"
+			break
+		}
+		rd = append(rd, res.Elapsed)
+		refresh.rssKiB = max(refresh.rssKiB, res.MaxRSSKiB)
+	}
+	if refresh.err == "" {
+		refresh.d = median(rd)
+	}
+	t.run(r, "unmerge")
+	sd.UnmountBelow(etc)
+	return merge, refresh
+}
+
+func ratio(a, b cell) string {
+	if a.err != "" || b.err != "" || b.d == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f", float64(a.d)/float64(b.d))
+}
+
+func verdict(ok bool) string {
+	if ok {
+		return "met"
+	}
+	return "NOT met"
+}
+
+func run(o options) error {
+	if o.chroot == "" {
+		return fmt.Errorf("no systemd 262 chroot: run make systemd262-root or pass -chroot")
+	}
+	bin, err := filepath.Abs(o.bin)
+	if err != nil {
+		return err
+	}
+	binSt, err := os.Stat(bin)
+	if err != nil {
+		return fmt.Errorf("binary: %w (run make build)", err)
+	}
+	e, err := sd.Setup(o.chroot)
+	if err != nil {
+		return err
+	}
+	ours := tool{"ext-setup-root", func(r sd.Root, args ...string) (sd.Result, error) {
+		return sd.Ours(bin, nil, append([]string{"confext", "--root=" + r.Host}, args...)...)
+	}}
+	sysd := tool{"systemd-confext", func(r sd.Root, args ...string) (sd.Result, error) {
+		return e.Confext(nil, append([]string{"--root=" + r.In}, args...)...)
+	}}
+
+	var b strings.Builder
+	host, _ := os.Hostname()
+	var uts syscall.Utsname
+	syscall.Uname(&uts)
+	rel := strings.TrimRight(string(int8sToBytes(uts.Release[:])), "\x00")
+	fmt.Fprintf(&b, "# confext benchmark: ext-setup-root vs %s\n\n", e.Version)
+	fmt.Fprintf(&b, "Measured %s on %s (kernel %s, %d CPUs), median of %d runs, roots on tmpfs, Flatcar layout "+
+		"(`/var/lib/extensions.mutable/etc -> /etc`), `--mutable=yes`, images alternating directory and squashfs.\n\n",
+		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, rel, runtime.NumCPU(), o.runs)
+	fmt.Fprintf(&b, "| measurement | ext-setup-root | systemd-confext 262 | ratio (ours/systemd) | target | result |\n|---|---|---|---|---|---|\n")
+
+	var peakOurs, peakSD int64
+	for _, n := range o.counts {
+		r, cleanup, err := e.NewRoot("")
+		if err != nil {
+			return err
+		}
+		f := sd.Fixture{Layout: sd.LayoutSymlink, Images: sd.MixedImages(n)}
+		if err := f.Build(r.Host); err != nil {
+			cleanup()
+			return err
+		}
+		sm, sr := mergeBench(sysd, r, o.runs)
+		om, or := mergeBench(ours, r, o.runs)
+		cleanup()
+		peakOurs = max(peakOurs, om.rssKiB, or.rssKiB)
+		peakSD = max(peakSD, sm.rssKiB, sr.rssKiB)
+		target, res := "-", "-"
+		if n >= 8 {
+			target = "≤ 0.1"
+			res = verdict(om.err == "" && sm.err == "" && float64(om.d) <= 0.1*float64(sm.d))
+		}
+		fmt.Fprintf(&b, "| merge, %d confext(s) | %s | %s | %s | %s | %s |\n", n, om, sm, ratio(om, sm), target, res)
+		res = verdict(or.err == "" && sr.err == "" && float64(or.d) <= 0.05*float64(sr.d))
+		fmt.Fprintf(&b, "| unchanged refresh, %d confext(s) | %s | %s | %s | ≤ 0.05 | %s |\n", n, or, sr, ratio(or, sr), res)
+		fmt.Fprintf(os.Stderr, "bench-confext: %d confext(s): merge ours %s systemd %s; unchanged refresh ours %s systemd %s\n", n, om, sm, or, sr)
+	}
+	fmt.Fprintf(&b, "| peak RSS (max over all runs above) | %.1f MiB | %.1f MiB | %s | ≤ systemd | %s |\n",
+		float64(peakOurs)/1024, float64(peakSD)/1024, ratioInt(peakOurs, peakSD), verdict(peakOurs > 0 && peakOurs <= peakSD))
+	fmt.Fprintf(&b, "| static binary size (%s) | %.2f MiB | - | - | ≤ 8 MiB | %s |\n", o.bin, float64(binSt.Size())/(1<<20), verdict(binSt.Size() <= 8<<20))
+
+	// Window probe.
+	r, cleanup, err := e.NewRoot("")
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	f := sd.Fixture{Layout: sd.LayoutSymlink, Images: sd.StandardImages()}
+	if err := f.Build(r.Host); err != nil {
+		return err
+	}
+	paths := []string{filepath.Join(r.Host, "etc/upper.conf"), filepath.Join(r.Host, "etc/dir1.conf")}
+	var wins []sd.WindowResult
+	for _, w := range []struct {
+		t tool
+		n int
+	}{{ours, o.windowOurs}, {sysd, o.winSD}} {
+		if res, err := w.t.run(r, "--mutable=yes", "merge"); err != nil || res.ExitCode != 0 {
+			fmt.Fprintf(&b, "| window probe %s | merge failed: %s | | | | |\n", w.t.name, short(res.Output))
+			continue
+		}
+		wr := sd.Probe(w.t.name, paths, w.n, func(int) error {
+			res, err := w.t.run(r, "--mutable=yes", "--always-refresh=yes", "refresh")
+			if err == nil && res.ExitCode != 0 {
+				err = fmt.Errorf("exit %d", res.ExitCode)
+			}
+			return err
+		})
+		fmt.Fprintln(os.Stderr, wr)
+		wins = append(wins, wr)
+		w.t.run(r, "unmerge")
+		sd.UnmountBelow(filepath.Join(r.Host, "etc"))
+	}
+	if len(wins) == 2 {
+		wo, ws := wins[0], wins[1]
+		cellW := func(w sd.WindowResult) string {
+			if w.CmdFailures == w.Replacements {
+				return "all refreshes failed"
+			}
+			return fmt.Sprintf("%d/%d replacements with a gap (%.3f each), %d failed stats, median gap %s, max %s",
+				w.AffectedReplacements, w.Replacements, float64(w.AffectedReplacements)/float64(w.Replacements),
+				w.Failures(), fmtDur(w.MedianGap()), fmtDur(w.MaxGap()))
+		}
+		fmt.Fprintf(&b, "| /etc window during `refresh --always-refresh=yes` (stat of upper file + confext file in 2 tight loops) | %s | %s | - | zero gaps | %s |\n",
+			cellW(wo), cellW(ws), verdict(wo.CmdFailures == 0 && wo.Failures() == 0))
+		fmt.Fprintf(&b, "| forced refresh time (3 confexts, mean, probes spinning) | %s | %s | %s | - | - |\n",
+			fmtDur(wo.Elapsed/time.Duration(max(wo.Replacements, 1))), fmtDur(ws.Elapsed/time.Duration(max(ws.Replacements, 1))),
+			fmt.Sprintf("%.3f", (float64(wo.Elapsed)/float64(max(wo.Replacements, 1)))/(float64(ws.Elapsed)/float64(max(ws.Replacements, 1)))))
+	}
+	fmt.Fprintf(&b, "\nPeak RSS is ru_maxrss from wait4 of each command (the largest process of its waited-for tree). "+
+		"Unchanged refresh: the overlay's unique mount id was checked to stay the same (a real skip).\n")
+
+	fmt.Print(b.String())
+	if o.out != "" {
+		if err := os.MkdirAll(filepath.Dir(o.out), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(o.out, []byte(b.String()), 0o644)
+	}
+	return nil
+}
+
+func ratioInt(a, b int64) string {
+	if b == 0 {
+		return "n/a"
+	}
+	return fmt.Sprintf("%.3f", float64(a)/float64(b))
+}
+
+func int8sToBytes(s []int8) []byte {
+	b := make([]byte, len(s))
+	for i, c := range s {
+		b[i] = byte(c)
+	}
+	return b
+}
