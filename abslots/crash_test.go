@@ -23,7 +23,7 @@ func TestCrashAtEveryStep(t *testing.T) {
 	testutil.RequireRoot(t)
 	requireRootfsMove(t)
 	bin := testutil.BuildBinary(t)
-	sc := scenarios()[1] // 2: image on root, previous on OEM
+	sc := scenarios()[findScenario(t, "2 image on root, previous on OEM")]
 	in := merge(sc.in, tree{
 		"/oem/sysext/migrate-oem-test":                   "",
 		"/usr/share/flatcar/oems/test":                   "/oem/bin/old-agent\n",

@@ -65,7 +65,7 @@ func TestOEMPartitionFull(t *testing.T) {
 	for i := range big {
 		big[i] = byte(i * 7)
 	}
-	sc := scenarios()[2]
+	sc := scenarios()[findScenario(t, "3 OEM partition full")]
 	writeTree(t, dir, sc.in)
 	// Move the fixture's /oem onto the small filesystem.
 	writeTree(t, oem, tree{"oem-release": "ID=test\nNAME=Test\n", "sysext/active-oem-test": "", "sysext/oem-test-" + v1 + ".raw": "v1"})
@@ -91,4 +91,81 @@ func TestOEMPartitionFull(t *testing.T) {
 			t.Errorf("left on the OEM partition: %s", e.Name())
 		}
 	}
+}
+
+// TestMigrationRunsOnce: after the migrate flag is consumed, a path from the
+// list that appears again is left alone.
+func TestMigrationRunsOnce(t *testing.T) {
+	testutil.RequireRoot(t)
+	requireRootfsMove(t)
+	dir := testutil.Tmpfs(t)
+	writeTree(t, dir, scenarios()[findScenario(t, "6 migration")].in)
+	root := openRootFS(t, dir)
+	runFixture(t, root)
+	writeTree(t, dir, tree{"/oem/bin/old-agent": "reinstalled by the user"})
+	p, _ := runFixture(t, root)
+	if b, err := os.ReadFile(filepath.Join(dir, "oem/bin/old-agent")); err != nil || string(b) != "reinstalled by the user" {
+		t.Fatalf("second run touched a migrated path: %q %v\n%s", b, err, p)
+	}
+	for _, a := range p.Actions {
+		if a.Op == OpDelete || a.Op == OpClearFlag {
+			t.Errorf("second run planned %s", a.describe())
+		}
+	}
+}
+
+// TestLinksOutsideRoot: links in the root that point (absolute or via "..")
+// outside it are resolved inside the root, so nothing outside is read,
+// moved or deleted because of them.
+func TestLinksOutsideRoot(t *testing.T) {
+	testutil.RequireRoot(t)
+	requireRootfsMove(t)
+	outer := testutil.Tmpfs(t)
+	dir := filepath.Join(outer, "root")
+	outside := filepath.Join(outer, "oem-test-"+v1+".raw")
+	os.WriteFile(outside, []byte("outside"), 0o644)
+	os.WriteFile(filepath.Join(outer, "list"), []byte("evil\n"), 0o644)
+	os.MkdirAll(filepath.Join(outer, "victim"), 0o755)
+	os.WriteFile(filepath.Join(outer, "victim/file"), []byte("keep"), 0o644)
+	in := merge(merge(osRelV2, oemTest), tree{
+		"/etc/flatcar/oem-sysext/oem-test-" + v2 + ".raw": "v2",
+		// previous link escaping with ".." and absolutely
+		"/etc/extensions/oem-test.raw": "@../../../oem-test-" + v1 + ".raw",
+		// an enabled list and a migration list that are links out of the root
+		"/etc/flatcar/enabled-sysext.conf": "@../../../list",
+		"/oem/sysext/migrate-oem-test":     "",
+		"/usr/share/flatcar/oems/test":     "/../victim\n/../../victim/file\n",
+	})
+	writeTree(t, dir, in)
+	root := openRootFS(t, dir)
+	p, log := runFixture(t, root)
+	if b, err := os.ReadFile(outside); err != nil || string(b) != "outside" {
+		t.Fatalf("file outside the root changed: %q %v\n%s\n%s", b, err, p, log)
+	}
+	if b, err := os.ReadFile(filepath.Join(outer, "victim/file")); err != nil || string(b) != "keep" {
+		t.Fatalf("migration deleted outside the root: %v\n%s", err, log)
+	}
+	for _, c := range p.Choices {
+		if c.Kind == "extension" {
+			t.Errorf("enabled list outside the root was read: %+v", c)
+		}
+	}
+	if l, _ := os.Readlink(filepath.Join(dir, "etc/extensions/oem-test.raw")); l != "/oem/sysext/oem-test-"+v2+".raw" {
+		t.Errorf("link = %q", l)
+	}
+	for _, a := range p.Actions {
+		if a.Op == OpMove {
+			t.Errorf("moved a previous image through an escaping link: %s", a.describe())
+		}
+	}
+}
+
+func findScenario(t *testing.T, name string) int {
+	for i, sc := range scenarios() {
+		if sc.name == name {
+			return i
+		}
+	}
+	t.Fatalf("no scenario %q", name)
+	return -1
 }
