@@ -54,7 +54,7 @@ func ParseMutableMode(s string) (MutableMode, error) {
 	if s == "help" {
 		return MutableNo, ErrMutableHelp
 	}
-	if b, ok := parseBoolean(s); ok {
+	if b, ok := sdParseBoolean(s); ok {
 		if b {
 			return MutableYes, nil
 		}
@@ -68,8 +68,8 @@ func ParseMutableMode(s string) (MutableMode, error) {
 	return MutableNo, fmt.Errorf("invalid mutable mode %q (valid: %s)", s, strings.Join(mutableModeNames[:], ", "))
 }
 
-// parseBoolean is systemd's parse_boolean().
-func parseBoolean(s string) (value, ok bool) {
+// sdParseBoolean is systemd's parse_boolean().
+func sdParseBoolean(s string) (value, ok bool) {
 	switch strings.ToLower(s) {
 	case "1", "yes", "y", "true", "t", "on":
 		return true, true

@@ -109,7 +109,7 @@ func ParseINI(r io.Reader, name string) ([]Assignment, []string, error) {
 		} else {
 			contLine = line
 		}
-		if endsInEscape(b) {
+		if iniEndsInEscape(b) {
 			b = append([]byte(nil), b...)
 			b[len(b)-1] = ' '
 			cont = b
@@ -134,8 +134,8 @@ func ParseINI(r io.Reader, name string) ([]Assignment, []string, error) {
 	return out, warnings, nil
 }
 
-// endsInEscape reports a trailing backslash that is not itself escaped.
-func endsInEscape(b []byte) bool {
+// iniEndsInEscape reports a trailing backslash that is not itself escaped.
+func iniEndsInEscape(b []byte) bool {
 	escaped := false
 	for _, c := range b {
 		if escaped {

@@ -63,7 +63,7 @@ func TestParseINIErrors(t *testing.T) {
 	}
 }
 
-func writeTree(t *testing.T, root string, files map[string]string) {
+func b1WriteTree(t *testing.T, root string, files map[string]string) {
 	t.Helper()
 	for p, content := range files {
 		full := filepath.Join(root, p)
@@ -88,7 +88,7 @@ func writeTree(t *testing.T, root string, files map[string]string) {
 	}
 }
 
-func openRoot(t *testing.T, dir string) *rootfs.Root {
+func b1OpenRoot(t *testing.T, dir string) *rootfs.Root {
 	t.Helper()
 	r, err := rootfs.Open(dir)
 	if err != nil {
@@ -100,7 +100,7 @@ func openRoot(t *testing.T, dir string) *rootfs.Root {
 
 func TestLoadConfigDropins(t *testing.T) {
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{
+	b1WriteTree(t, dir, map[string]string{
 		// /etc wins for the main file; /usr/lib's is never read.
 		"etc/systemd/confext.conf":     "[ConfExt]\nMutable=import\nImagePolicy=root=verity\n",
 		"usr/lib/systemd/confext.conf": "[ConfExt]\nMutable=yes\nImagePolicy=never\n",
@@ -121,7 +121,7 @@ func TestLoadConfigDropins(t *testing.T) {
 		// Other class section ignored; invalid value ignored with warning.
 		"etc/systemd/confext.conf.d/70-sys.conf": "[SysExt]\nMutable=no\n[ConfExt]\nMutable=maybe\n",
 	})
-	cfg, err := LoadConfig(openRoot(t, dir), Confext)
+	cfg, err := LoadConfig(b1OpenRoot(t, dir), Confext)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -146,7 +146,7 @@ func TestLoadConfigDropins(t *testing.T) {
 	}
 
 	// Sysext reads its own file and section.
-	cfg, err = LoadConfig(openRoot(t, dir), Sysext)
+	cfg, err = LoadConfig(b1OpenRoot(t, dir), Sysext)
 	if err != nil || cfg.Mutable != nil || len(cfg.Files) != 0 {
 		t.Errorf("sysext: %+v %v", cfg, err)
 	}
@@ -154,13 +154,13 @@ func TestLoadConfigDropins(t *testing.T) {
 
 func TestLoadConfigFallbackAndErrors(t *testing.T) {
 	dir := t.TempDir()
-	writeTree(t, dir, map[string]string{"usr/lib/systemd/sysext.conf": "[SysExt]\nMutable=auto\n"})
-	cfg, err := LoadConfig(openRoot(t, dir), Sysext)
+	b1WriteTree(t, dir, map[string]string{"usr/lib/systemd/sysext.conf": "[SysExt]\nMutable=auto\n"})
+	cfg, err := LoadConfig(b1OpenRoot(t, dir), Sysext)
 	if err != nil || cfg.Mutable == nil || *cfg.Mutable != MutableAuto {
 		t.Fatalf("fallback to /usr/lib: %+v %v", cfg, err)
 	}
-	writeTree(t, dir, map[string]string{"run/systemd/sysext.conf.d/x.conf": "[SysExt\n"})
-	_, err = LoadConfig(openRoot(t, dir), Sysext)
+	b1WriteTree(t, dir, map[string]string{"run/systemd/sysext.conf.d/x.conf": "[SysExt\n"})
+	_, err = LoadConfig(b1OpenRoot(t, dir), Sysext)
 	var ce *ConfigError
 	if !errors.As(err, &ce) || ce.File != "/run/systemd/sysext.conf.d/x.conf" || ce.Line != 1 {
 		t.Fatalf("broken drop-in: %v", err)
