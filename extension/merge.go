@@ -140,6 +140,11 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 	// Fast path: every image's verdict is known from the last run for the
 	// same identity, so "unchanged" is decided without any loop device.
 	if refresh && old != nil && !opt.AlwaysRefresh && e.knownVerdicts(cands, prev, hh) {
+		for _, c := range cands {
+			if !c.accepted && e.essential(c.img.Name) {
+				return nil, &imageError{c.img.Name, e.display(c.img.Path), "essential image rejected: " + c.reason, nil}
+			}
+		}
 		if e.unchanged(old, doc, cands, prev) {
 			e.infof("Skipping extension refresh because no change was found, use --always-refresh=yes to always do a refresh.")
 			res.Unchanged = true
