@@ -1,0 +1,251 @@
+package extension
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/release"
+)
+
+// StrictXattr is the extended attribute that lets an image author allow
+// (value false) or forbid (true, or absent) a release file whose name does
+// not match the image name.
+const StrictXattr = "user.extension-release.strict"
+
+// ErrReleaseNotUnique is systemd's -ENOTUNIQ: the fallback search found
+// more than one acceptable release file.
+var ErrReleaseNotUnique = errors.New("more than one extension-release file matches")
+
+// ImageNameIsValid reports whether s may be an image name, as systemd's
+// image_name_is_valid(): a valid file name (not empty, ".", "..", no '/',
+// at most 255 bytes), no control characters, valid UTF-8, and not starting
+// with ".#" (temporary files).
+func ImageNameIsValid(s string) bool {
+	if s == "" || s == "." || s == ".." || len(s) > 255 || strings.ContainsRune(s, '/') {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			return false
+		}
+	}
+	return utf8.ValidString(s) && !strings.HasPrefix(s, ".#")
+}
+
+// ReleaseBaseName is the name a release file may carry when it is not the
+// exact image name, as systemd's path_extract_image_name(): ".sysext.raw",
+// ".confext.raw" or ".raw" removed, then everything from the first '_' or
+// '+' (version, tries counter) cut off: "foo_1.2+3.raw" -> "foo".
+func ReleaseBaseName(name string) string {
+	for _, s := range []string{".sysext.raw", ".confext.raw", ".raw"} {
+		if n, ok := strings.CutSuffix(name, s); ok {
+			name = n
+			break
+		}
+	}
+	if i := strings.IndexAny(name, "_+"); i >= 0 {
+		name = name[:i]
+	}
+	return name
+}
+
+// ReleaseFile is an extension-release file read from an image.
+type ReleaseFile struct {
+	// Path is the file's path inside the image.
+	Path string
+	// Fields are its assignments.
+	Fields map[string]string
+	// Issues are lines systemd ignores, for logging.
+	Issues []release.Issue
+}
+
+// ReadReleaseFile finds and parses the extension-release file of image
+// name inside tree (the image's root directory, opened by the caller),
+// following systemd's open_extension_release_at():
+//
+//   - <ReleaseDir>/extension-release.NAME, symlinks resolved inside the
+//     image;
+//   - if that does not exist, every regular file extension-release.SUFFIX
+//     in <ReleaseDir> with a valid SUFFIX is a candidate; unless relax is
+//     set (systemd relaxes only when reading back merged trees) a candidate
+//     counts only if SUFFIX equals ReleaseBaseName(name) or the file
+//     carries user.extension-release.strict=false; two candidates are
+//     ErrReleaseNotUnique.
+//
+// No path is ever joined onto a host path: everything is opened relative
+// to tree with RESOLVE_IN_ROOT. A missing file is an error satisfying
+// errors.Is(err, fs.ErrNotExist).
+func ReadReleaseFile(tree *os.File, c *Class, name string, relax bool) (ReleaseFile, error) {
+	f, p, err := OpenReleaseFile(tree, c, name, relax)
+	if err != nil {
+		return ReleaseFile{Path: p}, err
+	}
+	defer f.Close()
+	fields, issues, err := release.ParseDetailed(f, p)
+	if err != nil {
+		return ReleaseFile{Path: p}, err
+	}
+	return ReleaseFile{Path: p, Fields: fields, Issues: issues}, nil
+}
+
+// OpenReleaseFile is ReadReleaseFile without the parsing: it returns the
+// opened file and its path inside the image.
+func OpenReleaseFile(tree *os.File, c *Class, name string, relax bool) (*os.File, string, error) {
+	if !ImageNameIsValid(name) {
+		return nil, "", fmt.Errorf("extension name %q is invalid: %w", name, unix.EINVAL)
+	}
+	exact := c.ReleaseDir + "/extension-release." + name
+	f, err := releaseOpenIn(tree, exact, unix.O_RDONLY|unix.O_NONBLOCK)
+	if err == nil {
+		if err := releaseCheckRegular(f); err != nil {
+			f.Close()
+			return nil, exact, err
+		}
+		return f, exact, nil
+	}
+	if !errors.Is(err, unix.ENOENT) {
+		return nil, exact, err
+	}
+
+	dir, err := releaseOpenIn(tree, c.ReleaseDir, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return nil, exact, err
+	}
+	defer dir.Close()
+	ents, err := dir.ReadDir(-1)
+	if err != nil {
+		return nil, exact, fmt.Errorf("read %s in image: %w", c.ReleaseDir, err)
+	}
+	base := ReleaseBaseName(name)
+	var found *os.File
+	var foundName string
+	for _, e := range ents {
+		suffix, ok := strings.CutPrefix(e.Name(), "extension-release.")
+		if !ok || !ImageNameIsValid(suffix) {
+			continue
+		}
+		if t := e.Type(); t != 0 && !t.IsRegular() {
+			continue
+		}
+		cf, err := releaseOpenAt(dir, e.Name(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+		if err != nil {
+			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) {
+				continue
+			}
+			if found != nil {
+				found.Close()
+			}
+			return nil, exact, err
+		}
+		if releaseCheckRegular(cf) != nil {
+			cf.Close()
+			continue
+		}
+		if !relax && suffix != base {
+			if strict, err := strictXattr(cf); err != nil || strict {
+				cf.Close()
+				continue
+			}
+		}
+		if found != nil {
+			found.Close()
+			cf.Close()
+			return nil, exact, fmt.Errorf("%s in image: %s and %s: %w", c.ReleaseDir, foundName, e.Name(), ErrReleaseNotUnique)
+		}
+		found, foundName = cf, e.Name()
+	}
+	if found == nil {
+		return nil, exact, &os.PathError{Op: "open", Path: exact, Err: unix.ENOENT}
+	}
+	return found, c.ReleaseDir + "/" + foundName, nil
+}
+
+// strictXattr reads user.extension-release.strict as systemd's
+// getxattr_at_bool(): a missing attribute, an embedded NUL or an
+// unparsable value is an error (the candidate is skipped).
+func strictXattr(f *os.File) (bool, error) {
+	buf := make([]byte, 256)
+	n, err := unix.Fgetxattr(int(f.Fd()), StrictXattr, buf)
+	if err != nil {
+		return false, err
+	}
+	v := string(buf[:n])
+	if strings.IndexByte(v, 0) >= 0 {
+		return false, unix.EINVAL
+	}
+	b, ok := sdParseBoolean(v)
+	if !ok {
+		return false, unix.EINVAL
+	}
+	return b, nil
+}
+
+// HasForbiddenContent reports whether a sysext image tree contains
+// /usr/lib/os-release, which systemd refuses (it would replace the host's
+// OS identity); confext images may carry anything. A dangling symlink does
+// not count, like systemd's chase().
+func HasForbiddenContent(tree *os.File, c *Class) (bool, error) {
+	if c.Name != Sysext.Name {
+		return false, nil
+	}
+	f, err := releaseOpenIn(tree, "/usr/lib/os-release", unix.O_PATH)
+	if err == nil {
+		f.Close()
+		return true, nil
+	}
+	if errors.Is(err, unix.ENOENT) {
+		return false, nil
+	}
+	return false, err
+}
+
+// releaseOpenIn opens name relative to tree with openat2 RESOLVE_IN_ROOT,
+// so that absolute symlinks and ".." inside an image stay inside it.
+func releaseOpenIn(tree *os.File, name string, flags int) (*os.File, error) {
+	rel := strings.TrimLeft(name, "/")
+	if rel == "" {
+		rel = "."
+	}
+	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
+	for {
+		fd, err := unix.Openat2(int(tree.Fd()), rel, &how)
+		if err == unix.EINTR || err == unix.EAGAIN {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "openat2", Path: tree.Name() + "/" + rel, Err: err}
+		}
+		return os.NewFile(uintptr(fd), tree.Name()+"/"+rel), nil
+	}
+}
+
+// releaseOpenAt opens a plain name inside dir.
+func releaseOpenAt(dir *os.File, name string, flags int) (*os.File, error) {
+	for {
+		fd, err := unix.Openat(int(dir.Fd()), name, flags|unix.O_CLOEXEC, 0)
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, &os.PathError{Op: "openat", Path: dir.Name() + "/" + name, Err: err}
+		}
+		return os.NewFile(uintptr(fd), dir.Name()+"/"+name), nil
+	}
+}
+
+func releaseCheckRegular(f *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return &os.PathError{Op: "open", Path: f.Name(), Err: fmt.Errorf("not a regular file (mode %s)", strconv.FormatUint(uint64(st.Mode), 8))}
+	}
+	return nil
+}
