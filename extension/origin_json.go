@@ -13,7 +13,9 @@ import (
 // byte; encoding/json cannot (it sorts map keys, uses ": " and escapes
 // '<', '>', '&' and U+2028).
 
-type sdjValue interface{ format(b *bytes.Buffer, depth int) }
+type sdjValue interface {
+	format(b *bytes.Buffer, depth int)
+}
 
 type sdjMember struct {
 	key string
