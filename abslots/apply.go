@@ -16,21 +16,42 @@ import (
 // the plan's final state. Failures of best-effort steps (moving the previous
 // image, placing on a full store, migration deletes) are logged and the run
 // goes on, as in Flatcar; failures to set links are returned, joined.
-func Apply(root FS, cfg *Config, p *Plan, log *oplog.Logger, dryRun bool) error {
+//
+// It returns how many actions changed something on disk (in a dry run, how
+// many would be tried).
+func Apply(root FS, cfg *Config, p *Plan, log *oplog.Logger, dryRun bool) (int, error) {
 	if dryRun {
 		for _, a := range p.Actions {
 			log.Noticef("dry run: would %s", a.describe())
 		}
-		return nil
+		return len(p.Actions), nil
 	}
 	cleanTemps(root, cfg, log)
 	var errs []error
+	changed := 0
 	for _, a := range p.Actions {
-		if err := applyOne(root, a, log); err != nil {
+		al := &alog{Logger: log}
+		if err := applyOne(root, a, al); err != nil {
 			errs = append(errs, err)
 		}
+		if al.ops > 0 {
+			changed++
+		}
 	}
-	return errors.Join(errs...)
+	return changed, errors.Join(errs...)
+}
+
+// alog counts the operations an action starts: every disk change is logged
+// as an oplog operation, so the count is the number of changes tried.
+type alog struct {
+	*oplog.Logger
+	ops int
+}
+
+// Op logs and counts one operation.
+func (a *alog) Op(format string, args ...any) *oplog.Op {
+	a.ops++
+	return a.Logger.Op(format, args...)
 }
 
 // cleanTemps removes temporary files a crashed run left in the directories
@@ -75,7 +96,7 @@ func isRegular(root FS, p string) (fs.FileInfo, bool) {
 	return fi, err == nil && fi.Mode().IsRegular()
 }
 
-func applyOne(root FS, a Action, log *oplog.Logger) error {
+func applyOne(root FS, a Action, log *alog) error {
 	switch a.Op {
 	case OpMove:
 		if _, ok := isRegular(root, a.Src); !ok {
@@ -145,7 +166,7 @@ func applyOne(root FS, a Action, log *oplog.Logger) error {
 // applyPlace moves the image to the first preferred store that has room.
 // A destination that already holds the image (a rerun after the rename)
 // counts as done; a failed move leaves no partial destination.
-func applyPlace(root FS, a Action, log *oplog.Logger) error {
+func applyPlace(root FS, a Action, log *alog) error {
 	if _, ok := isRegular(root, a.Src); !ok {
 		for _, d := range a.Dsts {
 			if _, ok := isRegular(root, d); ok {
@@ -181,7 +202,7 @@ func applyPlace(root FS, a Action, log *oplog.Logger) error {
 	return nil
 }
 
-func symlink(root FS, target, name string, log *oplog.Logger) error {
+func symlink(root FS, target, name string, log *alog) error {
 	if cur, err := root.Readlink(name); err == nil && cur == target {
 		log.Debugf("%s -> %s unchanged", name, target)
 		return nil
@@ -194,7 +215,7 @@ func symlink(root FS, target, name string, log *oplog.Logger) error {
 	return op.Finish(err)
 }
 
-func unlinkIfSymlink(root FS, name string, log *oplog.Logger) error {
+func unlinkIfSymlink(root FS, name string, log *alog) error {
 	fi, err := root.Lstat(name)
 	if err != nil || fi.Mode()&fs.ModeSymlink == 0 {
 		return nil

@@ -24,6 +24,10 @@ type Plan struct {
 	// Fatal is set when an essential image is missing; Run returns it as an
 	// error after applying everything else.
 	Fatal string `json:"fatal,omitempty"`
+	// Changed is set by Run: how many actions changed something on disk
+	// (in a dry run, how many would be tried). A rerun with nothing to do
+	// reports 0.
+	Changed int `json:"changed"`
 }
 
 // Choice is the decision for one link: which image, and why.

@@ -109,7 +109,7 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 		plan = MakePlan(cfg, facts)
 	}
 	logPlan(log, plan)
-	err = Apply(root, cfg, plan, log, dry)
+	plan.Changed, err = Apply(root, cfg, plan, log, dry)
 	if plan.Fatal != "" {
 		err = errors.Join(err, errors.New(plan.Fatal))
 	}

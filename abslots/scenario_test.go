@@ -240,6 +240,9 @@ func TestScenarios(t *testing.T) {
 					t.Errorf("rerun planned %s", a.describe())
 				}
 			}
+			if len(sc.full) == 0 && p2.Changed != 0 {
+				t.Errorf("rerun reports %d changes", p2.Changed)
+			}
 			if len(sc.full) == 0 && strings.Contains(log2, "[started]") {
 				t.Errorf("rerun changed something:\n%s", log2)
 			}
