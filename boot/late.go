@@ -84,7 +84,6 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	op.Finish(err)
 	s := &Summary{Stage: o.Stage, Duration: o.Now().Sub(start), Err: err}
 	if err == nil {
-		logSkips(o.Log, class, res)
 		if class == Confext {
 			s.Confext = &res
 		} else {

@@ -57,6 +57,8 @@ type Summary struct {
 	Links    *SelectResult
 	Confext  *ExtResult
 	Sysext   *ExtResult
+	// ConfextFinal is the confext refresh after a sysext merge changed /usr.
+	ConfextFinal *ExtResult
 	// SysextNote says why the sysext merge did not run or failed.
 	SysextNote string
 	Err        error
@@ -86,6 +88,9 @@ func (s *Summary) String() string {
 		parts = append(parts, "sysext: "+extParts(s.Sysext))
 	} else if s.SysextNote != "" {
 		parts = append(parts, "sysext: "+s.SysextNote)
+	}
+	if s.ConfextFinal != nil {
+		parts = append(parts, "confext after sysext: "+extParts(s.ConfextFinal))
 	}
 	line := fmt.Sprintf("stage %s %s in %dms (%s)", s.Stage, verb, s.Duration.Milliseconds(), strings.Join(parts, ", "))
 	if s.Err != nil {
@@ -190,6 +195,20 @@ func runPost(ctx context.Context, o *Options, s *Summary) error {
 	if err := sysext(ctx, o, s); err != nil {
 		errs = append(errs, err)
 	}
+	if s.Sysext != nil && !s.Sysext.Unchanged && !o.Cmdline.ConfextOff && !o.DryRun {
+		// The merge over /usr changed the identity (mount id, file handle)
+		// under which confext images stored in /usr, such as the vendor
+		// default in /usr/lib/confexts, are seen; systemd records those in
+		// the confext origin unless the image has a verity hash. Refresh
+		// once more so that the record matches what the booted system's
+		// systemd-confext refresh will see, and it skips.
+		o.Log.Infof("refreshing confexts again: the sysext merge changed /usr, where confext images may live")
+		res, err := confext(ctx, o, "refresh")
+		s.ConfextFinal = res
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
 }
 
@@ -251,7 +270,6 @@ func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
 	if op.Finish(err) != nil {
 		return &res, fmt.Errorf("confext %s: %w", verb, err)
 	}
-	logSkips(o.Log, Confext, res)
 	return &res, nil
 }
 
@@ -301,7 +319,6 @@ func sysext(ctx context.Context, o *Options, s *Summary) error {
 	if op.Finish(err) != nil {
 		return o.sysextFailed(s, fmt.Errorf("sysext %s: %w", verb, err))
 	}
-	logSkips(o.Log, Sysext, res)
 	s.Sysext = &res
 	return nil
 }
@@ -314,10 +331,4 @@ func (o *Options) sysextFailed(s *Summary, err error) error {
 	s.SysextNote = "failed"
 	o.Log.Warnf("%v; continuing boot without system extensions", err)
 	return nil
-}
-
-func logSkips(l *oplog.Logger, c Class, res ExtResult) {
-	for _, sk := range res.Skipped {
-		l.Warnf("%s %s skipped: %s", c, sk.Name, sk.Reason)
-	}
 }
