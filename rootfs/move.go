@@ -51,12 +51,16 @@ func (r *Root) Move(src, dst string) error {
 		return nil
 	}
 	if !errors.Is(err, unix.EXDEV) {
-		return r.moveDone(src, dst, &os.LinkError{Op: "move", Old: r.display(src), New: r.display(dst), Err: err})
+		err = &os.LinkError{Op: "move", Old: r.display(src), New: r.display(dst), Err: err}
+		return r.finishDone(sp, sbase, src, dst, err)
 	}
 
+	// rename(2) reports EXDEV before it looks at the source, so a source
+	// removed by an earlier run only shows up here.
 	same, err := sameTree(spfd, sbase, dpfd, dbase)
 	if err != nil {
-		return fmt.Errorf("move %s -> %s: compare: %w", r.display(src), r.display(dst), err)
+		err = fmt.Errorf("move %s -> %s: compare: %w", r.display(src), r.display(dst), err)
+		return r.finishDone(sp, sbase, src, dst, err)
 	}
 	if !same {
 		tmp := tempName(dbase)
@@ -76,8 +80,53 @@ func (r *Root) Move(src, dst string) error {
 			return err
 		}
 	}
-	if err := r.removeAllAt(sp, sbase, r.display(src)); err != nil {
+	if err := r.removeSource(sp, sbase, src); err != nil {
 		return fmt.Errorf("move %s -> %s: copied, but removing the source failed: %w", r.display(src), r.display(dst), err)
+	}
+	return r.syncDir(sp, sp.Name())
+}
+
+// removeSource removes the moved source. A directory is first renamed to
+// its temp name, atomically, so that a crash while deleting its contents
+// leaves a temp rather than a half-deleted source that the next run would
+// mistake for different content.
+func (r *Root) removeSource(sp *os.File, sbase, src string) error {
+	var st unix.Stat_t
+	if err := fstatat(int(sp.Fd()), sbase, &st, unix.AT_SYMLINK_NOFOLLOW); err != nil {
+		return r.errPath("lstat", src, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+		fault("remove " + src)
+		return r.errPath("remove", src, unlinkat(int(sp.Fd()), sbase, 0))
+	}
+	tmp := tempName(sbase)
+	if err := r.removeStale(sp, tmp, r.display(src)); err != nil {
+		return err
+	}
+	fault("rename source to temp " + src)
+	if err := renameat(int(sp.Fd()), sbase, int(sp.Fd()), tmp); err != nil {
+		return r.errPath("rename to temp", src, err)
+	}
+	if err := r.syncDir(sp, sp.Name()); err != nil {
+		return err
+	}
+	return r.removeAllAt(sp, tmp, sp.Name()+"/"+tmp)
+}
+
+// finishDone is moveDone for a Move that got as far as opening src's
+// parent: when the move turns out to be done, it also removes the source
+// temp a crash during removeSource may have left.
+func (r *Root) finishDone(sp *os.File, sbase, src, dst string, err error) error {
+	if err = r.moveDone(src, dst, err); err != nil {
+		return err
+	}
+	tmp := tempName(sbase)
+	var st unix.Stat_t
+	if fstatat(int(sp.Fd()), tmp, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		return nil
+	}
+	if err := r.removeAllAt(sp, tmp, sp.Name()+"/"+tmp); err != nil {
+		return err
 	}
 	return r.syncDir(sp, sp.Name())
 }
