@@ -288,17 +288,25 @@ func TestMoveHelper(t *testing.T) {
 	r := openRoot(t, root)
 	must(t, FaultFromEnv(os.Getenv))
 	defer SetFault(nil)
-	must(t, r.Move("/oem/sysext/x-file", "/etc/extensions/x.raw"))
+	kind := os.Getenv(moveHelperEnv + "_KIND")
+	must(t, r.Move("/oem/sysext/x-"+kind, "/etc/extensions/x.raw"))
 }
 
 // TestMoveKilledAtEveryStep SIGKILLs a real process at every fault point of
 // a cross-filesystem Move and checks that a rerun converges.
 func TestMoveKilledAtEveryStep(t *testing.T) {
+	for _, kind := range []string{"file", "symlink", "dir"} {
+		t.Run(kind, func(t *testing.T) { testMoveKilled(t, kind) })
+	}
+}
+
+func testMoveKilled(t *testing.T, kind string) {
 	_, root := crossFS(t)
 	stepLog := filepath.Join(t.TempDir(), "steps")
 	run := func(killAt int) error {
 		cmd := exec.Command(os.Args[0], "-test.run=^TestMoveHelper$", "-test.count=1")
-		cmd.Env = append(os.Environ(), moveHelperEnv+"="+root, StepLogEnv+"="+stepLog, KillAtStepEnv+"=")
+		cmd.Env = append(os.Environ(), moveHelperEnv+"="+root, moveHelperEnv+"_KIND="+kind,
+			StepLogEnv+"="+stepLog, KillAtStepEnv+"=")
 		if killAt > 0 {
 			cmd.Env = append(cmd.Env, KillAtStepEnv+"="+fmt.Sprint(killAt))
 		}
@@ -308,7 +316,7 @@ func TestMoveKilledAtEveryStep(t *testing.T) {
 		}
 		return err
 	}
-	src, want := moveFixture(t, root, "file")
+	src, want := moveFixture(t, root, kind)
 	dst := "/etc/extensions/x.raw"
 	must(t, run(0))
 	log, err := os.ReadFile(stepLog)
@@ -321,14 +329,16 @@ func TestMoveKilledAtEveryStep(t *testing.T) {
 	for n := 1; n <= len(steps); n++ {
 		must(t, os.RemoveAll(filepath.Join(root, "oem/sysext")))
 		must(t, os.RemoveAll(filepath.Join(root, "etc")))
-		moveFixture(t, root, "file")
+		moveFixture(t, root, kind)
 		err := run(n)
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
 			t.Fatalf("step %d (%s): want SIGKILL, got %v", n, steps[n-1], err)
 		}
 		checkCrashState(t, root, src, dst, want)
-		must(t, run(0))
+		if err := run(0); err != nil {
+			t.Fatalf("rerun after kill at step %d (%s): %v", n, steps[n-1], err)
+		}
 		checkFinal(t, root, src, dst, want)
 		if t.Failed() {
 			t.Fatalf("after kill at step %d (%s)", n, steps[n-1])
