@@ -13,6 +13,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // Options configure one call of the engine (Merge, Refresh, Unmerge,
@@ -162,11 +163,35 @@ func (e *engine) noBeneath() bool {
 	return e.opt.NoBeneath || e.getenv("EXT_SETUP_ROOT_NO_BENEATH") == "1"
 }
 
+// mutableMode resolves the effective mutable mode with systemd's
+// precedence (command line, environment, systemd/<class>.conf under the
+// root).
+func (e *engine) mutableMode() (string, error) {
+	rfs, err := rootfs.Open(e.rootPath)
+	if err != nil {
+		return "", err
+	}
+	defer rfs.Close()
+	cfg, err := LoadConfig(rfs, e.cls)
+	if err != nil {
+		return "", err
+	}
+	for _, w := range cfg.Warnings {
+		e.log.Warnf("%s", w)
+	}
+	m, _, warns, err := ResolveMutableMode(e.cls, e.opt.Mutable, e.opt.Mutable != "", e.getenv, cfg)
+	for _, w := range warns {
+		e.log.Warnf("%s", w)
+	}
+	if err != nil {
+		return "", err
+	}
+	return m.String(), nil
+}
+
 // hierName is systemd's hierarchy_as_single_path_component: "/usr" ->
 // "usr", "/foo/bar" -> "foo.bar".
-func hierName(h string) string {
-	return strings.ReplaceAll(strings.Trim(h, "/"), "/", ".")
-}
+func hierName(h string) string { return HierarchyDirName(h) }
 
 // stateDir is where our own state lives (outside the root).
 func stateDir() string { return paths.StateDir }

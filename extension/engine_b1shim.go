@@ -1,14 +1,12 @@
 package extension
 
-// This file holds stand-ins for pieces owned by B1 (discovery, the
-// extension-release lookup inside an image, the mutable-mode precedence,
-// the per-image origin identity and DirFingerprint), written to the API
+// This file holds stand-ins for pieces owned by B1 that had not landed
+// yet (discovery, the per-image origin identity and DirFingerprint), written to the API
 // described for them, so that the merge engine can be built and tested
 // before they land. Every identifier is prefixed b1 so that nothing clashes
 // with B1's files; each is replaced by B1's function when it lands.
 
 import (
-	"bufio"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -21,7 +19,6 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ext-setup-root/ext-setup-root/release"
 )
 
 // b1ImageType is the kind of a discovered image.
@@ -134,120 +131,6 @@ func stripRoot(root *os.File, abs string) string {
 		return abs[len(rp):]
 	}
 	return abs
-}
-
-// b1ReadRelease finds and parses extension-release.NAME in an image tree
-// (tree is the image's root directory), with systemd's strict fallback.
-// It returns the path read (in the image) and the fields; fields is nil
-// when the image has no release file.
-func b1ReadRelease(tree *os.File, c *Class, name string) (string, map[string]string, error) {
-	p := path.Join(c.ReleaseDir, "extension-release."+name)
-	f, err := openIn(tree, p, unix.O_RDONLY)
-	if err != nil {
-		if !errors.Is(err, unix.ENOENT) {
-			return p, nil, err
-		}
-		// Fallback: a single extension-release.* whose suffix is the base
-		// name (cut at _ or +), or with user.extension-release.strict=0.
-		d, derr := openIn(tree, c.ReleaseDir, unix.O_RDONLY|unix.O_DIRECTORY)
-		if derr != nil {
-			return p, nil, nil
-		}
-		names, _ := d.Readdirnames(-1)
-		base := name
-		if i := strings.IndexAny(base, "_+"); i >= 0 {
-			base = base[:i]
-		}
-		var pick string
-		for _, n := range names {
-			suf, ok := strings.CutPrefix(n, "extension-release.")
-			if !ok {
-				continue
-			}
-			accept := suf == base
-			if !accept {
-				buf := make([]byte, 16)
-				cf, cerr := openIn(d, n, unix.O_RDONLY|unix.O_NOFOLLOW)
-				if cerr == nil {
-					sz, xerr := unix.Fgetxattr(int(cf.Fd()), "user.extension-release.strict", buf)
-					cf.Close()
-					if xerr == nil {
-						v := strings.TrimSpace(string(buf[:sz]))
-						accept = v == "0" || v == "false" || v == "no" || v == "n" || v == "off"
-					}
-				}
-			}
-			if accept {
-				if pick != "" {
-					d.Close()
-					return p, nil, fmt.Errorf("%s: more than one matching extension-release file (%s, %s)", c.ReleaseDir, pick, n)
-				}
-				pick = n
-			}
-		}
-		if pick == "" {
-			d.Close()
-			return p, nil, nil
-		}
-		p = path.Join(c.ReleaseDir, pick)
-		f, err = openIn(d, pick, unix.O_RDONLY|unix.O_NOFOLLOW)
-		d.Close()
-		if err != nil {
-			return p, nil, err
-		}
-	}
-	defer f.Close()
-	fields, err := release.Parse(bufio.NewReader(f), p)
-	return p, fields, err
-}
-
-// b1MutableMode resolves the mutable mode: CLI, then the class's env var,
-// then Mutable= in systemd/<class>.conf (and drop-ins) under the root.
-func b1MutableMode(root *os.File, c *Class, cli string, getenv func(string) string) (string, error) {
-	if cli != "" {
-		return b1ParseMode(cli)
-	}
-	if v := getenv(c.MutableEnv); v != "" {
-		if m, err := b1ParseMode(v); err == nil {
-			return m, nil
-		}
-	}
-	mode := "no"
-	for _, dir := range []string{"/usr/lib", "/usr/local/lib", "/run", "/etc"} {
-		for _, p := range []string{path.Join(dir, "systemd", c.ConfigName)} {
-			b, err := readFileIn(root, p)
-			if err != nil {
-				continue
-			}
-			sect := ""
-			for _, line := range strings.Split(string(b), "\n") {
-				line = strings.TrimSpace(line)
-				if strings.HasPrefix(line, "[") {
-					sect = strings.Trim(line, "[]")
-					continue
-				}
-				if k, v, ok := strings.Cut(line, "="); ok && sect == c.ConfigSection && strings.TrimSpace(k) == "Mutable" {
-					if m, err := b1ParseMode(strings.TrimSpace(v)); err == nil {
-						mode = m
-					}
-				}
-			}
-		}
-	}
-	return mode, nil
-}
-
-// b1ParseMode accepts systemd's mode names and booleans.
-func b1ParseMode(s string) (string, error) {
-	switch strings.ToLower(s) {
-	case "no", "yes", "auto", "import", "ephemeral", "ephemeral-import":
-		return strings.ToLower(s), nil
-	case "1", "true", "on", "y":
-		return "yes", nil
-	case "0", "false", "off", "n":
-		return "no", nil
-	}
-	return "", fmt.Errorf("unknown mutable mode %q (yes, no, auto, import, ephemeral, ephemeral-import)", s)
 }
 
 // b1Identity is what systemd records per image in origin: computed from the

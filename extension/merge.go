@@ -1,9 +1,11 @@
 package extension
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path"
 	"sort"
@@ -12,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/release"
+	"github.com/ext-setup-root/ext-setup-root/vpick"
 )
 
 // Merge merges the class's images into its hierarchies, like
@@ -63,7 +66,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 	}
 	defer e.close()
 	res := &Result{}
-	mode, err := b1MutableMode(e.root, e.cls, opt.Mutable, e.getenv)
+	mode, err := e.mutableMode()
 	if err != nil {
 		return nil, err
 	}
@@ -103,7 +106,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
-	sort.Slice(imgs, func(i, j int) bool { return verscmp(imgs[i].Name, imgs[j].Name) < 0 })
+	sort.Slice(imgs, func(i, j int) bool { return vpick.StrverscmpImproved(imgs[i].Name, imgs[j].Name) < 0 })
 	cands := make([]*candidate, 0, len(imgs))
 	defer func() {
 		for _, c := range cands {
@@ -124,7 +127,8 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		cands = append(cands, &candidate{img: img, id: id})
 	}
 
-	doc := &originDoc{Mode: mode, MutableDirs: map[string]string{}, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
+	doc := &Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
+	doc.Mode, _ = ParseMutableMode(mode)
 	for _, h := range e.hiers {
 		d, err := e.mutableDirForOrigin(h, mode)
 		if err != nil {
@@ -207,15 +211,11 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 				files = append(files, path.Base(c.img.Path))
 			}
 		}
-		sort.Slice(files, func(i, j int) bool { return verscmp(files[i], files[j]) < 0 })
+		sort.Slice(files, func(i, j int) bool { return vpick.StrverscmpImproved(files[i], files[j]) < 0 })
 		e.infof("Using extensions '%s'.", strings.Join(files, "', '"))
 	}
-	for _, c := range cands {
-		if c.accepted {
-			doc.Extensions = addIdentity(doc.Extensions, c)
-		}
-	}
-	originBytes := doc.marshalSystemd()
+	doc.Extensions = originExtensions(cands)
+	originBytes := doc.MarshalSystemd()
 
 	for _, s := range states {
 		if err := e.mergeHierarchy(s, mode, cands, res.Merged, originBytes, res); err != nil {
@@ -226,16 +226,28 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 	return res, nil
 }
 
-func addIdentity(m map[string]b1Identity, c *candidate) map[string]b1Identity {
-	if m == nil {
-		m = map[string]b1Identity{}
+// originExtensions builds the origin entries of the accepted images, in
+// name order.
+func originExtensions(cands []*candidate) []OriginExtension {
+	var out []OriginExtension
+	for _, c := range cands {
+		if !c.accepted {
+			continue
+		}
+		id := c.id
+		x := OriginExtension{Name: c.img.Name, Path: id.Path}
+		switch {
+		case c.opened != nil && c.opened.verityHash != nil:
+			x.VerityHash = fmt.Sprintf("%x", c.opened.verityHash)
+		case id.VerityHash != "":
+			x.VerityHash = id.VerityHash
+		default:
+			x.OnMountID, x.Inode, x.Crtime, x.Mtime = id.OnMountID, id.Inode, id.Crtime, id.Mtime
+			x.HasHandle, x.HandleType, x.Handle = id.Handle != "", id.HandleType, id.Handle
+		}
+		out = append(out, x)
 	}
-	id := c.id
-	if c.opened != nil && c.opened.verityHash != nil {
-		id = b1Identity{Path: id.Path, VerityHash: fmt.Sprintf("%x", c.opened.verityHash)}
-	}
-	m[c.img.Name] = id
-	return m
+	return out
 }
 
 func acceptedNames(cands []*candidate) []string {
@@ -359,12 +371,16 @@ func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool
 		}
 		cls.ReleaseDir = strings.TrimPrefix(cls.ReleaseDir, "/usr")
 	}
-	p, fields, err := b1ReadRelease(o.tree, &cls, o.img.Name)
-	if err != nil {
-		return false, "", fmt.Errorf("%s: %w", p, err)
-	}
-	if fields == nil {
+	rf, err := ReadReleaseFile(o.tree, &cls, o.img.Name, false)
+	if errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Sprintf("no release file %s/extension-release.%s in the image", e.cls.ReleaseDir, o.img.Name), nil
+	}
+	if err != nil {
+		return false, "", fmt.Errorf("%s: %w", rf.Path, err)
+	}
+	p, fields := rf.Path, rf.Fields
+	for _, is := range rf.Issues {
+		e.log.Noticef("%s image %s: %s (ignored, as systemd does)", e.cls.Name, o.img.Name, is)
 	}
 	ok, reason, err := release.Validate(fields, host, release.Options{
 		ScopeKey: e.cls.ScopeKey, LevelKey: e.cls.LevelKey, Scope: scope, Arch: release.UnameArchitecture(),
@@ -375,9 +391,10 @@ func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool
 	if !ok {
 		return false, p + ": " + reason, nil
 	}
-	if e.cls == Sysext && !o.usrOnly {
-		if f, err := openIn(o.tree, "/usr/lib/os-release", unix.O_PATH); err == nil {
-			f.Close()
+	if !o.usrOnly {
+		if bad, err := HasForbiddenContent(o.tree, e.cls); err != nil {
+			return false, "", err
+		} else if bad {
 			return false, "image contains /usr/lib/os-release, which would replace the host's", nil
 		}
 	}
@@ -421,20 +438,15 @@ func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh string) bool
 
 // unchanged compares the origin the images would produce with the one in
 // place and checks directory images for in-place edits.
-func (e *engine) unchanged(old []byte, doc *originDoc, cands []*candidate, st *runState) bool {
+func (e *engine) unchanged(old []byte, doc *Origin, cands []*candidate, st *runState) bool {
 	d := *doc
-	d.Extensions = nil
-	for _, c := range cands {
-		if c.accepted {
-			d.Extensions = addIdentity(d.Extensions, c)
-		}
-	}
-	eq, err := originEqual(old, &d)
+	d.Extensions = originExtensions(cands)
+	od, err := ParseOrigin(bytes.NewReader(old))
 	if err != nil {
 		e.log.Warnf("cannot parse the origin of the merge in place: %v", err)
 		return false
 	}
-	if !eq {
+	if !Equal(od, d.Document()) {
 		return false
 	}
 	if st == nil {
@@ -487,5 +499,3 @@ func (e *engine) newState(cands []*candidate, hh string) *runState {
 	}
 	return st
 }
-
-var _ = errors.New

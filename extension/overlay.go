@@ -79,7 +79,7 @@ func mustReopenDir(f *os.File) *os.File {
 }
 
 // mutablePath is systemd's /var/lib/extensions.mutable/<h>.
-func mutablePath(h string) string { return "/var/lib/extensions.mutable/" + hierName(h) }
+func mutablePath(h string) string { return MutableDir(h) }
 
 // hostDir returns the hierarchy's own directory: the current one if no
 // merge of ours covers it; else, reached through a detached clone (no
@@ -298,7 +298,7 @@ func fchmodPath(f *os.File, mode uint32) error {
 // workName picks the work dir name: systemd's ".systemd-<h>-workdir",
 // or, when the merge in place uses that one, a unique sibling.
 func workName(h, parentRel, oldWork string) string {
-	name := ".systemd-" + hierName(h) + "-workdir"
+	name := WorkDirName(h)
 	if strings.TrimPrefix(path.Join(parentRel, name), "/") != oldWork {
 		return name
 	}

@@ -1,7 +1,9 @@
 package extension
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"strings"
@@ -193,4 +195,14 @@ func encodeJSON(b *strings.Builder, v any, pretty bool, depth int) {
 	default:
 		fmt.Fprintf(b, "%v", x)
 	}
+}
+
+// jsonString quotes s as JSON (sd-json escapes the same control
+// characters; it does not escape '/', '<', '>' or '&').
+func jsonString(s string) string {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	_ = enc.Encode(s)
+	return strings.TrimSuffix(b.String(), "\n")
 }
