@@ -18,7 +18,6 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
-
 )
 
 // b1ImageType is the kind of a discovered image.
