@@ -118,6 +118,14 @@ func TestReadHelpers(t *testing.T) {
 	if fst.Mode&unix.S_IFMT != unix.S_IFLNK {
 		t.Errorf("OpenPath followed the link")
 	}
+	if _, err := r.OpenDir("/etc/abs"); !errors.Is(err, unix.ENOTDIR) {
+		t.Errorf("OpenDir(symlink): %v, want ENOTDIR", err)
+	}
+	d, err := r.OpenDir("/etc/extensions")
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.Close()
 	if r.Path() == "" || r.Fd() < 0 {
 		t.Errorf("Path/Fd")
 	}

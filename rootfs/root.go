@@ -121,6 +121,15 @@ func (r *Root) OpenPath(name string) (*os.File, error) {
 	return r.Open(name, unix.O_PATH|unix.O_NOFOLLOW, 0)
 }
 
+// OpenDir opens the directory name as O_PATH|O_DIRECTORY|O_NOFOLLOW: the
+// handle to mount onto (mount.Attach). Intermediate symlinks resolve inside
+// the root, but name itself must be a real directory, never a symlink
+// (ENOTDIR), so a link planted at a mount point cannot redirect the mount
+// (Ignition#737, runc CVE-2021-30465).
+func (r *Root) OpenDir(name string) (*os.File, error) {
+	return r.Open(name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+}
+
 // splitName splits name into its in-root parent directory and last
 // element, refusing names whose last element is not a plain name (".",
 // "..", the root itself).
