@@ -227,7 +227,7 @@ func run(o options) error {
 		return err
 	}
 	ours := tool{"ext-setup-root", func(r sd.Root, args ...string) (sd.Result, error) {
-		return sd.Ours(bin, nil, append([]string{"confext", "--root=" + r.Host}, args...)...)
+		return sd.Ours(bin, r.OurEnv, append([]string{"confext", "--root=" + r.Host}, args...)...)
 	}}
 	sysd := tool{"systemd-confext", func(r sd.Root, args ...string) (sd.Result, error) {
 		return e.Confext(nil, append([]string{"--root=" + r.In}, args...)...)

@@ -13,6 +13,9 @@ import (
 // a mutable mode, always with the standard directory + squashfs + erofs set.
 type diffCase struct {
 	layout, mode string
+	// images is the image set (nil: StandardImages); name labels it.
+	images []Image
+	name   string
 }
 
 // diffCases covers the modes issue 2 names (yes, auto, no) on both Flatcar's
@@ -20,11 +23,17 @@ type diffCase struct {
 // systemd 262 accepts the layout (import and ephemeral-import fail in
 // systemd with the symlink layout, see docs/systemd262-facts.md).
 var diffCases = []diffCase{
-	{LayoutSymlink, "yes"}, {LayoutSymlink, "auto"}, {LayoutSymlink, "no"},
-	{LayoutSeparate, "yes"}, {LayoutSeparate, "auto"}, {LayoutSeparate, "no"},
-	{LayoutNone, "yes"}, {LayoutNone, "auto"},
-	{LayoutSymlink, "ephemeral"},
-	{LayoutSeparate, "import"}, {LayoutSeparate, "ephemeral"}, {LayoutSeparate, "ephemeral-import"},
+	{layout: LayoutSymlink, mode: "yes"}, {layout: LayoutSymlink, mode: "auto"}, {layout: LayoutSymlink, mode: "no"},
+	{layout: LayoutSeparate, mode: "yes"}, {layout: LayoutSeparate, mode: "auto"}, {layout: LayoutSeparate, mode: "no"},
+	{layout: LayoutNone, mode: "yes"}, {layout: LayoutNone, mode: "auto"},
+	{layout: LayoutSymlink, mode: "ephemeral"},
+	{layout: LayoutSeparate, mode: "import"}, {layout: LayoutSeparate, mode: "ephemeral"}, {layout: LayoutSeparate, mode: "ephemeral-import"},
+	// Eight images (directories and squashfs) as in the golden N8 capture.
+	{layout: LayoutSymlink, mode: "yes", images: MixedImages(8), name: "8img"},
+	// Zero images: systemd still merges (meta + upper) in mutable modes, and
+	// mounts a read-only meta+/etc overlay in auto mode without a mutable dir.
+	{layout: LayoutSymlink, mode: "yes", images: []Image{}, name: "0img"},
+	{layout: LayoutNone, mode: "auto", images: []Image{}, name: "0img"},
 }
 
 // TestDifferential runs, per case, on ONE root (so image identities such as
@@ -50,8 +59,15 @@ func TestDifferential(t *testing.T) {
 	e := sdEnv(t)
 	bin := testutil.BuildBinary(t)
 	for _, c := range diffCases {
-		t.Run(c.layout+"-"+c.mode, func(t *testing.T) {
-			f := Fixture{Layout: c.layout, Images: StandardImages()}
+		name := c.layout + "-" + c.mode
+		if c.name != "" {
+			name += "-" + c.name
+		}
+		t.Run(name, func(t *testing.T) {
+			f := Fixture{Layout: c.layout, Images: c.images}
+			if f.Images == nil {
+				f.Images = StandardImages()
+			}
 			r := newRoot(t, e, f)
 			differential(t, e, bin, r, f, c.mode)
 		})
@@ -81,7 +97,7 @@ func differential(t *testing.T, e *Env, bin string, r Root, f Fixture, mode stri
 	}
 
 	// (b) our status recognises systemd's merge.
-	res := ours(t, bin, "confext", ourRoot, "--json=short", "status")
+	res := ours(t, bin, r.OurEnv, "confext", ourRoot, "--json=short", "status")
 	if res.ExitCode != 0 {
 		t.Errorf("(b) our status after systemd's merge: %s", res)
 	} else if st, err := parseStatus(res.Stdout); err != nil {
@@ -90,20 +106,20 @@ func differential(t *testing.T, e *Env, bin string, r Root, f Fixture, mode stri
 		t.Errorf("(b) our status after systemd's merge: /etc listed=%v extensions=%v, want %v", ok, got, names)
 	}
 	// (b) our refresh skips systemd's unchanged merge.
-	res = ours(t, bin, "confext", ourRoot, mutable, "refresh")
+	res = ours(t, bin, r.OurEnv, "confext", ourRoot, mutable, "refresh")
 	if res.ExitCode != 0 {
 		t.Errorf("(b) our refresh after systemd's merge: %s", res)
 	}
 	if now := uniqueID(t, r.Host); now != id {
 		t.Errorf("(b) our refresh replaced systemd's unchanged merge (mount id %d -> %d): it should skip", id, now)
 		// Restore systemd's merge for the unmerge check below.
-		ours(t, bin, "confext", ourRoot, "unmerge")
+		ours(t, bin, r.OurEnv, "confext", ourRoot, "unmerge")
 		if res := sd(t, e, sdRoot, mutable, "merge"); res.ExitCode != 0 {
 			t.Fatalf("systemd re-merge failed: %s", res)
 		}
 	}
 	// (d) our unmerge removes systemd's merge and its work dir.
-	if res := ours(t, bin, "confext", ourRoot, "unmerge"); res.ExitCode != 0 {
+	if res := ours(t, bin, r.OurEnv, "confext", ourRoot, "unmerge"); res.ExitCode != 0 {
 		t.Errorf("(d) our unmerge of systemd's merge: %s", res)
 	}
 	requireUnmerged(t, "(d) our unmerge of systemd's merge", r.Host, sdSnap)
@@ -114,7 +130,7 @@ func differential(t *testing.T, e *Env, bin string, r Root, f Fixture, mode stri
 	}
 
 	// --- 2. we merge.
-	res = ours(t, bin, "confext", ourRoot, mutable, "merge")
+	res = ours(t, bin, r.OurEnv, "confext", ourRoot, mutable, "merge")
 	if res.ExitCode != 0 {
 		t.Fatalf("our merge failed: %s", res)
 	}

@@ -59,9 +59,9 @@ func sd(t *testing.T, e *Env, args ...string) Result {
 }
 
 // ours runs our binary and fails t if it cannot start.
-func ours(t *testing.T, bin string, args ...string) Result {
+func ours(t *testing.T, bin string, env []string, args ...string) Result {
 	t.Helper()
-	r, err := Ours(bin, nil, args...)
+	r, err := Ours(bin, env, args...)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}

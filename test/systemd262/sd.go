@@ -167,6 +167,10 @@ type Root struct {
 	// Slot is the directory under Env.Work holding the root; a filesystem
 	// for the root may be mounted on it (see Env.NewRoot).
 	Slot string
+	// OurEnv is the environment for our binary on this root: its state dir
+	// (EXT_SETUP_ROOT_STATE_DIR, normally /run/ext-setup-root) is private to
+	// the root, so no state leaks between roots, runs or onto the host.
+	OurEnv []string
 }
 
 // NewRoot creates an empty directory for a test root below /mnt of the
@@ -205,8 +209,13 @@ func (e *Env) NewRoot(fs string) (r Root, cleanup func(), err error) {
 		cleanup()
 		return Root{}, nil, err
 	}
+	state := filepath.Join(slot, "ext-setup-root-state")
+	if err := os.Mkdir(state, 0o700); err != nil {
+		cleanup()
+		return Root{}, nil, err
+	}
 	in := "/" + strings.TrimPrefix(strings.TrimPrefix(host, e.Chroot), "/")
-	return Root{Host: host, In: in, Slot: slot}, cleanup, nil
+	return Root{Host: host, In: in, Slot: slot, OurEnv: []string{"EXT_SETUP_ROOT_STATE_DIR=" + state}}, cleanup, nil
 }
 
 // UnmountBelow detaches every mount strictly below dir (deepest first).

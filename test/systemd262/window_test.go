@@ -26,13 +26,13 @@ func TestWindowProbe(t *testing.T) {
 		n = 100
 	}
 
-	if res := ours(t, bin, "confext", "--root="+r.Host, "--mutable=yes", "merge"); res.ExitCode != 0 {
+	if res := ours(t, bin, r.OurEnv, "confext", "--root="+r.Host, "--mutable=yes", "merge"); res.ExitCode != 0 {
 		t.Fatalf("our merge: %s", res)
 	}
 	before := uniqueID(t, r.Host)
 	var lastErr string
 	w := Probe("ext-setup-root", paths, n, func(i int) error {
-		res, err := Ours(bin, nil, "confext", "--root="+r.Host, "--mutable=yes", "--always-refresh=yes", "refresh")
+		res, err := Ours(bin, r.OurEnv, "confext", "--root="+r.Host, "--mutable=yes", "--always-refresh=yes", "refresh")
 		if err == nil && res.ExitCode != 0 {
 			err = fmt.Errorf("%s", res)
 		}
@@ -51,7 +51,7 @@ func TestWindowProbe(t *testing.T) {
 	if w.Failures() != 0 {
 		t.Errorf("our atomic replacement left /etc files missing: %s", w)
 	}
-	if res := ours(t, bin, "confext", "--root="+r.Host, "unmerge"); res.ExitCode != 0 {
+	if res := ours(t, bin, r.OurEnv, "confext", "--root="+r.Host, "unmerge"); res.ExitCode != 0 {
 		t.Errorf("our unmerge: %s", res)
 	}
 	UnmountBelow(filepath.Join(r.Host, "etc"))
