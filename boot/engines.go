@@ -17,10 +17,14 @@ type ExtRequest struct {
 	Class Class
 	// Root is the target root (/sysroot in the initrd).
 	Root string
-	// Mutable is the mutable mode to force ("auto" for confexts, so that the
-	// extensions.mutable/etc -> /etc link makes /etc the upper dir); empty
-	// lets the engine resolve it from the environment and the root's config.
+	// Mutable is the mutable mode to force; empty lets the engine resolve
+	// it like systemd: environment, then the root's systemd/<class>.conf.
 	Mutable string
+	// DefaultMutable is the mode to use when Mutable is empty and neither
+	// the environment nor the root's config sets one (systemd's default
+	// would be "no"). The boot stages use "auto" for confexts, so that the
+	// extensions.mutable/etc -> /etc link makes /etc the upper dir.
+	DefaultMutable string
 	// Essential lists name patterns (path.Match syntax) of images that must
 	// not be skipped.
 	Essential []string

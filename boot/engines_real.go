@@ -8,6 +8,7 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/extension"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // ErrEnginesUnavailable is returned when a stage needs the extension
@@ -36,16 +37,53 @@ func (e ExtEngine) Merged(_ context.Context, root string, c Class) (bool, error)
 
 // Merge implements Extensions.
 func (e ExtEngine) Merge(ctx context.Context, r ExtRequest) (ExtResult, error) {
-	o := e.options(r.Root, r.Class)
-	o.Mutable, o.Essential = r.Mutable, r.Essential
+	o, err := e.request(r)
+	if err != nil {
+		return ExtResult{}, err
+	}
 	return convert(extension.Merge(ctx, o))
 }
 
 // Refresh implements Extensions.
 func (e ExtEngine) Refresh(ctx context.Context, r ExtRequest) (ExtResult, error) {
+	o, err := e.request(r)
+	if err != nil {
+		return ExtResult{}, err
+	}
+	return convert(extension.Refresh(ctx, o))
+}
+
+// request turns r into engine options, applying r.DefaultMutable only when
+// systemd's own precedence (environment, then the root's config) sets no
+// mode: an OS that configures Mutable= gets exactly what its booted
+// systemd will use, so the origin records match and its refresh skips.
+func (e ExtEngine) request(r ExtRequest) (extension.Options, error) {
 	o := e.options(r.Root, r.Class)
 	o.Mutable, o.Essential = r.Mutable, r.Essential
-	return convert(extension.Refresh(ctx, o))
+	if o.Mutable != "" || r.DefaultMutable == "" {
+		return o, nil
+	}
+	root, err := rootfs.Open(r.Root)
+	if err != nil {
+		return o, err
+	}
+	defer root.Close()
+	cfg, err := extension.LoadConfig(root, o.Class)
+	if err != nil {
+		return o, err
+	}
+	mode, src, _, err := extension.ResolveMutableMode(o.Class, "", false, e.Getenv, cfg)
+	if err != nil {
+		return o, err
+	}
+	if src == extension.ModeFromDefault {
+		o.Mutable = r.DefaultMutable
+		e.Log.Noticef("%s mutable mode: %s (nothing configured in %s; the booted system needs Mutable=%s in systemd/%s too, or its refresh will not skip)",
+			r.Class, r.DefaultMutable, r.Root, r.DefaultMutable, o.Class.ConfigName)
+	} else {
+		e.Log.Infof("%s mutable mode: %s (from %s)", r.Class, mode, src)
+	}
+	return o, nil
 }
 
 func convert(res *extension.Result, err error) (ExtResult, error) {

@@ -78,7 +78,7 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	if o.Ext == nil {
 		return fmt.Errorf("%s refresh: %w", class, ErrEnginesUnavailable)
 	}
-	req := ExtRequest{Class: class, Root: o.Root, Mutable: mutable}
+	req := ExtRequest{Class: class, Root: o.Root, DefaultMutable: mutable}
 	op := o.Log.Op("%s refresh in %s", class, o.Root)
 	res, err := o.Ext.Refresh(ctx, req)
 	op.Finish(err)

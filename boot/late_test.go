@@ -55,7 +55,7 @@ func TestRunLate(t *testing.T) {
 			if execd != tc.wantExec || strings.Join(f.calls, ",") != tc.wantCall {
 				t.Errorf("exec %q calls %v\n%s", execd, f.calls, buf.String())
 			}
-			if tc.wantCall == "refresh confext" && f.lastReq[Confext].Mutable != "auto" {
+			if tc.wantCall == "refresh confext" && f.lastReq[Confext].DefaultMutable != "auto" {
 				t.Errorf("late confext refresh must keep mutable=auto like the initrd merge: %+v", f.lastReq[Confext])
 			}
 			if tc.wantCall != "" && !strings.Contains(buf.String(), "stage "+string(tc.stage)+" finished in ") {

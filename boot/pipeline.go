@@ -240,7 +240,7 @@ func ensureLink(o *Options, s *Summary) error {
 // upper dir. A merge that finds a merge already in place refreshes
 // instead, so a rerun converges without unmounting /etc.
 func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
-	req := ExtRequest{Class: Confext, Root: o.Root, Mutable: "auto", Essential: o.essential()}
+	req := ExtRequest{Class: Confext, Root: o.Root, DefaultMutable: "auto", Essential: o.essential()}
 	merged, err := o.Ext.Merged(ctx, o.Root, Confext)
 	if err != nil {
 		return nil, fmt.Errorf("confext status in %s: %w", o.Root, err)
@@ -254,10 +254,10 @@ func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
 	}
 	etc := path.Join(o.Root, "etc")
 	if o.DryRun {
-		o.Log.Infof("dry run: would %s confexts over %s (mutable=auto, essential %s)", verb, etc, strings.Join(req.Essential, ","))
+		o.Log.Infof("dry run: would %s confexts over %s (mutable: configured or auto, essential %s)", verb, etc, strings.Join(req.Essential, ","))
 		return nil, nil
 	}
-	op := o.Log.Op("confext %s over %s (mutable=auto, essential %s)", verb, etc, strings.Join(req.Essential, ","))
+	op := o.Log.Op("confext %s over %s (mutable: configured or auto, essential %s)", verb, etc, strings.Join(req.Essential, ","))
 	var res ExtResult
 	if verb == "refresh" {
 		res, err = o.Ext.Refresh(ctx, req)

@@ -93,7 +93,7 @@ func TestPreOrderAndSummary(t *testing.T) {
 	if got := strings.Join(f.calls, ","); got != want {
 		t.Errorf("calls = %s, want %s", got, want)
 	}
-	if r := f.lastReq[Confext]; r.Mutable != "auto" || strings.Join(r.Essential, ",") != "00-*default*" {
+	if r := f.lastReq[Confext]; r.DefaultMutable != "auto" || r.Mutable != "" || strings.Join(r.Essential, ",") != "00-*default*" {
 		t.Errorf("request = %+v", r)
 	}
 	re := regexp.MustCompile(`(?m)^ext-setup-root: stage pre finished in 21ms \(mutable link: created, confext: 2 merged, 0 skipped\)$`)
@@ -135,7 +135,7 @@ func TestPostOrder(t *testing.T) {
 	if got := strings.Join(f.calls, ","); got != want {
 		t.Errorf("calls = %s, want %s", got, want)
 	}
-	if f.lastReq[Sysext].Mutable != "" {
+	if f.lastReq[Sysext].Mutable != "" || f.lastReq[Sysext].DefaultMutable != "" {
 		t.Errorf("sysext mutable mode forced: %+v", f.lastReq[Sysext])
 	}
 	if !strings.Contains(s.String(), "(abslots: 3 changes, confext: 0 merged, 0 skipped, sysext: 1 merged, 1 skipped, confext after sysext: 0 merged, 0 skipped)") {

@@ -56,6 +56,13 @@ func squashfs(t *testing.T, root, rel string, files map[string]string) {
 func flatcarRoot(t *testing.T) string {
 	t.Helper()
 	root := testutil.Tmpfs(t)
+	flatcarFixture(t, root)
+	return root
+}
+
+// flatcarFixture writes the flatcarRoot tree into root.
+func flatcarFixture(t *testing.T, root string) {
+	t.Helper()
 	writeFiles(t, root, map[string]string{
 		"usr/lib/os-release":                    "ID=flatcar\nVERSION=" + fixtureVersion + "\nVERSION_ID=" + fixtureVersion + "\n",
 		"etc/os-release":                        "->../usr/lib/os-release",
@@ -82,7 +89,6 @@ func flatcarRoot(t *testing.T) string {
 	}
 	sysext("oem/sysext/oem-qemu-"+fixtureVersion+".raw", "oem-qemu")
 	sysext("etc/flatcar/sysext/flatcar-zfs-"+fixtureVersion+".raw", "flatcar-zfs")
-	return root
 }
 
 // runStage runs one stage with the real engines, logging into a buffer.
