@@ -17,7 +17,7 @@ import (
 // depends on: after both initrd stages ran on a Flatcar-like root, the real
 // systemd 262 `systemd-confext refresh` (what systemd-confext.service runs)
 // finds the merge unchanged and skips, so /etc is never unmounted. The root
-// configures Mutable=auto in confext.conf, as Flatcar does. Then the same
+// carries our confext.conf.d drop-in (Mutable=auto), as Flatcar's confext.conf. Then the same
 // for systemd-sysext, whose images under /etc are seen through the /etc
 // overlay: its record is checked too and the result reported.
 func TestBootThenSystemd262RefreshSkips(t *testing.T) {
@@ -49,7 +49,12 @@ func bootThenSystemd(t *testing.T, zfs, wantSysextSkip bool) {
 	t.Cleanup(cleanup)
 	paths.StateDir = filepath.Join(r.Slot, "ext-setup-root-state")
 	flatcarFixture(t, r.Host)
-	writeFiles(t, r.Host, map[string]string{"usr/lib/systemd/confext.conf": "[ConfExt]\nMutable=auto\n"})
+	// The drop-in `make install` puts into the OS (units/host).
+	dropin, err := os.ReadFile("../units/host/confext.conf.d/10-ext-setup-root.conf")
+	if err != nil {
+		t.Fatal(err)
+	}
+	writeFiles(t, r.Host, map[string]string{"usr/lib/systemd/confext.conf.d/10-ext-setup-root.conf": string(dropin)})
 	if !zfs {
 		os.WriteFile(filepath.Join(r.Host, "usr/share/flatcar/enabled-sysext.conf"), nil, 0o644)
 	}

@@ -4,6 +4,7 @@
 # Paths to the binary inside the files are rewritten to $(PREFIX)/bin.
 
 SYSTEMDUNITDIR ?= /usr/lib/systemd/system
+SYSTEMDCONFDIR ?= /usr/lib/systemd
 DRACUTMODDIR   ?= /usr/lib/dracut/modules.d
 DOCDIR         ?= $(PREFIX)/share/doc/ext-setup-root
 
@@ -25,6 +26,7 @@ install-units:
 install-dropins:
 	$(call install-file,units/host/systemd-confext.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-confext.service.d/10-ext-setup-root.conf,0644)
 	$(call install-file,units/host/systemd-sysext.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysext.service.d/10-ext-setup-root.conf,0644)
+	$(call install-file,units/host/confext.conf.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDCONFDIR)/confext.conf.d/10-ext-setup-root.conf,0644)
 
 install-dracut:
 	$(call install-file,dracut/99ext-setup-root/module-setup.sh,$(DESTDIR)$(DRACUTMODDIR)/99ext-setup-root/module-setup.sh,0755)

@@ -20,6 +20,7 @@ var installed = map[string]fs.FileMode{
 	"usr/lib/systemd/system/ext-setup-root-post.service":                      0o644,
 	"usr/lib/systemd/system/systemd-confext.service.d/10-ext-setup-root.conf": 0o644,
 	"usr/lib/systemd/system/systemd-sysext.service.d/10-ext-setup-root.conf":  0o644,
+	"usr/lib/systemd/confext.conf.d/10-ext-setup-root.conf":                   0o644,
 	"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh":               0o755,
 	"usr/share/doc/ext-setup-root/boot.md":                                    0o644,
 }
@@ -69,7 +70,7 @@ func TestMakeInstall(t *testing.T) {
 		if strings.HasSuffix(rel, ".service") || strings.HasSuffix(rel, ".conf") {
 			b, _ := os.ReadFile(filepath.Join(dest, rel))
 			src := "initrd/" + filepath.Base(rel)
-			if strings.Contains(rel, ".service.d/") {
+			if strings.Contains(rel, ".service.d/") || strings.Contains(rel, ".conf.d/") {
 				src = "host/" + filepath.Base(filepath.Dir(rel)) + "/" + filepath.Base(rel)
 			}
 			s, _ := os.ReadFile(src)
