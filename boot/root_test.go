@@ -105,6 +105,7 @@ func runStage(t *testing.T, root string, st Stage) (*Summary, string) {
 	if err != nil {
 		t.Fatalf("stage %s: %v\n%s", st, err, buf.String())
 	}
+	t.Logf("stage %s log:\n%s", st, buf.String())
 	return s, buf.String()
 }
 
