@@ -62,8 +62,8 @@ type Extensions interface {
 
 // SelectResult summarises an A/B selection run.
 type SelectResult struct {
-	// Changes counts the links, moves and removals done (or planned in a
-	// dry run).
+	// Changes counts the links, moves and removals that changed the disk
+	// (or are planned, in a dry run).
 	Changes int
 }
 

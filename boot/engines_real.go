@@ -134,7 +134,11 @@ func (s AbslotsSelector) Select(ctx context.Context, root string, dryRun bool) (
 	}
 	var r SelectResult
 	if plan != nil {
-		r.Changes = len(plan.Actions)
+		// Changes actually made on disk; in a dry run, the planned ones.
+		r.Changes = plan.Changed
+		if dryRun {
+			r.Changes = len(plan.Actions)
+		}
 	}
 	return r, err
 }
