@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/release"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // StrictXattr is the extended attribute that lets an image author allow
@@ -248,4 +249,26 @@ func releaseCheckRegular(f *os.File) error {
 		return &os.PathError{Op: "open", Path: f.Name(), Err: fmt.Errorf("not a regular file (mode %s)", strconv.FormatUint(uint64(st.Mode), 8))}
 	}
 	return nil
+}
+
+// LoadHostRelease reads the host os-release inside root (see
+// release.LoadHost), honouring $SYSTEMD_OS_RELEASE from getenv (nil means
+// os.Getenv) like systemd.
+func LoadHostRelease(root *rootfs.Root, getenv func(string) string) (release.Host, error) {
+	if getenv == nil {
+		getenv = os.Getenv
+	}
+	open := func(p string) (*os.File, error) { return root.Open(p, unix.O_RDONLY|unix.O_NONBLOCK, 0) }
+	return release.LoadHost(open, getenv("SYSTEMD_OS_RELEASE"))
+}
+
+// ReleaseOptions returns the validation options for this class: its scope
+// and level keys, the host scope ("initrd" when the root is an initrd,
+// else "system") and the running kernel's architecture.
+func (c *Class) ReleaseOptions(initrd bool) release.Options {
+	scope := "system"
+	if initrd {
+		scope = "initrd"
+	}
+	return release.Options{ScopeKey: c.ScopeKey, LevelKey: c.LevelKey, Scope: scope, Arch: release.UnameArchitecture()}
 }

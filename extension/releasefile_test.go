@@ -116,3 +116,29 @@ func TestImageNames(t *testing.T) {
 		}
 	}
 }
+
+func TestLoadHostReleaseAndOptions(t *testing.T) {
+	dir := t.TempDir()
+	b1WriteTree(t, dir, map[string]string{"usr/lib/os-release": "ID=flatcar\nVERSION_ID=4000.0.0\n", "alt": "ID=alt\n"})
+	root := b1OpenRoot(t, dir)
+	h, err := LoadHostRelease(root, func(string) string { return "" })
+	if err != nil || h.ID != "flatcar" {
+		t.Fatalf("%+v %v", h, err)
+	}
+	h, err = LoadHostRelease(root, func(k string) string {
+		if k == "SYSTEMD_OS_RELEASE" {
+			return "/alt"
+		}
+		return ""
+	})
+	if err != nil || h.ID != "alt" {
+		t.Fatalf("override: %+v %v", h, err)
+	}
+	o := Confext.ReleaseOptions(true)
+	if o.ScopeKey != "CONFEXT_SCOPE" || o.LevelKey != "CONFEXT_LEVEL" || o.Scope != "initrd" || o.Arch == "" {
+		t.Errorf("options %+v", o)
+	}
+	if Sysext.ReleaseOptions(false).Scope != "system" {
+		t.Error("system scope")
+	}
+}
