@@ -20,7 +20,7 @@ func TestMain(m *testing.M) { testutil.MainInMountNS(m) }
 // so any output at all fails the test.
 func TestSystemdAnalyzeVerify(t *testing.T) {
 	testutil.RequireRoot(t)
-	testutil.RequireTool(t, "mount", "chroot")
+	testutil.RequireTool(t, "mount", "chroot", "systemctl")
 	chroot := systemd262.ChrootDir()
 	if chroot == "" {
 		testutil.Gate(t, "systemd 262 chroot missing (make systemd262-root, or set %s)", systemd262.RootEnv)
@@ -62,6 +62,36 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)
 	}
+	// The initrd transaction as the dracut module wires it, with a stand-in
+	// for Ignition's files stage ordered like the real one: no ordering
+	// cycle (verify builds the start transaction of initrd.target).
+	os.WriteFile(filepath.Join(m, "etc/initrd-release"), nil, 0o644)
+	os.WriteFile(filepath.Join(m, ud, "ignition-files.service"), []byte("[Unit]\nDefaultDependencies=no\n"+
+		"After=initrd-root-fs.target\nBefore=initrd-parse-etc.service\n[Service]\nType=oneshot\nExecStart=/bin/true\n"), 0o644)
+	for _, args := range [][]string{
+		{"add-requires", "initrd.target", "ext-setup-root-pre.service", "ext-setup-root-post.service", "ignition-files.service"},
+		{"mask", "systemd-confext-sysroot.service", "systemd-sysext-sysroot.service"},
+	} {
+		if out, err := exec.Command("systemctl", append([]string{"-q", "--root=" + m}, args...)...).CombinedOutput(); err != nil {
+			t.Fatalf("systemctl %v: %v\n%s", args, err, out)
+		}
+	}
+	verifyInitrd := func() string {
+		out, _ := exec.Command("chroot", m, "systemd-analyze", "verify", "--man=no", "initrd.target", "initrd-switch-root.target").CombinedOutput()
+		return strings.TrimSpace(string(out))
+	}
+	if out := verifyInitrd(); out != "" {
+		t.Errorf("initrd transaction: %s", out)
+	}
+	// Control: a cycle injected into a copy of the post unit is reported.
+	post := filepath.Join(m, ud, "ext-setup-root-post.service")
+	pb, _ := os.ReadFile(post)
+	os.WriteFile(post, []byte(strings.Replace(string(pb), "Before=initrd.target", "Before=initrd.target initrd-root-fs.target", 1)), 0o644)
+	if out := verifyInitrd(); !strings.Contains(out, "ordering cycle") {
+		t.Errorf("verify did not report an injected ordering cycle: %q", out)
+	}
+	os.WriteFile(post, pb, 0o644)
+
 	// The same invocation must complain about a broken copy, or the check
 	// above proves nothing.
 	b, _ := os.ReadFile("initrd/ext-setup-root-pre.service")
