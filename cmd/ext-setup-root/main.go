@@ -9,6 +9,7 @@ package main
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -94,7 +95,12 @@ func run(env *Env, args []string) error {
 		usage(env.Stderr)
 		return usagef("unknown command %q", args[0])
 	}
-	return c.run(env, args[1:])
+	err := c.run(env, args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		// -h/--help printed the verb's usage already: not a failure.
+		return nil
+	}
+	return err
 }
 
 func main() {
