@@ -63,7 +63,7 @@ func TestParseINIErrors(t *testing.T) {
 	}
 }
 
-func b1WriteTree(t *testing.T, root string, files map[string]string) {
+func b1WriteTree(t testing.TB, root string, files map[string]string) {
 	t.Helper()
 	for p, content := range files {
 		full := filepath.Join(root, p)
@@ -88,7 +88,7 @@ func b1WriteTree(t *testing.T, root string, files map[string]string) {
 	}
 }
 
-func b1OpenRoot(t *testing.T, dir string) *rootfs.Root {
+func b1OpenRoot(t testing.TB, dir string) *rootfs.Root {
 	t.Helper()
 	r, err := rootfs.Open(dir)
 	if err != nil {
