@@ -14,7 +14,7 @@ TEST_PREREQS    :=
 BENCH_TARGETS   :=
 INSTALL_TARGETS :=
 
-.PHONY: all build test unit-test vet deps demo bench install clean
+.PHONY: all demo build test unit-test vet deps demo bench install clean
 
 all: build
 
@@ -47,3 +47,7 @@ install: build $(INSTALL_TARGETS)
 
 clean:
 	rm -rf bin out
+
+# demo runs both initrd stages on built-in demo data in a private mount namespace.
+demo: build
+	BIN=$(BIN) scripts/demo.sh
