@@ -238,3 +238,18 @@ func removeAt(dirfd int, name, display string) error {
 	}
 	return nil
 }
+
+// stripRoot turns a kernel-reported absolute path into an in-root path.
+func stripRoot(root *os.File, abs string) string {
+	rp, err := fdPath(root)
+	if err != nil || rp == "/" {
+		return abs
+	}
+	if abs == rp {
+		return "/"
+	}
+	if strings.HasPrefix(abs, rp+"/") {
+		return abs[len(rp):]
+	}
+	return abs
+}

@@ -16,7 +16,7 @@ import (
 // namespace; closing it drops the detached mounts and the loop device
 // (autoclear), unless an overlay still holds them.
 type openedImage struct {
-	img     b1Image
+	img     Image
 	tree    *os.File
 	usrOnly bool // GPT usr partition: tree is the image's /usr
 	closers []func() error
@@ -59,22 +59,22 @@ func (e *imageError) Unwrap() error { return e.Err }
 // openImage opens one discovered image: a directory directly, a raw file
 // by its filesystem magic (squashfs, erofs, ext4) or GPT partition table,
 // through a read-only autoclear loop device.
-func (e *engine) openImage(img b1Image) (*openedImage, error) {
+func (e *engine) openImage(img Image) (*openedImage, error) {
 	switch img.Type {
-	case b1Directory:
+	case ImageDirectory:
 		d, err := openDirIn(e.root, img.Path)
 		if err != nil {
 			return nil, &imageError{img.Name, e.display(img.Path), "cannot open directory image", err}
 		}
 		return &openedImage{img: img, tree: d}, nil
-	case b1Raw, b1Block:
+	case ImageRaw, ImageBlock:
 		return e.openRaw(img)
 	}
 	return nil, &imageError{img.Name, e.display(img.Path), "unsupported image type", nil}
 }
 
 // openRaw detects what a raw image holds and mounts it detached.
-func (e *engine) openRaw(img b1Image) (*openedImage, error) {
+func (e *engine) openRaw(img Image) (*openedImage, error) {
 	f, err := openIn(e.root, img.Path, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot open image file", err}

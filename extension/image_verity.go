@@ -10,7 +10,7 @@ import "os"
 // the image is mounted from the verity device instead of the loop device.
 // The host has no device-mapper, so for now images are used without
 // verity and nil is returned.
-func (e *engine) verityFor(img b1Image, f *os.File) ([]byte, error) {
+func (e *engine) verityFor(img Image, f *os.File) ([]byte, error) {
 	_ = img
 	_ = f
 	return nil, nil

@@ -14,6 +14,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/release"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
 )
 
@@ -51,8 +52,8 @@ func Merged(opt Options) (bool, error) {
 
 // candidate is a discovered image with its identity and verdict.
 type candidate struct {
-	img      b1Image
-	id       b1Identity
+	img      Image
+	id       OriginExtension
 	opened   *openedImage
 	accepted bool
 	reason   string
@@ -102,7 +103,12 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		}
 	}
 
-	imgs, err := b1Discover(e.root, e.cls, e.initrd)
+	rfs, err := rootfs.Open(e.rootPath)
+	if err != nil {
+		return nil, err
+	}
+	defer rfs.Close()
+	imgs, err := Discover(rfs, e.cls, e.initrd)
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
@@ -116,7 +122,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		}
 	}()
 	for _, img := range imgs {
-		id, err := b1ImageIdentity(e.root, img)
+		id, err := ImageIdentity(rfs, img, IdentityOptions{Getenv: e.getenv})
 		if err != nil {
 			if e.essential(img.Name) {
 				return nil, &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}
@@ -234,16 +240,10 @@ func originExtensions(cands []*candidate) []OriginExtension {
 		if !c.accepted {
 			continue
 		}
-		id := c.id
-		x := OriginExtension{Name: c.img.Name, Path: id.Path}
-		switch {
-		case c.opened != nil && c.opened.verityHash != nil:
-			x.VerityHash = fmt.Sprintf("%x", c.opened.verityHash)
-		case id.VerityHash != "":
-			x.VerityHash = id.VerityHash
-		default:
-			x.OnMountID, x.Inode, x.Crtime, x.Mtime = id.OnMountID, id.Inode, id.Crtime, id.Mtime
-			x.HasHandle, x.HandleType, x.Handle = id.Handle != "", id.HandleType, id.Handle
+		x := c.id
+		x.Name = c.img.Name
+		if c.opened != nil && c.opened.verityHash != nil {
+			x = OriginExtension{Name: c.img.Name, Path: x.Path, VerityHash: fmt.Sprintf("%x", c.opened.verityHash)}
 		}
 		out = append(out, x)
 	}
@@ -353,8 +353,8 @@ func (e *engine) check(c *candidate, host release.Host, scope string) error {
 		return nil
 	}
 	c.accepted = true
-	if c.img.Type == b1Directory {
-		c.fp, _ = b1DirFingerprint(o.tree)
+	if c.img.Type == ImageDirectory {
+		c.fp, _ = fingerprintOpened(o.tree)
 	}
 	return nil
 }
@@ -412,7 +412,7 @@ func (e *engine) essential(name string) bool {
 }
 
 // skip logs and records an image left out, naming the file and the rule.
-func (e *engine) skip(res *Result, img b1Image, reason string) {
+func (e *engine) skip(res *Result, img Image, reason string) {
 	e.log.Warnf("skipping %s image %s (%s): %s", e.cls.Name, img.Name, e.display(img.Path), reason)
 	res.Skipped = append(res.Skipped, Skip{Name: img.Name, Reason: reason})
 }
@@ -453,7 +453,7 @@ func (e *engine) unchanged(old []byte, doc *Origin, cands []*candidate, st *runS
 		return true
 	}
 	for _, c := range cands {
-		if !c.accepted || c.img.Type != b1Directory {
+		if !c.accepted || c.img.Type != ImageDirectory {
 			continue
 		}
 		rec, ok := st.Images[c.img.Name]
@@ -466,7 +466,7 @@ func (e *engine) unchanged(old []byte, doc *Origin, cands []*candidate, st *runS
 			if err != nil {
 				return false
 			}
-			fp, err = b1DirFingerprint(dir)
+			fp, err = fingerprintOpened(dir)
 			dir.Close()
 			if err != nil {
 				return false
@@ -489,13 +489,24 @@ func (e *engine) newState(cands []*candidate, hh string) *runState {
 			continue
 		}
 		fp := c.fp
-		if c.accepted && c.img.Type == b1Directory && fp == "" {
+		if c.accepted && c.img.Type == ImageDirectory && fp == "" {
 			if dir, err := openDirIn(e.root, c.img.Path); err == nil {
-				fp, _ = b1DirFingerprint(dir)
+				fp, _ = fingerprintOpened(dir)
 				dir.Close()
 			}
 		}
 		st.Images[c.img.Name] = imageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
 	}
 	return st
+}
+
+// fingerprintOpened is DirFingerprint for a directory image opened by
+// O_PATH fd.
+func fingerprintOpened(dir *os.File) (string, error) {
+	d, err := reopen(dir, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err != nil {
+		return "", err
+	}
+	defer d.Close()
+	return FingerprintTree(d)
 }

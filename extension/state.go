@@ -27,11 +27,11 @@ type runState struct {
 
 // imageState is the verdict for one image with the identity it was taken for.
 type imageState struct {
-	Identity    b1Identity `json:"identity"`
-	Type        string     `json:"type"`
-	Accepted    bool       `json:"accepted"`
-	Reason      string     `json:"reason,omitempty"`
-	Fingerprint string     `json:"fingerprint,omitempty"`
+	Identity    OriginExtension `json:"identity"`
+	Type        string          `json:"type"`
+	Accepted    bool            `json:"accepted"`
+	Reason      string          `json:"reason,omitempty"`
+	Fingerprint string          `json:"fingerprint,omitempty"`
 }
 
 // statePath is the state file of this class and root.
