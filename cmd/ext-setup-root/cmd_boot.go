@@ -116,13 +116,28 @@ func runBoot(env *Env, args []string) error {
 		RootOps: boot.RootDir{},
 		Log:     log,
 	}
+	// Essential patterns: kernel command line (applied in boot.Run) >
+	// flags > boot.toml in the root > the default.
+	var cfg boot.Config
+	var cerr error
+	if st == boot.StagePre || st == boot.StagePost {
+		cfg, cerr = boot.LoadConfig(*root)
+	}
+	if cerr != nil {
+		log.Errorf("%v; ignoring the file, using the default essential patterns", cerr)
+	} else if cfg.File != "" {
+		log.Infof("using %s%s", strings.TrimSuffix(*root, "/"), cfg.File)
+	}
+	o.Essential, o.SysextEssential = cfg.EssentialConfexts, cfg.EssentialSysexts
 	if essential.set {
 		o.Essential = essential.v
 		if o.Essential == nil {
 			o.Essential = []string{}
 		}
 	}
-	o.SysextEssential = sysEssential.v
+	if sysEssential.set {
+		o.SysextEssential = sysEssential.v
+	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {

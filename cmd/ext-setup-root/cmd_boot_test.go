@@ -119,3 +119,54 @@ func TestBootLateStages(t *testing.T) {
 		}
 	}
 }
+
+// essentialFake records the essential patterns of each request.
+type essentialFake struct {
+	bootFake
+	essential []string
+}
+
+func (f *essentialFake) Merge(ctx context.Context, r boot.ExtRequest) (boot.ExtResult, error) {
+	f.essential = r.Essential
+	return f.bootFake.Merge(ctx, r)
+}
+
+func TestBootEssentialPrecedence(t *testing.T) {
+	withBootFake(t, "")
+	f := &essentialFake{}
+	bootEngines = func(func(string) string, string, *oplog.Logger) (boot.Extensions, boot.Selector, error) {
+		return f, f, nil
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/lib/ext-setup-root"), 0o755)
+	os.WriteFile(filepath.Join(root, "usr/lib/ext-setup-root/boot.toml"), []byte("essential_confexts = [\"00-test-*\"]\n"), 0o644)
+	for _, tc := range []struct {
+		args    []string
+		cmdline string
+		want    string
+	}{
+		{nil, "", "00-test-*"},
+		{[]string{"--essential=00-flag*"}, "", "00-flag*"},
+		{[]string{"--essential=00-flag*"}, "ext-setup-root.essential=00-test-default", "00-test-default"},
+	} {
+		os.WriteFile(paths.ProcCmdline, []byte(tc.cmdline), 0o644)
+		os.RemoveAll(filepath.Join(root, "var"))
+		env, _, errb := testEnv()
+		if err := run(env, append([]string{"boot", "--stage=pre", "--root=" + root}, tc.args...)); err != nil {
+			t.Fatalf("%v: %v\n%s", tc.args, err, errb)
+		}
+		if strings.Join(f.essential, ",") != tc.want {
+			t.Errorf("%v %q: essential %v, want %s", tc.args, tc.cmdline, f.essential, tc.want)
+		}
+	}
+	// A broken config is logged and ignored: the default applies.
+	os.WriteFile(filepath.Join(root, "usr/lib/ext-setup-root/boot.toml"), []byte("essential = 1\n"), 0o644)
+	os.WriteFile(paths.ProcCmdline, nil, 0o644)
+	env, _, errb := testEnv()
+	if err := run(env, []string{"boot", "--stage=pre", "--root=" + root}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(f.essential, ",") != "00-*default*" || !strings.Contains(errb.String(), "unknown key(s) essential") {
+		t.Errorf("broken config: essential %v\n%s", f.essential, errb)
+	}
+}

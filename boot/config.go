@@ -1,0 +1,81 @@
+package boot
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"path"
+	"strings"
+
+	"github.com/BurntSushi/toml"
+
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
+)
+
+// ConfigDirs are searched inside the root for boot.toml, highest priority
+// first, like abslots.toml: the first file found is used, so an admin's
+// /etc file replaces the OS image's /usr/lib default as a whole.
+var ConfigDirs = []string{"/etc/ext-setup-root", "/run/ext-setup-root", "/usr/lib/ext-setup-root"}
+
+// Config is what an OS image (or admin) configures for the boot stages in
+// boot.toml:
+//
+//	# confext name patterns (path.Match) that must merge, or the boot
+//	# stops in the emergency shell; [] makes nothing essential
+//	essential_confexts = ["00-*default*"]
+//	# the same for sysexts (none by default)
+//	essential_sysexts = ["oem-*"]
+type Config struct {
+	// EssentialConfexts is nil when the file does not set it.
+	EssentialConfexts []string `toml:"essential_confexts"`
+	EssentialSysexts  []string `toml:"essential_sysexts"`
+	// File is the in-root path the config came from ("" if none).
+	File string `toml:"-"`
+}
+
+// ParseConfig decodes boot.toml from r; name is used in errors. Unknown
+// keys are errors, so a typo does not silently drop an essential image.
+func ParseConfig(r io.Reader, name string) (Config, error) {
+	var c Config
+	md, err := toml.NewDecoder(r).Decode(&c)
+	if err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		keys := make([]string, len(u))
+		for i, k := range u {
+			keys[i] = k.String()
+		}
+		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts)", name, strings.Join(keys, ", "))
+	}
+	for _, p := range append(append([]string(nil), c.EssentialConfexts...), c.EssentialSysexts...) {
+		if _, err := path.Match(p, ""); err != nil {
+			return Config{}, fmt.Errorf("%s: bad pattern %q: %w", name, p, err)
+		}
+	}
+	c.File = name
+	return c, nil
+}
+
+// LoadConfig reads the first boot.toml found in ConfigDirs inside root,
+// resolved by file descriptor inside the root. No file is not an error.
+func LoadConfig(root string) (Config, error) {
+	r, err := rootfs.Open(root)
+	if err != nil {
+		return Config{}, err
+	}
+	defer r.Close()
+	for _, d := range ConfigDirs {
+		name := path.Join(d, "boot.toml")
+		b, err := r.ReadFile(name)
+		if errors.Is(err, fs.ErrNotExist) {
+			continue
+		}
+		if err != nil {
+			return Config{}, err
+		}
+		return ParseConfig(strings.NewReader(string(b)), name)
+	}
+	return Config{}, nil
+}
