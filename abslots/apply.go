@@ -26,7 +26,7 @@ func Apply(root FS, cfg *Config, p *Plan, log *oplog.Logger, dryRun bool) (int, 
 		}
 		return len(p.Actions), nil
 	}
-	cleanTemps(root, cfg, log)
+	cleanTemps(root, p.tempDirs, log)
 	var errs []error
 	changed := 0
 	for _, a := range p.Actions {
@@ -55,21 +55,13 @@ func (a *alog) Op(format string, args ...any) *oplog.Op {
 }
 
 // cleanTemps removes temporary files a crashed run left in the directories
-// abslots writes to, before anything else, so they never accumulate.
-func cleanTemps(root FS, cfg *Config, log *oplog.Logger) {
-	dirs := []string{cfg.LinkDir}
-	if cfg.OEM.Enabled {
-		dirs = append(dirs, cfg.OEM.Stores...)
-	}
-	if cfg.Extensions.Enabled {
-		dirs = append(dirs, cfg.Extensions.Store)
-	}
+// abslots writes to (found while gathering facts), before anything else, so
+// they never accumulate and never count as images.
+func cleanTemps(root FS, dirs []string, log *oplog.Logger) {
 	for _, d := range dirs {
-		if fi, err := root.Lstat(d); err != nil || !fi.IsDir() {
-			continue
-		}
-		if err := root.CleanTemps(d); err != nil {
-			log.Warnf("cleaning temporary files in %s: %v", d, err)
+		op := log.Op("remove temporary files of an interrupted run in %s", d)
+		if op.Finish(root.CleanTemps(d)) != nil {
+			log.Warnf("temporary files in %s stay", d)
 		}
 	}
 }

@@ -3,6 +3,7 @@ package abslots
 import (
 	"bytes"
 	"os"
+	"reflect"
 	"strings"
 	"testing"
 )
@@ -196,4 +197,31 @@ func TestNonFlatcarLayout(t *testing.T) {
 			t.Errorf("plan text:\n%s", out.String())
 		}
 	})
+}
+
+// TestDefaultConfigMatchesTOML keeps the Go default and default.toml (the
+// documented form) identical.
+func TestDefaultConfigMatchesTOML(t *testing.T) {
+	fromTOML, err := decodeDefaultTOML()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(fromTOML, DefaultConfig()) {
+		t.Fatalf("default.toml and DefaultConfig differ:\n%+v\n%+v", fromTOML, DefaultConfig())
+	}
+}
+
+// TestDocsShowDefaults keeps docs/abslots.md showing the real default and
+// example layouts.
+func TestDocsShowDefaults(t *testing.T) {
+	doc, err := os.ReadFile("../docs/abslots.md")
+	if err != nil {
+		t.Skipf("docs not in this tree: %v", err)
+	}
+	for _, f := range []string{"default.toml", "testdata/acme.toml"} {
+		b, _ := os.ReadFile(f)
+		if !bytes.Contains(doc, b) {
+			t.Errorf("docs/abslots.md does not show %s verbatim", f)
+		}
+	}
 }

@@ -38,6 +38,9 @@ type Facts struct {
 	Slot *Slot `json:"slot,omitempty"`
 	// Problems are bad inputs found while gathering (each names its file).
 	Problems []string `json:"problems,omitempty"`
+	// TempDirs are listed directories holding temporary files of a crashed
+	// run; Apply cleans them first.
+	TempDirs []string `json:"temp_dirs,omitempty"`
 }
 
 // FileFact describes an existing path.
@@ -186,14 +189,39 @@ func (f *Facts) probe(root FS, p string) bool {
 	return true
 }
 
-// listDir records every entry of a store directory.
+// listDir records every entry of a store directory. Entry types come from
+// the directory listing (lstat relative to the open directory, one
+// syscall); only symlinks are followed (inside the root) to see what they
+// point at.
 func (f *Facts) listDir(root FS, dir string) {
 	ents, err := root.ReadDir(dir)
 	if err != nil {
 		return
 	}
+	f.noteTemps(dir, ents)
 	for _, e := range ents {
-		f.probe(root, path.Join(dir, e.Name()))
+		p := path.Join(dir, e.Name())
+		if e.Type()&fs.ModeSymlink != 0 {
+			f.probe(root, p)
+			continue
+		}
+		ff := FileFact{Regular: e.Type().IsRegular()}
+		if ff.Regular {
+			if fi, err := e.Info(); err == nil {
+				ff.Size = fi.Size()
+			}
+		}
+		f.Files[p] = ff
+	}
+}
+
+// noteTemps remembers dir if it holds a temporary file of rootfs.
+func (f *Facts) noteTemps(dir string, ents []fs.DirEntry) {
+	for _, e := range ents {
+		if isTempName(e.Name()) {
+			f.TempDirs = append(f.TempDirs, dir)
+			return
+		}
 	}
 }
 
@@ -202,6 +230,7 @@ func (f *Facts) gatherLinks(root FS, dir string) {
 	if err != nil {
 		return
 	}
+	f.noteTemps(dir, ents)
 	for _, e := range ents {
 		p := path.Join(dir, e.Name())
 		lf := LinkFact{}

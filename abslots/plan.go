@@ -28,6 +28,8 @@ type Plan struct {
 	// (in a dry run, how many would be tried). A rerun with nothing to do
 	// reports 0.
 	Changed int `json:"changed"`
+	// tempDirs are cleaned by Apply before the actions.
+	tempDirs []string
 }
 
 // Choice is the decision for one link: which image, and why.
@@ -81,7 +83,7 @@ const DevNull = "/dev/null"
 
 // MakePlan computes the plan. It is a pure function of its inputs.
 func MakePlan(cfg *Config, f *Facts) *Plan {
-	p := &Plan{Version: f.Version, VersionKey: cfg.VersionKey, OEMID: f.OEMID, Slot: f.Slot}
+	p := &Plan{Version: f.Version, VersionKey: cfg.VersionKey, OEMID: f.OEMID, Slot: f.Slot, tempDirs: f.TempDirs}
 	p.Problems = append(p.Problems, f.Problems...)
 	if f.Version == "" {
 		p.problem(fmt.Sprintf("%s: no %s: versioned images cannot be selected", cfg.OSRelease, cfg.VersionKey))

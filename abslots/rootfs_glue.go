@@ -61,6 +61,9 @@ func (r RootFS) CleanTemps(dir string) error {
 	return errors.New("rootfs: CleanTemps not available in this build")
 }
 
+// isTempName reports rootfs's temporary names.
+func isTempName(name string) bool { return rootfs.IsTempName(name) }
+
 // FaultFromEnv arms rootfs's fault injection (crash tests).
 func (r RootFS) FaultFromEnv(getenv func(string) string) { rootfs.FaultFromEnv(getenv) }
 
