@@ -243,3 +243,40 @@ func TestCLIOutput(t *testing.T) {
 		t.Errorf("status when not merged: %q", out)
 	}
 }
+
+// TestSubmountsKept bind-mounts a file over /etc/hostfile (like a
+// machine-id bind) on top of the merge and checks that it survives a
+// replacement (beneath and fallback) and the unmerge.
+func TestSubmountsKept(t *testing.T) {
+	r := testRoot(t, "symlink")
+	dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
+	ctx := context.Background()
+	_, err := Merge(ctx, opts(r, "yes"))
+	must(t, err)
+	src := filepath.Join(t.TempDir(), "bound")
+	write(t, src, "bound\n")
+	hf := filepath.Join(r, "etc/hostfile")
+	must(t, unix.Mount(src, hf, "", unix.MS_BIND, ""))
+	check := func(when string) {
+		t.Helper()
+		if b, err := os.ReadFile(hf); err != nil || string(b) != "bound\n" {
+			t.Fatalf("%s: /etc/hostfile = %q, %v; want the bind mount", when, b, err)
+		}
+	}
+	check("after merge")
+	o := opts(r, "yes")
+	o.AlwaysRefresh = true
+	_, err = Refresh(ctx, o)
+	must(t, err)
+	check("after beneath replacement")
+	o.NoBeneath = true
+	_, err = Refresh(ctx, o)
+	must(t, err)
+	check("after fallback replacement")
+	_, err = Unmerge(ctx, o)
+	must(t, err)
+	check("after unmerge")
+	if _, err := os.Stat(filepath.Join(r, "etc/dir1.conf")); err == nil {
+		t.Fatal("still merged")
+	}
+}

@@ -47,9 +47,19 @@ func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
 		}
 		return false, mount.Attach(mnt, target, false)
 	}
+	subs, err := e.collectSubmounts(s)
+	if err != nil {
+		return false, err
+	}
+	defer closeSubmounts(subs)
 	if !e.noBeneath() {
 		err := mount.Attach(mnt, s.top, true)
 		if err == nil {
+			// The new merge is attached (covered by the old one): give it
+			// the old one's sub-mounts before the old one goes.
+			if serr := e.attachSubmounts(mnt, s.display, subs); serr != nil {
+				e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
+			}
 			if uerr := mount.UnmountFd(s.top, unix.MNT_DETACH); uerr != nil {
 				// The new merge is in place below; the old one still
 				// covers it. Report: the call failed to replace.
@@ -63,6 +73,9 @@ func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
 		e.log.Warnf("MOVE_MOUNT_BENEATH not usable at %s (%v); falling back to unmount-then-mount", s.display, err)
 	}
 	e.log.Warnf("replacing the merge at %s with a gap: the old merge is unmounted before the new one is mounted", s.display)
+	if serr := e.attachSubmounts(mnt, s.display, subs); serr != nil {
+		e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
+	}
 	if err := mount.UnmountFd(s.top, unix.MNT_DETACH); err != nil {
 		return false, err
 	}

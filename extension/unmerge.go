@@ -49,11 +49,28 @@ func (e *engine) unmergeHierarchy(h string) (int, error) {
 			s.close()
 			return n, nil
 		}
+		subs, err := e.collectSubmounts(s)
+		if err != nil {
+			s.close()
+			return n, err
+		}
 		op := e.log.Op("unmount %s merge at %s", e.cls.Name, s.display)
 		err = op.Finish(mount.UnmountFd(s.top, unix.MNT_DETACH))
 		s.close()
 		if err != nil {
+			closeSubmounts(subs)
 			return n, err
+		}
+		// Put the merge's sub-mounts back on the bare hierarchy, as
+		// systemd does.
+		if len(subs) > 0 {
+			if bare, err := openDirIn(e.root, h); err == nil {
+				if serr := e.attachSubmounts(bare, s.display, subs); serr != nil {
+					e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
+				}
+				bare.Close()
+			}
+			closeSubmounts(subs)
 		}
 		if s.oldWork != "" {
 			op := e.log.Op("remove work dir %s", e.display(s.oldWork))
