@@ -21,6 +21,8 @@ type Host struct {
 	ID        string
 	IDLike    []string
 	VersionID string
+	// SysextLevel and ConfextLevel are SYSEXT_LEVEL and CONFEXT_LEVEL.
+	SysextLevel, ConfextLevel string
 	// Fields holds every assignment, so that the class's level key
 	// (SYSEXT_LEVEL, CONFEXT_LEVEL) and anything else can be looked up.
 	Fields map[string]string
@@ -76,9 +78,11 @@ func HostFromFields(fields map[string]string) Host {
 		fields = map[string]string{}
 	}
 	return Host{
-		ID:        fields["ID"],
-		IDLike:    strings.Fields(fields["ID_LIKE"]),
-		VersionID: fields["VERSION_ID"],
-		Fields:    fields,
+		ID:           fields["ID"],
+		IDLike:       strings.Fields(fields["ID_LIKE"]),
+		VersionID:    fields["VERSION_ID"],
+		SysextLevel:  fields["SYSEXT_LEVEL"],
+		ConfextLevel: fields["CONFEXT_LEVEL"],
+		Fields:       fields,
 	}
 }

@@ -94,7 +94,7 @@ func TestLoadHost(t *testing.T) {
 	}
 	write("etc/os-release", "ID=etc\nID_LIKE=\"a b\"\nCONFEXT_LEVEL=3\n")
 	h, err = LoadHost(open, "")
-	if err != nil || h.ID != "etc" || len(h.IDLike) != 2 || h.Level("CONFEXT_LEVEL") != "3" || h.VersionID != "" {
+	if err != nil || h.ID != "etc" || len(h.IDLike) != 2 || h.Level("CONFEXT_LEVEL") != "3" || h.ConfextLevel != "3" || h.VersionID != "" {
 		t.Fatalf("etc wins: %+v %v", h, err)
 	}
 	write("etc/os-release", "NAME=x\n")
