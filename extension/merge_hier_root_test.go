@@ -280,3 +280,30 @@ func TestSubmountsKept(t *testing.T) {
 		t.Fatal("still merged")
 	}
 }
+
+// TestStackedHierarchyRefused: /etc is its own mount (tmpfs) under the
+// merge; a replacement cannot reach it below the merge and must fail
+// clearly, leaving the merge in place.
+func TestStackedHierarchyRefused(t *testing.T) {
+	r := testRoot(t, "none")
+	etc := filepath.Join(r, "etc")
+	must(t, unix.Mount("tmpfs", etc, "tmpfs", 0, ""))
+	write(t, filepath.Join(etc, "os-release"), "ID=testos\nVERSION_ID=1.0\n")
+	dirImage(t, r, "dir1", "ID=_any\n")
+	ctx := context.Background()
+	_, err := Merge(ctx, opts(r, "no"))
+	must(t, err)
+	o := opts(r, "no")
+	o.AlwaysRefresh = true
+	if _, err := Refresh(ctx, o); err == nil || !strings.Contains(err.Error(), "unmerge first") {
+		t.Fatalf("refresh over a stacked /etc: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(etc, "dir1.conf")); err != nil {
+		t.Fatal("merge lost after the refused refresh")
+	}
+	_, err = Unmerge(ctx, o)
+	must(t, err)
+	if _, err := os.Stat(filepath.Join(etc, "os-release")); err != nil {
+		t.Fatal("the /etc mount is gone after unmerge")
+	}
+}

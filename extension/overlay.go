@@ -94,6 +94,9 @@ func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
 	if !s.ours {
 		return reopen(s.top, unix.O_PATH|unix.O_DIRECTORY)
 	}
+	if err := e.checkNotStacked(s); err != nil {
+		return nil, err
+	}
 	parent, err := openDirIn(e.root, path.Dir(s.h))
 	if err != nil {
 		return nil, err
@@ -109,6 +112,34 @@ func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
 		return nil, fmt.Errorf("reach %s below the merge: %w", s.display, err)
 	}
 	return d, nil
+}
+
+// checkNotStacked refuses a merge that sits on another mount at the same
+// path (e.g. /etc being its own file system, or an earlier overlay): the
+// directory below the merge is then the root of that mount, which a clone
+// of the parent directory does not reach, and using the clone would merge
+// over the wrong (empty) directory. Unmerge first in that case.
+func (e *engine) checkNotStacked(s *hierState) error {
+	var stx unix.Statx_t
+	if err := unix.Statx(int(s.top.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+		return &os.PathError{Op: "statx", Path: s.display, Err: err}
+	}
+	infos, err := mount.ReadMountinfo()
+	if err != nil {
+		return err
+	}
+	parent := -1
+	for _, mi := range infos {
+		if uint64(mi.ID) == stx.Mnt_id {
+			parent = mi.Parent
+		}
+	}
+	for _, mi := range infos {
+		if mi.ID == parent && mi.Mountpoint == s.display {
+			return fmt.Errorf("the merge at %s covers another mount at the same path (%s %s); cannot reach the directory below it to replace the merge atomically: unmerge first", s.display, mi.FSType, mi.Source)
+		}
+	}
+	return nil
 }
 
 // resolveMutable finds the mutable dir of a hierarchy inside the root:
