@@ -2,7 +2,9 @@ package abslots
 
 import (
 	"bytes"
+	"encoding/json"
 	"os"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -223,5 +225,28 @@ func TestDocsShowDefaults(t *testing.T) {
 		if !bytes.Contains(doc, b) {
 			t.Errorf("docs/abslots.md does not show %s verbatim", f)
 		}
+	}
+}
+
+func TestRecordFile(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, merge(merge(osRelV2, oemTest), tree{"/oem/sysext/oem-test-" + v2 + ".raw": "v2"}))
+	rec := filepath.Join(t.TempDir(), "run/ext-setup-root/abslots.json")
+	if _, err := Run(t.Context(), Options{FS: hostFS{dir: dir}, Cmdline: strings.NewReader(""), RecordFile: rec, DryRun: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(rec); err == nil {
+		t.Fatal("dry run wrote the record")
+	}
+	if _, err := Run(t.Context(), Options{FS: hostFS{dir: dir}, Cmdline: strings.NewReader(""), RecordFile: rec}); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(rec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var p Plan
+	if err := json.Unmarshal(b, &p); err != nil || p.OEMID != "test" || len(p.Choices) != 1 || p.Choices[0].Image != "/oem/sysext/oem-test-"+v2+".raw" || p.Changed != 1 {
+		t.Fatalf("record %s: %v", b, err)
 	}
 }

@@ -35,6 +35,10 @@ type Options struct {
 	// Fetcher, when set, is asked for wanted images no store holds; after it
 	// ran, facts are gathered and the plan made again.
 	Fetcher Fetcher
+	// RecordFile, when set, is a host path (e.g. paths.StateDir +
+	// "/abslots.json") where the applied plan is stored as JSON for
+	// `status`; not written in a dry run.
+	RecordFile string
 }
 
 // Fetcher provides images that no store holds, e.g. by a verified download.
@@ -112,6 +116,12 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 	plan.Changed, err = Apply(root, cfg, plan, log, dry)
 	if plan.Fatal != "" {
 		err = errors.Join(err, errors.New(plan.Fatal))
+	}
+	if o.RecordFile != "" && !dry {
+		op := log.Op("record the selection in %s", o.RecordFile)
+		if rerr := op.Finish(writeRecord(o.RecordFile, plan)); rerr != nil {
+			log.Warnf("selection record not written; status will not show it")
+		}
 	}
 	return plan, err
 }
