@@ -228,6 +228,18 @@ func TestBootFlatcarLikeRoot(t *testing.T) {
 	if !s.Confext.Unchanged {
 		t.Errorf("pre after post rerun did not skip: %s\n%s", s, log)
 	}
+
+	// The host drop-in's path for systemd < 260: our refresh of the merge
+	// the initrd left behind skips, /etc stays mounted.
+	var buf bytes.Buffer
+	llog := oplog.New(oplog.WriterSink{W: &buf})
+	ext, _, _ := RealEngines(func(string) string { return "" }, "", llog)
+	err := RunLate(context.Background(), LateOptions{Stage: StageLateConfext, Root: root, Ext: ext, Log: llog,
+		SystemdVersion: func(string) (int, error) { return 258, nil },
+		ExecStock:      func([]string) error { t.Error("exec of the stock tool on systemd 258"); return nil }})
+	if err != nil || !strings.Contains(buf.String(), "stage late-confext finished in ") || !strings.Contains(buf.String(), "unchanged") {
+		t.Errorf("late-confext on 258: %v\n%s", err, buf.String())
+	}
 	if got := readFile(t, filepath.Join(etc, "ignition-wrote")); got != "x\n" {
 		t.Errorf("write to /etc lost by the rerun: %q", got)
 	}
