@@ -8,7 +8,10 @@ import (
 	"strings"
 	"testing"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 	"github.com/ext-setup-root/ext-setup-root/test/systemd262"
 )
@@ -55,6 +58,25 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		"srv/lnkimg/etc/lnk.conf":                                                    "l\n",
 		"run/confexts/lnk":                                                           "->/srv/lnkimg",
 	})
+	// Validation variants (directories: systemd only skips a directory
+	// whose release data does not fit). Host: ID=testos VERSION_ID=1.0.
+	rel := "/etc/extension-release.d/extension-release."
+	for name, content := range map[string]string{
+		"v_arch": "ID=_any\nARCHITECTURE=arm64\n", "v_archok": "ID=_any\nARCHITECTURE=" + Confext.ReleaseOptions(false).Arch + "\n",
+		"v_idmis": "ID=other\nVERSION_ID=1.0\n", "v_vermis": "ID=testos\nVERSION_ID=2.0\n", "v_nover": "ID=testos\n",
+		"v_scope": "ID=_any\nCONFEXT_SCOPE=initrd\n", "v_scopeok": "ID=_any\nCONFEXT_SCOPE=\"initrd system\"\n",
+		"v_noid": "VERSION_ID=1.0\n", "v_sysextlevel": "ID=testos\nSYSEXT_LEVEL=1\n",
+		"v_quoted": "this is not valid\nID=\"testos\"\nVERSION_ID='1.0'\n",
+	} {
+		b1WriteTree(t, r.Host, map[string]string{"var/lib/confexts/" + name + rel + name: content})
+	}
+	b1WriteTree(t, r.Host, map[string]string{
+		"var/lib/confexts/v_norel/etc/x":          "1",
+		"var/lib/confexts/fb_1.2" + rel + "fb":    "ID=_any\n",
+		"var/lib/confexts/v_other" + rel + "zz":   "ID=_any\n",
+		"var/lib/confexts/v_strict0" + rel + "zz": "ID=_any\n",
+	})
+	setXattr(t, filepath.Join(r.Host, "var/lib/confexts/v_strict0"+rel+"zz"), "0")
 
 	res, err := e.Confext(nil, "--root="+r.In, "--mutable=yes", "merge")
 	if err != nil {
@@ -100,7 +122,35 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		}
 		ours.Extensions = append(ours.Extensions, id)
 	}
-	want := []string{"dir1", "dv", "er1", "lnk", "sq1"}
+	// Our acceptance of the directory images, by release file + Validate.
+	host, err := LoadHostRelease(root, func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, img := range imgs {
+		if img.Type != ImageDirectory {
+			continue
+		}
+		tree, err := root.Open(img.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ok := false
+		reason := ""
+		if rf, err := ReadReleaseFile(tree, Confext, img.Name, false); err == nil {
+			ok, reason, err = release.Validate(rf.Fields, host, Confext.ReleaseOptions(false))
+			if err != nil {
+				t.Fatal(err)
+			}
+		} else {
+			reason = err.Error()
+		}
+		tree.Close()
+		if ok != accepted[img.Name] {
+			t.Errorf("image %s: we accept=%v (%s), systemd accept=%v", img.Name, ok, reason, accepted[img.Name])
+		}
+	}
+	want := []string{"dir1", "dv", "er1", "fb_1.2", "lnk", "sq1", "v_archok", "v_quoted", "v_scopeok", "v_strict0"}
 	var got []string
 	for n := range accepted {
 		got = append(got, n)
