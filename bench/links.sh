@@ -76,32 +76,29 @@ if ! diff <(cd "$W/bash" && find . -printf '%p %l\n' | sort) <(cd "$W/ours" && f
 fi
 
 J="$W/json"; mkdir -p "$J"
-hyperfine -N --warmup 3 --runs 60 --export-json "$J/update.json" \
+hyperfine -N --warmup 3 --runs 60 --export-csv "$J/update.csv" \
 	--prepare "sh -c '$(reset "$W/bash") && $(reset "$W/ours")'" \
 	-n bash "$BASH_CMD" -n ext-setup-root "$OURS_CMD" >&2
-hyperfine -N --warmup 3 --runs 200 --export-json "$J/steady.json" \
+hyperfine -N --warmup 3 --runs 200 --export-csv "$J/steady.csv" \
 	-n bash "$BASH_CMD" -n ext-setup-root "$OURS_CMD" >&2
 
-python3 - "$J" "$OUT" <<'PY'
-import json, os, platform, sys
-j, out = sys.argv[1], sys.argv[2]
-rows = []
-for case, title in (("update", "update boot (moves, link flips, migration)"), ("steady", "steady boot (nothing to change)")):
-    r = {x["command"]: x for x in json.load(open(os.path.join(j, case + ".json")))["results"]}
-    b, o = r["bash"], r["ext-setup-root"]
-    rows.append("| %s | %.2f (mean %.2f ± %.2f) | %.2f (mean %.2f ± %.2f) | %.3f (1/%.1f) |" % (
-        title, b["median"] * 1e3, b["mean"] * 1e3, b["stddev"] * 1e3,
-        o["median"] * 1e3, o["mean"] * 1e3, o["stddev"] * 1e3,
-        o["median"] / b["median"], b["median"] / o["median"]))
-cpu = ""
-try:
-    cpu = [l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")][0]
-except Exception:
-    pass
-with open(out, "w") as f:
-    f.write("| case | bash script, median ms | ext-setup-root links, median ms | ratio ours/bash (medians) |\n|---|---|---|---|\n")
-    f.write("\n".join(rows) + "\n\n")
-    f.write("Measured with hyperfine (-N; median, and mean ± stddev) on %s, kernel %s, %d CPUs, fixture on tmpfs; "
-            "the script runs in a chroot with the host's /usr.\n" % (cpu or platform.machine(), platform.release(), os.cpu_count()))
-print(open(out).read())
-PY
+# hyperfine CSV columns: command,mean,stddev,median,user,system,min,max
+row() { # CASE TITLE
+	awk -F, -v title="$2" '
+		NR > 1 { mean[$1] = $2 * 1000; sd[$1] = $3 * 1000; med[$1] = $4 * 1000 }
+		END {
+			b = "bash"; o = "ext-setup-root"
+			printf "| %s | %.2f (mean %.2f ± %.2f) | %.2f (mean %.2f ± %.2f) | %.3f (1/%.1f) |\n", title,
+				med[b], mean[b], sd[b], med[o], mean[o], sd[o], med[o] / med[b], med[b] / med[o]
+		}' "$J/$1.csv"
+}
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+{
+	echo "| case | bash script, median ms | ext-setup-root links, median ms | ratio ours/bash (medians) |"
+	echo "|---|---|---|---|"
+	row update "update boot (moves, link flips, migration)"
+	row steady "steady boot (nothing to change)"
+	echo
+	echo "Measured with hyperfine (-N; median, and mean ± stddev) on ${cpu:-$(uname -m)}, kernel $(uname -r), $(nproc) CPUs, fixture on tmpfs; the script runs in a chroot with the host's /usr."
+} >"$OUT"
+cat "$OUT"
