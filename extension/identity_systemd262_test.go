@@ -162,6 +162,14 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 	if !Equal(ours.Document(), sdDoc) {
 		t.Errorf("our origin differs from systemd's (discovered %v)\nours:\n%s\nsystemd:\n%s", names, ours.MarshalSystemd(), data)
 	}
+	// The "confexts" file lists the accepted names in our Discover order.
+	var order []string
+	for _, x := range ours.Extensions {
+		order = append(order, x.Name)
+	}
+	if cf, err := os.ReadFile(filepath.Join(r.Host, "etc/.systemd-confext/confexts")); err != nil || string(cf) != strings.Join(order, "\n")+"\n" {
+		t.Errorf("confexts file %q (%v), our order %v", cf, err, order)
+	}
 	// Control: the comparison notices a one-microsecond difference.
 	if len(ours.Extensions) > 0 {
 		bad := ours
