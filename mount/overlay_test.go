@@ -68,7 +68,9 @@ func TestOverlay128LayersOddNames(t *testing.T) {
 		name   string
 		byFd   bool
 		useFds bool
-	}{{"paths", false, true}, {"fds", true, true}, {"proc-fd-fallback", true, false}} {
+		flags  int
+	}{{"paths", false, true, 0}, {"fds", true, true, os.O_RDONLY}, {"opath-fds", true, true, unix.O_PATH},
+		{"proc-fd-fallback", true, false, os.O_RDONLY}} {
 		t.Run(mode.name, func(t *testing.T) {
 			base := testutil.Tmpfs(t)
 			defer func(v bool) { useLayerFds = v }(useLayerFds)
@@ -80,7 +82,7 @@ func TestOverlay128LayersOddNames(t *testing.T) {
 				writeFile(t, filepath.Join(d, fmt.Sprintf("f%03d", i)), "x")
 				writeFile(t, filepath.Join(d, "shadow"), fmt.Sprint(i))
 				if mode.byFd {
-					f, err := os.Open(d)
+					f, err := os.OpenFile(d, mode.flags|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 					if err != nil {
 						t.Fatal(err)
 					}
