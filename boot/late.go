@@ -36,7 +36,11 @@ type LateOptions struct {
 	// ExecStock replaces the process with the stock tool (argv[0] is the
 	// tool name); it only returns on failure.
 	ExecStock func(argv []string) error
-	Now       func() time.Time
+	// Reload asks the service manager to reload its units (`systemctl
+	// daemon-reload`), as systemd-<class> refresh does after a change, so
+	// that units shipped in the new extensions are seen; nil skips it.
+	Reload func() error
+	Now    func() time.Time
 }
 
 // RunLate is the late refresh in the booted system. With systemd >=
@@ -83,6 +87,14 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	res, err := o.Ext.Refresh(ctx, req)
 	op.Finish(err)
 	s := &Summary{Stage: o.Stage, Duration: o.Now().Sub(start), Err: err}
+	if err == nil && !res.Unchanged && o.Reload != nil {
+		rop := o.Log.Op("systemctl daemon-reload (the %s merge changed)", class)
+		if rerr := rop.Finish(o.Reload()); rerr != nil {
+			// The merge itself is in place; a failed reload only delays
+			// units from the new extensions until the next reload.
+			o.Log.Warnf("daemon-reload after the %s refresh failed: %v", class, rerr)
+		}
+	}
 	if err == nil {
 		if class == Confext {
 			s.Confext = &res

@@ -42,18 +42,28 @@ func TestRunLate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake()
+			f.results[Confext] = ExtResult{Unchanged: tc.name == "unknown version ours"}
+			reloads := 0
 			var execd string
 			var buf bytes.Buffer
 			err := RunLate(context.Background(), LateOptions{
 				Stage: tc.stage, Root: "/", Ext: f, Log: oplog.New(oplog.WriterSink{W: &buf}),
 				SystemdVersion: func(tool string) (int, error) { return tc.version, tc.verErr },
 				ExecStock:      func(argv []string) error { execd = strings.Join(argv, " "); return nil },
+				Reload:         func() error { reloads++; return nil },
 			})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if execd != tc.wantExec || strings.Join(f.calls, ",") != tc.wantCall {
 				t.Errorf("exec %q calls %v\n%s", execd, f.calls, buf.String())
+			}
+			wantReloads := 0
+			if tc.wantCall != "" && tc.name != "unknown version ours" {
+				wantReloads = 1 // changed merges reload, unchanged ones do not
+			}
+			if reloads != wantReloads {
+				t.Errorf("%d reloads, want %d", reloads, wantReloads)
 			}
 			if tc.wantCall == "refresh confext" && f.lastReq[Confext].DefaultMutable != "auto" {
 				t.Errorf("late confext refresh must keep mutable=auto like the initrd merge: %+v", f.lastReq[Confext])

@@ -40,6 +40,15 @@ var execStock = func(argv []string) error {
 	return syscall.Exec(p, argv, os.Environ())
 }
 
+// daemonReload runs `systemctl daemon-reload`; tests replace it.
+var daemonReload = func() error {
+	out, err := exec.Command("systemctl", "daemon-reload").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("systemctl daemon-reload: %w: %s", err, bytes.TrimSpace(out))
+	}
+	return nil
+}
+
 // listFlag collects a repeatable, comma-separated flag.
 type listFlag struct {
 	v   []string
@@ -143,7 +152,7 @@ func runBoot(env *Env, args []string) error {
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log,
-			SystemdVersion: systemdVersion, ExecStock: execStock,
+			SystemdVersion: systemdVersion, ExecStock: execStock, Reload: daemonReload,
 		})
 	}
 	if err = engErr; err != nil {

@@ -95,8 +95,9 @@ func TestBootCmdlineDryRunAndDisable(t *testing.T) {
 }
 
 func TestBootLateStages(t *testing.T) {
-	oldV, oldE := systemdVersion, execStock
-	t.Cleanup(func() { systemdVersion, execStock = oldV, oldE })
+	oldV, oldE, oldR := systemdVersion, execStock, daemonReload
+	t.Cleanup(func() { systemdVersion, execStock, daemonReload = oldV, oldE, oldR })
+	daemonReload = func() error { return nil }
 	var execd []string
 	execStock = func(argv []string) error { execd = argv; return nil }
 	for _, v := range []int{262, 258} {
