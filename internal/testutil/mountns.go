@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"syscall"
 	"testing"
 
@@ -61,7 +62,11 @@ func MainInMountNS(m *testing.M) {
 	cmd.Env = append(os.Environ(), mountNSEnv+"="+mountNS("self"))
 	// Unshareflags CLONE_NEWNS makes the Go runtime unshare in the child and
 	// remount / with MS_REC|MS_PRIVATE before exec.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS}
+	// Pdeathsig: if go test kills this parent (timeout), the child must not
+	// linger with mounts. It fires when the forking thread exits, hence
+	// the locked thread.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Unshareflags: syscall.CLONE_NEWNS, Pdeathsig: syscall.SIGKILL}
+	runtime.LockOSThread()
 	err = cmd.Run()
 	if ee, ok := err.(*exec.ExitError); ok {
 		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
