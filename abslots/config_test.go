@@ -2,6 +2,7 @@ package abslots
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -248,5 +249,44 @@ func TestRecordFile(t *testing.T) {
 	var p Plan
 	if err := json.Unmarshal(b, &p); err != nil || p.OEMID != "test" || len(p.Choices) != 1 || p.Choices[0].Image != "/oem/sysext/oem-test-"+v2+".raw" || p.Changed != 1 {
 		t.Fatalf("record %s: %v", b, err)
+	}
+}
+
+// fakeFetcher provides images by writing fixed content, recording requests.
+type fakeFetcher struct{ got []Missing }
+
+func (f *fakeFetcher) Fetch(_ context.Context, root FS, m Missing) error {
+	f.got = append(f.got, m)
+	if err := root.MkdirAll(m.Dir, 0o755); err != nil {
+		return err
+	}
+	return root.WriteFileAtomic(m.Dir+"/"+m.File, []byte("fetched"), 0o644)
+}
+
+// TestFetcherSeam: missing images are offered to a Fetcher, and what it
+// placed is selected in the same run.
+func TestFetcherSeam(t *testing.T) {
+	dir := t.TempDir()
+	writeTree(t, dir, merge(merge(osRelV2, oemTest), tree{"/usr/share/flatcar/enabled-sysext.conf": "zfs\n"}))
+	f := &fakeFetcher{}
+	p, err := Run(t.Context(), Options{FS: hostFS{dir: dir}, Cmdline: strings.NewReader(""), Fetcher: f})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(f.got) != 2 || f.got[0].File != "oem-test-"+v2+".raw" || f.got[0].Dir != "/etc/flatcar/oem-sysext" || f.got[1].File != "flatcar-zfs-"+v2+".raw" {
+		t.Fatalf("fetch requests %+v", f.got)
+	}
+	want := tree{
+		"/oem/oem-release": "ID=test\nNAME=Test\n", "/oem/sysext/active-oem-test": "",
+		"/oem/sysext/oem-test-" + v2 + ".raw":            "fetched",
+		"/etc/extensions/oem-test.raw":                   "@/oem/sysext/oem-test-" + v2 + ".raw",
+		"/etc/flatcar/sysext/flatcar-zfs-" + v2 + ".raw": "fetched",
+		"/etc/extensions/flatcar-zfs.raw":                "@/etc/flatcar/sysext/flatcar-zfs-" + v2 + ".raw",
+	}
+	if d := diffTrees(want, snapshot(t, dir)); d != "" {
+		t.Fatalf("state differs:\n%s\n%s", d, p)
+	}
+	if len(p.Missing) != 0 {
+		t.Errorf("still missing: %+v", p.Missing)
 	}
 }

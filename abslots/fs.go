@@ -26,4 +26,7 @@ type FS interface {
 	Move(src, dst string) error
 	// CleanTemps removes temporary files a crashed run left in dir.
 	CleanTemps(dir string) error
+	// WriteFileAtomic writes a file crash-safely (temp, fsync, rename,
+	// fsync of the directory); for fetchers.
+	WriteFileAtomic(name string, data []byte, perm fs.FileMode) error
 }

@@ -105,3 +105,11 @@ func (h hostFS) CleanTemps(d string) error {
 	}
 	return nil
 }
+
+func (h hostFS) WriteFileAtomic(n string, b []byte, m fs.FileMode) error {
+	tmp := h.p(n) + ".tmp-move"
+	if err := os.WriteFile(tmp, b, m); err != nil {
+		return err
+	}
+	return os.Rename(tmp, h.p(n))
+}
