@@ -44,7 +44,7 @@ func newBashEnv(t testing.TB, fixture string) *bashEnv {
 	script := referenceScript(t)
 	testutil.RequireTool(t, "bash", "grep", "sed", "realpath", "cut", "mv", "ln")
 	e := &bashEnv{dir: testutil.Tmpfs(t)}
-	for _, d := range []string{"usr", "dev", "proc", "tmp", "sysroot", "sysusr/usr/bin", "etc"} {
+	for _, d := range []string{"usr", "dev", "proc", "tmp", "sysroot", "sysusr", "etc"} {
 		if err := os.MkdirAll(filepath.Join(e.dir, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
@@ -52,6 +52,9 @@ func newBashEnv(t testing.TB, fixture string) *bashEnv {
 	for _, l := range []string{"bin", "lib", "lib64", "sbin"} {
 		os.Symlink("usr/"+l, filepath.Join(e.dir, l))
 	}
+	// The script's usrbin() runs tools as /sysusr/usr/bin/NAME (the real
+	// /usr in Flatcar's initrd); here that is the host's /usr.
+	os.Symlink("/usr", filepath.Join(e.dir, "sysusr/usr"))
 	for _, b := range [][2]string{{"/usr", "usr"}, {"/dev", "dev"}, {"/proc", "proc"}, {fixture, "sysroot"}} {
 		dst := filepath.Join(e.dir, b[1])
 		if err := unix.Mount(b[0], dst, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {

@@ -53,8 +53,9 @@ fixture "$W/template"
 
 # The script's chroot: host /usr for its tools, /sysroot = the fixture.
 C="$W/chroot"
-mkdir -p "$C"/{usr,dev,proc,tmp,sysroot,sysusr/usr/bin,etc}
+mkdir -p "$C"/{usr,dev,proc,tmp,sysroot,sysusr,etc}
 for l in bin lib lib64 sbin; do ln -s usr/$l "$C/$l"; done
+ln -s /usr "$C/sysusr/usr"
 mount --rbind /usr "$C/usr"
 mount --rbind /dev "$C/dev"
 mount --rbind /proc "$C/proc"
