@@ -129,8 +129,8 @@ const mountinfoReads = 5
 // IsMountPoint reports whether f (any fd, including O_PATH) refers to the
 // root of a mount. It asks statx for STATX_ATTR_MOUNT_ROOT and, if the
 // kernel does not report that attribute, compares the mount ids of f and
-// its parent ".."; the root of the namespace (its own parent) counts as a
-// mount point.
+// its parent ".." (directories only); the root of the namespace (its own
+// parent) counts as a mount point.
 func IsMountPoint(f *os.File) (bool, error) {
 	fd := int(f.Fd())
 	defer runtime.KeepAlive(f)
@@ -144,12 +144,20 @@ func IsMountPoint(f *os.File) (bool, error) {
 	if self.Attributes_mask&unix.STATX_ATTR_MOUNT_ROOT != 0 {
 		return self.Attributes&unix.STATX_ATTR_MOUNT_ROOT != 0, nil
 	}
+	return mountPointByParent(fd, f.Name(), &self)
+}
+
+// mountPointByParent is IsMountPoint for kernels without
+// STATX_ATTR_MOUNT_ROOT (before 5.8): f is a mount root if its parent ".."
+// is on another mount, or if it is its own parent (the namespace root).
+// self must hold f's statx with STATX_MNT_ID|STATX_INO.
+func mountPointByParent(fd int, name string, self *unix.Statx_t) (bool, error) {
 	var parent unix.Statx_t
-	err = retry(func() error {
+	err := retry(func() error {
 		return unix.Statx(fd, "..", unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_INO, &parent)
 	})
 	if err != nil {
-		return false, &os.PathError{Op: "statx", Path: f.Name() + "/..", Err: err}
+		return false, &os.PathError{Op: "statx", Path: name + "/..", Err: err}
 	}
 	if self.Mnt_id != parent.Mnt_id {
 		return true, nil

@@ -90,9 +90,19 @@ func TestReadMountinfoAndIsMountPoint(t *testing.T) {
 			t.Fatal(err)
 		}
 		got, err := IsMountPoint(f)
-		f.Close()
 		if err != nil || got != tc.want {
 			t.Errorf("IsMountPoint(%q) = %v, %v; want %v", tc.path, got, err, tc.want)
 		}
+		var self unix.Statx_t
+		if err := unix.Statx(int(f.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID|unix.STATX_INO|unix.STATX_TYPE, &self); err != nil {
+			t.Fatal(err)
+		}
+		if self.Mode&unix.S_IFMT == unix.S_IFDIR {
+			// The pre-5.8 fallback must agree on directories.
+			if got, err := mountPointByParent(int(f.Fd()), tc.path, &self); err != nil || got != tc.want {
+				t.Errorf("mountPointByParent(%q) = %v, %v; want %v", tc.path, got, err, tc.want)
+			}
+		}
+		f.Close()
 	}
 }
