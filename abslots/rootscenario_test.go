@@ -3,6 +3,7 @@ package abslots
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
@@ -53,12 +54,11 @@ func TestScenariosRootfs(t *testing.T) {
 	}
 }
 
-// TestOEMPartitionFull puts /oem on a tiny loop-mounted ext4 so that the
-// move fails with a real ENOSPC: the image must stay on root, complete,
-// with no partial file on the OEM partition.
-func TestOEMPartitionFull(t *testing.T) {
-	testutil.RequireRoot(t)
-	requireRootfsMove(t)
+// fullOEMFixture builds scenario 3 with /oem on a 1 MiB loop-mounted ext4
+// and a 3 MiB new image on root, so that moving it fails with a real
+// ENOSPC. It returns the root and the expected state.
+func fullOEMFixture(t *testing.T) (string, tree) {
+	t.Helper()
 	dir := testutil.Tmpfs(t)
 	oem := testutil.LoopFS(t, 1024, "ext4")
 	big := make([]byte, 3<<20)
@@ -69,6 +69,7 @@ func TestOEMPartitionFull(t *testing.T) {
 	writeTree(t, dir, sc.in)
 	// Move the fixture's /oem onto the small filesystem.
 	writeTree(t, oem, tree{"oem-release": "ID=test\nNAME=Test\n", "sysext/active-oem-test": "", "sysext/oem-test-" + v1 + ".raw": "v1"})
+	os.RemoveAll(filepath.Join(oem, "lost+found"))
 	os.RemoveAll(filepath.Join(dir, "oem"))
 	os.Mkdir(filepath.Join(dir, "oem"), 0o755)
 	if err := unix.Mount(oem, filepath.Join(dir, "oem"), "", unix.MS_BIND, ""); err != nil {
@@ -79,17 +80,52 @@ func TestOEMPartitionFull(t *testing.T) {
 	if err := os.WriteFile(img, big, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return dir, merge(sc.want, tree{"/etc/flatcar/oem-sysext/oem-test-" + v2 + ".raw": string(big)})
+}
+
+// TestOEMPartitionFull: with a real ENOSPC the image stays on root,
+// complete, with no partial file on the OEM partition; a rerun keeps that.
+func TestOEMPartitionFull(t *testing.T) {
+	testutil.RequireRoot(t)
+	requireRootfsMove(t)
+	dir, want := fullOEMFixture(t)
 	root := openRootFS(t, dir)
-	p, log := runFixture(t, root)
-	want := merge(sc.want, tree{"/etc/flatcar/oem-sysext/oem-test-" + v2 + ".raw": string(big)})
-	if d := diffTrees(want, snapshot(t, dir)); d != "" {
-		t.Fatalf("state differs:\n%s\nplan:\n%s\nlog:\n%s", d, p, log)
-	}
-	ents, _ := os.ReadDir(filepath.Join(dir, "oem/sysext"))
-	for _, e := range ents {
-		if e.Name() != "active-oem-test" {
-			t.Errorf("left on the OEM partition: %s", e.Name())
+	for i := 1; i <= 2; i++ {
+		p, log := runFixture(t, root)
+		if d := diffTrees(want, snapshot(t, dir)); d != "" {
+			t.Fatalf("run %d: state differs:\n%s\nplan:\n%s\nlog:\n%s", i, d, p, log)
 		}
+		if i == 1 && !strings.Contains(log, "no space left on device") {
+			t.Errorf("no ENOSPC seen:\n%s", log)
+		}
+		ents, _ := os.ReadDir(filepath.Join(dir, "oem/sysext"))
+		for _, e := range ents {
+			if e.Name() != "active-oem-test" {
+				t.Errorf("left on the OEM partition: %s", e.Name())
+			}
+		}
+	}
+}
+
+// TestDifferentialOEMFull compares with Flatcar's script on a real full
+// OEM partition (both sides get their own loop filesystem).
+func TestDifferentialOEMFull(t *testing.T) {
+	testutil.RequireRoot(t)
+	requireRootfsMove(t)
+	referenceScript(t)
+	theirs, want := fullOEMFixture(t)
+	ours, _ := fullOEMFixture(t)
+	env := newBashEnv(t, theirs)
+	root := openRootFS(t, ours)
+	for i := 1; i <= 2; i++ {
+		out := env.run(t)
+		_, log := runFixture(t, root)
+		if d := diffTrees(snapshot(t, theirs), snapshot(t, ours)); d != "" {
+			t.Fatalf("run %d: ours (got) differs from bash (want):\n%s\nbash:\n%s\nours:\n%s", i, d, out, log)
+		}
+	}
+	if d := diffTrees(want, snapshot(t, ours)); d != "" {
+		t.Fatalf("state differs from expectation:\n%s", d)
 	}
 }
 
