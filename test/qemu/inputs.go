@@ -1,0 +1,67 @@
+// Package qemu holds the QEMU boot tests: it builds a Flatcar-like GPT disk
+// from the Debian forky tree prepared by scripts/prepare-qemu.sh, a dracut
+// initramfs with the ext-setup-root module, boots them under QEMU (TCG) and
+// checks what a reporter service in the guest prints on the serial console.
+//
+// The tests run as root on the host and never use the network.
+package qemu
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+)
+
+// Inputs are the cached, prepared artefacts a boot test needs.
+type Inputs struct {
+	Cache   string // $EXT_SETUP_ROOT_CACHE/qemu
+	Vmlinux string // uncompressed kernel, booted through its PVH entry
+	KVer    string // kernel release
+	Modules string // directory holding KVer/
+	Rootfs  string // minimal forky root (systemd, udev, dracut)
+	QEMU    string // qemu-system-x86_64
+}
+
+// cacheDir returns the QEMU input cache, following the same override as
+// scripts/prepare-qemu.sh so both agree without configuration.
+func cacheDir() string {
+	base := os.Getenv("EXT_SETUP_ROOT_CACHE")
+	if base == "" {
+		base = "/var/cache/ext-setup-root"
+	}
+	return filepath.Join(base, "qemu")
+}
+
+// RequireInputs gates t on root, the host tools the image builder uses, the
+// QEMU binary and the prepared forky inputs; it skips (or fails under
+// EXT_SETUP_ROOT_REQUIRE_ALL=1) naming what is missing.
+func RequireInputs(t testing.TB) *Inputs {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("QEMU boot tests are not short")
+	}
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "qemu-system-x86_64", "sgdisk", "mkfs.ext4", "mkfs.erofs", "mksquashfs", "depmod", "chroot", "make")
+	in := &Inputs{Cache: cacheDir()}
+	in.Vmlinux = filepath.Join(in.Cache, "kernel", "vmlinux")
+	in.Modules = filepath.Join(in.Cache, "kernel", "modules")
+	in.Rootfs = filepath.Join(in.Cache, "rootfs")
+	kv, err := os.ReadFile(filepath.Join(in.Cache, "kernel", "version"))
+	if err != nil {
+		testutil.Gate(t, "QEMU inputs in %s (run make qemu-prepare): %v", in.Cache, err)
+		return nil
+	}
+	in.KVer = strings.TrimSpace(string(kv))
+	for _, p := range []string{in.Vmlinux, filepath.Join(in.Modules, in.KVer, "modules.dep"), filepath.Join(in.Rootfs, "usr/bin/dracut")} {
+		if _, err := os.Stat(p); err != nil {
+			testutil.Gate(t, "QEMU input %s (run make qemu-prepare): %v", p, err)
+			return nil
+		}
+	}
+	in.QEMU, _ = exec.LookPath("qemu-system-x86_64")
+	return in
+}
