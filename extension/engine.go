@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -90,6 +91,21 @@ type engine struct {
 	hiers    []string
 	initrd   bool
 	info     io.Writer
+	// mi caches one parse of the mount table for this call; place()
+	// drops it after changing the mounts.
+	mi []mount.Info
+}
+
+// mountinfo returns the mount table, parsed at most once between changes.
+func (e *engine) mountinfo() ([]mount.Info, error) {
+	if e.mi != nil {
+		return e.mi, nil
+	}
+	mi, err := mount.ReadMountinfo()
+	if err == nil {
+		e.mi = mi
+	}
+	return mi, err
 }
 
 // newEngine validates opt and opens the root.

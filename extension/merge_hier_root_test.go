@@ -82,6 +82,26 @@ func TestSysextHierarchies(t *testing.T) {
 			t.Fatal(err)
 		}
 	})
+	t.Run("gpt-usr-partition", func(t *testing.T) {
+		r := testRoot(t, "none")
+		must(t, os.MkdirAll(filepath.Join(r, "usr/bin"), 0o755))
+		write(t, filepath.Join(r, "usr/bin/hosttool"), "x")
+		src := filepath.Join(t.TempDir(), "usrtree")
+		write(t, filepath.Join(src, "lib/extension-release.d/extension-release.gpu"), "ID=_any\n")
+		write(t, filepath.Join(src, "share/gpu"), "gpu\n")
+		must(t, os.MkdirAll(filepath.Join(r, "var/lib/extensions"), 0o755))
+		gptDisk(t, src, filepath.Join(r, "var/lib/extensions/gpu.raw"), "8484680c-9521-48c6-9c11-b0720656f69e")
+		res, err := Merge(ctx, sysextOpts(r, "no"))
+		must(t, err)
+		if len(res.Merged) != 1 {
+			t.Fatalf("merged %v skipped %v", res.Merged, res.Skipped)
+		}
+		if b, err := os.ReadFile(filepath.Join(r, "usr/share/gpu")); err != nil || string(b) != "gpu\n" {
+			t.Fatalf("usr partition content: %q %v", b, err)
+		}
+		_, err = Unmerge(ctx, sysextOpts(r, "no"))
+		must(t, err)
+	})
 	t.Run("read-only-hierarchy", func(t *testing.T) {
 		r := testRoot(t, "none")
 		must(t, os.MkdirAll(filepath.Join(r, "usr/bin"), 0o755))

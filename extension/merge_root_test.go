@@ -226,15 +226,20 @@ func TestImageTypesAndNames(t *testing.T) {
 // gptImage writes a GPT disk image with one root-x86-64 partition holding
 // a squashfs confext.
 func gptImage(t *testing.T, root, name string) {
-	testutil.RequireTool(t, "sgdisk")
-	sq := filepath.Join(t.TempDir(), "fs.sq")
 	src := filepath.Join(t.TempDir(), name)
 	write(t, filepath.Join(src, "etc/extension-release.d/extension-release."+name), "ID=_any\n")
 	write(t, filepath.Join(src, "etc", name+".conf"), name+"\n")
+	gptDisk(t, src, filepath.Join(root, "usr/lib/confexts", name+".raw"), "4f68bce3-e8cd-4db1-96e7-fbcaf984b709")
+}
+
+// gptDisk writes out as a GPT disk with one partition of type typ holding
+// a squashfs of src.
+func gptDisk(t *testing.T, src, out, typ string) {
+	testutil.RequireTool(t, "sgdisk")
+	sq := filepath.Join(t.TempDir(), "fs.sq")
 	testutil.MakeSquashfs(t, src, sq)
 	data, err := os.ReadFile(sq)
 	must(t, err)
-	out := filepath.Join(root, "usr/lib/confexts", name+".raw")
 	must(t, os.MkdirAll(filepath.Dir(out), 0o755))
 	size := int64(2048*512) + int64(len(data)) + 1<<20
 	size = (size + 511) / 512 * 512
@@ -242,7 +247,7 @@ func gptImage(t *testing.T, root, name string) {
 	must(t, err)
 	must(t, f.Truncate(size))
 	f.Close()
-	if b, err := exec.Command("sgdisk", "-n", "1:2048:0", "-t", "1:4f68bce3-e8cd-4db1-96e7-fbcaf984b709", out).CombinedOutput(); err != nil {
+	if b, err := exec.Command("sgdisk", "-n", "1:2048:0", "-t", "1:"+typ, out).CombinedOutput(); err != nil {
 		t.Fatalf("sgdisk: %v %s", err, b)
 	}
 	f, err = os.OpenFile(out, os.O_RDWR, 0)

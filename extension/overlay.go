@@ -124,7 +124,7 @@ func (e *engine) checkNotStacked(s *hierState) error {
 	if err := unix.Statx(int(s.top.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
 		return &os.PathError{Op: "statx", Path: s.display, Err: err}
 	}
-	infos, err := mount.ReadMountinfo()
+	infos, err := e.mountinfo()
 	if err != nil {
 		return err
 	}

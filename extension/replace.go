@@ -30,6 +30,7 @@ import (
 func (e *engine) place(s *hierState, mnt *os.File) (gap bool, err error) {
 	op := e.log.Op("attach %s overlay at %s (replace existing merge: %v)", e.cls.Name, s.display, s.ours)
 	gap, err = e.placeInner(s, mnt)
+	e.mi = nil
 	return gap, op.Finish(err)
 }
 

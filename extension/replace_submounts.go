@@ -29,7 +29,7 @@ func (e *engine) collectSubmounts(s *hierState) ([]submount, error) {
 	if err := unix.Statx(int(s.top.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
 		return nil, &os.PathError{Op: "statx", Path: s.display, Err: err}
 	}
-	infos, err := mount.ReadMountinfo()
+	infos, err := e.mountinfo()
 	if err != nil {
 		return nil, err
 	}

@@ -56,6 +56,7 @@ func (e *engine) unmergeHierarchy(h string) (int, error) {
 		}
 		op := e.log.Op("unmount %s merge at %s", e.cls.Name, s.display)
 		err = op.Finish(mount.UnmountFd(s.top, unix.MNT_DETACH))
+		e.mi = nil
 		s.close()
 		if err != nil {
 			closeSubmounts(subs)

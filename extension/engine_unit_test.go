@@ -1,0 +1,142 @@
+package extension
+
+import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+)
+
+func TestCescapeRoundTrip(t *testing.T) {
+	for _, s := range []string{"var/lib/extensions.mutable/.systemd-etc-workdir", "a b", "new\nline", `back\slash`, "tab\there", "quote'\"", "\x01ctl\x7f"} {
+		if got := cunescape(cescape(s)); got != s {
+			t.Errorf("cunescape(cescape(%q)) = %q", s, got)
+		}
+	}
+	if got := cescape("a\nb"); got != `a\nb` {
+		t.Errorf("cescape newline: %q", got)
+	}
+}
+
+func TestParseDevnum(t *testing.T) {
+	for in, want := range map[string][2]uint32{"0:41\n": {0, 41}, "254:0": {254, 0}, "7:3\nextra": {7, 3}} {
+		maj, min, ok := parseDevnum([]byte(in))
+		if !ok || maj != want[0] || min != want[1] {
+			t.Errorf("parseDevnum(%q) = %d:%d %v", in, maj, min, ok)
+		}
+	}
+	for _, bad := range []string{"", "041", "a:b", "1:"} {
+		if _, _, ok := parseDevnum([]byte(bad)); ok {
+			t.Errorf("parseDevnum(%q) accepted", bad)
+		}
+	}
+}
+
+func TestOverlayOptions(t *testing.T) {
+	params, set, clr := overlayOptions(mutableDefaultOptions)
+	if len(params) != 3 || params[0] != "redirect_dir=on" || params[1] != "metacopy=off" || params[2] != "index=off" {
+		t.Fatalf("params %v", params)
+	}
+	if set != unix.MOUNT_ATTR_NOATIME || clr != unix.MOUNT_ATTR__ATIME {
+		t.Fatalf("attrs set %#x clr %#x", set, clr)
+	}
+	params, set, _ = overlayOptions("ro,nosuid,xino=off")
+	if len(params) != 1 || set != unix.MOUNT_ATTR_RDONLY|unix.MOUNT_ATTR_NOSUID {
+		t.Fatalf("params %v set %#x", params, set)
+	}
+}
+
+func TestWorkName(t *testing.T) {
+	if n := workName("/etc", "/", ""); n != ".systemd-etc-workdir" {
+		t.Fatalf("fresh: %q", n)
+	}
+	n := workName("/etc", "/", ".systemd-etc-workdir")
+	if len(n) != len(".systemd-etc-workdir-")+16 {
+		t.Fatalf("replacement of the canonical one: %q", n)
+	}
+	if n := workName("/etc", "/", ".systemd-etc-workdir-0123456789abcdef"); n != ".systemd-etc-workdir" {
+		t.Fatalf("replacement of a unique one: %q", n)
+	}
+	if n := workName("/etc", "/var/lib/extensions.mutable", ".systemd-etc-workdir"); n != ".systemd-etc-workdir" {
+		t.Fatalf("separate upper: %q", n)
+	}
+}
+
+func TestFormatTableAndJSON(t *testing.T) {
+	rows := []HierarchyStatus{{Hierarchy: "/etc", Merged: true, Extensions: []string{"dir1", "sq1"}, Since: 0}}
+	var b bytes.Buffer
+	if err := WriteStatus(&b, rows, "off"); err != nil {
+		t.Fatal(err)
+	}
+	want := "HIERARCHY EXTENSIONS SINCE\n/etc      dir1       -\n          sq1        \n"
+	if b.String() != want {
+		t.Fatalf("table:\n%q\nwant\n%q", b.String(), want)
+	}
+	b.Reset()
+	rows[0].Since = 1795311506405862
+	must(t, WriteStatus(&b, rows, "short"))
+	if b.String() != `[{"hierarchy":"/etc","extensions":["dir1","sq1"],"since":1795311506405862}]`+"\n" {
+		t.Fatalf("short: %q", b.String())
+	}
+	b.Reset()
+	must(t, WriteStatus(&b, []HierarchyStatus{{Hierarchy: "/etc"}}, "pretty"))
+	if b.String() != "[\n\t{\n\t\t\"hierarchy\" : \"/etc\",\n\t\t\"extensions\" : [],\n\t\t\"since\" : null\n\t}\n]\n" {
+		t.Fatalf("pretty: %q", b.String())
+	}
+}
+
+func TestDetectFSAndGPT(t *testing.T) {
+	dir := t.TempDir()
+	mk := func(name string, off int64, magic []byte) *os.File {
+		p := filepath.Join(dir, name)
+		f, err := os.Create(p)
+		must(t, err)
+		must(t, f.Truncate(8192))
+		_, err = f.WriteAt(magic, off)
+		must(t, err)
+		return f
+	}
+	for _, c := range []struct {
+		name  string
+		off   int64
+		magic []byte
+		want  string
+	}{
+		{"sq", 0, []byte("hsqs"), "squashfs"},
+		{"er", 1024, []byte{0xe2, 0xe1, 0xf5, 0xe0}, "erofs"},
+		{"ext", 1080, []byte{0x53, 0xef}, "ext4"},
+		{"none", 0, []byte("junk"), ""},
+	} {
+		f := mk(c.name, c.off, c.magic)
+		got, err := detectFS(f, 0)
+		f.Close()
+		if err != nil || got != c.want {
+			t.Errorf("%s: %q %v, want %q", c.name, got, err, c.want)
+		}
+	}
+	testutil.RequireTool(t, "sgdisk")
+	p := filepath.Join(dir, "disk.raw")
+	f, err := os.Create(p)
+	must(t, err)
+	must(t, f.Truncate(4<<20))
+	f.Close()
+	if out, err := exec.Command("sgdisk", "-n", "1:2048:4095", "-t", "1:8484680c-9521-48c6-9c11-b0720656f69e",
+		"-n", "2:4096:0", "-t", "2:4f68bce3-e8cd-4db1-96e7-fbcaf984b709", p).CombinedOutput(); err != nil {
+		t.Fatalf("sgdisk: %v %s", err, out)
+	}
+	f, err = os.Open(p)
+	must(t, err)
+	defer f.Close()
+	part, err := findGPTPartition(f, Confext)
+	if err != nil || part.kind != "root" || part.offset != 4096*512 {
+		t.Fatalf("confext pick: %+v %v", part, err)
+	}
+	if _, err := findGPTPartition(mk("nogpt", 0, []byte("x")), Sysext); err == nil {
+		t.Fatal("no GPT accepted")
+	}
+}
