@@ -144,12 +144,15 @@ func short(s string) string {
 	return strings.ReplaceAll(s, "|", "/")
 }
 
-// mergeBench times `merge` (and untimed `unmerge`) runs times, and then
-// `refresh` of the unchanged merge runs times; it checks that the refresh
-// really skipped (the overlay's unique mount id is unchanged).
-func mergeBench(t tool, r sd.Root, runs int) (merge, refresh cell) {
-	var md, rd []time.Duration
-	var rss int64
+// mergeBench measures every tool on the same root, interleaved run by run
+// so that load changes on the machine hit all tools alike: per run and tool,
+// `merge` (timed), one `refresh` of the unchanged merge (timed; the overlay's
+// unique mount id must stay the same, i.e. a real skip), `unmerge`
+// (untimed). It returns the medians per tool.
+func mergeBench(tools []tool, r sd.Root, runs int) (merge, refresh []cell) {
+	merge, refresh = make([]cell, len(tools)), make([]cell, len(tools))
+	md, rd := make([][]time.Duration, len(tools)), make([][]time.Duration, len(tools))
+	etc := filepath.Join(r.Host, "etc")
 	fail := func(what string, res sd.Result, err error) string {
 		if err != nil {
 			return what + ": " + err.Error()
@@ -157,42 +160,48 @@ func mergeBench(t tool, r sd.Root, runs int) (merge, refresh cell) {
 		return fmt.Sprintf("%s exit %d: %s", what, res.ExitCode, short(res.Output))
 	}
 	for i := 0; i < runs; i++ {
-		res, err := t.run(r, "--mutable=yes", "merge")
-		if err != nil || res.ExitCode != 0 {
-			merge.err = fail("merge", res, err)
-			t.run(r, "unmerge")
-			return merge, cell{err: "no merge"}
-		}
-		md = append(md, res.Elapsed)
-		rss = max(rss, res.MaxRSSKiB)
-		if i < runs-1 {
-			if res, err := t.run(r, "unmerge"); err != nil || res.ExitCode != 0 {
-				merge.err = fail("unmerge", res, err)
-				return merge, cell{err: "no unmerge"}
+		for k, t := range tools {
+			if merge[k].err != "" {
+				continue
 			}
+			res, err := t.run(r, "--mutable=yes", "merge")
+			if err != nil || res.ExitCode != 0 {
+				merge[k].err = fail("merge", res, err)
+				refresh[k].err = "no merge"
+				t.run(r, "unmerge")
+				sd.UnmountBelow(etc)
+				continue
+			}
+			md[k] = append(md[k], res.Elapsed)
+			merge[k].rssKiB = max(merge[k].rssKiB, res.MaxRSSKiB)
+			if refresh[k].err == "" {
+				before, _ := sd.UniqueMountID(etc)
+				res, err := t.run(r, "--mutable=yes", "refresh")
+				now, _ := sd.UniqueMountID(etc)
+				switch {
+				case err != nil || res.ExitCode != 0:
+					refresh[k].err = fail("refresh", res, err)
+				case now != before:
+					refresh[k].err = "refresh of an unchanged merge replaced it (did not skip)"
+				default:
+					rd[k] = append(rd[k], res.Elapsed)
+					refresh[k].rssKiB = max(refresh[k].rssKiB, res.MaxRSSKiB)
+				}
+			}
+			if res, err := t.run(r, "unmerge"); err != nil || res.ExitCode != 0 {
+				merge[k].err = fail("unmerge", res, err)
+			}
+			sd.UnmountBelow(etc)
 		}
 	}
-	merge.d, merge.rssKiB = median(md), rss
-	etc := filepath.Join(r.Host, "etc")
-	before, _ := sd.UniqueMountID(etc)
-	for i := 0; i < runs; i++ {
-		res, err := t.run(r, "--mutable=yes", "refresh")
-		if err != nil || res.ExitCode != 0 {
-			refresh.err = fail("refresh", res, err)
-			break
+	for k := range tools {
+		if merge[k].err == "" {
+			merge[k].d = median(md[k])
 		}
-		if now, _ := sd.UniqueMountID(etc); now != before {
-			refresh.err = "refresh of an unchanged merge replaced it (did not skip)"
-			break
+		if refresh[k].err == "" {
+			refresh[k].d = median(rd[k])
 		}
-		rd = append(rd, res.Elapsed)
-		refresh.rssKiB = max(refresh.rssKiB, res.MaxRSSKiB)
 	}
-	if refresh.err == "" {
-		refresh.d = median(rd)
-	}
-	t.run(r, "unmerge")
-	sd.UnmountBelow(etc)
 	return merge, refresh
 }
 
@@ -239,7 +248,7 @@ func run(o options) error {
 	syscall.Uname(&uts)
 	rel := strings.TrimRight(string(int8sToBytes(uts.Release[:])), "\x00")
 	fmt.Fprintf(&b, "# confext benchmark: ext-setup-root vs %s\n\n", e.Version)
-	fmt.Fprintf(&b, "Measured %s on %s (kernel %s, %d CPUs), median of %d runs, roots on tmpfs, Flatcar layout "+
+	fmt.Fprintf(&b, "Measured %s on %s (kernel %s, %d CPUs), median of %d runs (the tools alternate run by run), roots on tmpfs, Flatcar layout "+
 		"(`/var/lib/extensions.mutable/etc -> /etc`), `--mutable=yes`, images alternating directory and squashfs.\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 UTC"), host, rel, runtime.NumCPU(), o.runs)
 	fmt.Fprintf(&b, "| measurement | ext-setup-root | systemd-confext 262 | ratio (ours/systemd) | target | result |\n|---|---|---|---|---|---|\n")
@@ -255,8 +264,8 @@ func run(o options) error {
 			cleanup()
 			return err
 		}
-		sm, sr := mergeBench(sysd, r, o.runs)
-		om, or := mergeBench(ours, r, o.runs)
+		mc, rc := mergeBench([]tool{sysd, ours}, r, o.runs)
+		sm, sr, om, or := mc[0], rc[0], mc[1], rc[1]
 		cleanup()
 		peakOurs = max(peakOurs, om.rssKiB, or.rssKiB)
 		peakSD = max(peakSD, sm.rssKiB, sr.rssKiB)
