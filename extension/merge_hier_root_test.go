@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
 
 // sysextImage creates a directory sysext with files under usr/ and,
@@ -325,5 +326,55 @@ func TestStackedHierarchyRefused(t *testing.T) {
 	must(t, err)
 	if _, err := os.Stat(filepath.Join(etc, "os-release")); err != nil {
 		t.Fatal("the /etc mount is gone after unmerge")
+	}
+}
+
+// TestUnchangedRefreshNeedsNoLoop: deciding "unchanged" after our own
+// merge must not attach loop devices (identities come from the image
+// files and the state file).
+func TestUnchangedRefreshNeedsNoLoop(t *testing.T) {
+	r := testRoot(t, "symlink")
+	dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
+	rawImage(t, r, "squashfs", "sq1")
+	rawImage(t, r, "erofs", "er1")
+	ctx := context.Background()
+	_, err := Merge(ctx, opts(r, "yes"))
+	must(t, err)
+	var logb bytes.Buffer
+	o := opts(r, "yes")
+	o.Log = oplog.New(oplog.WriterSink{W: &logb})
+	res, err := Refresh(ctx, o)
+	must(t, err)
+	if !res.Unchanged {
+		t.Fatal("not skipped")
+	}
+	if strings.Contains(logb.String(), "loop device") {
+		t.Fatalf("unchanged refresh attached a loop device:\n%s", logb.String())
+	}
+}
+
+// TestZeroImagesMutable: no image and mode auto with the /etc symlink
+// still merges (systemd: "No extensions found, proceeding in mutable
+// mode."), with an empty confexts file and no "extensions" in origin.
+func TestZeroImagesMutable(t *testing.T) {
+	r := testRoot(t, "symlink")
+	var info bytes.Buffer
+	o := opts(r, "auto")
+	o.Info = &info
+	res, err := Merge(context.Background(), o)
+	must(t, err)
+	if len(res.Hierarchies) != 1 || !strings.Contains(info.String(), "No extensions found, proceeding in mutable mode.") {
+		t.Fatalf("res %+v, output %q", res, info.String())
+	}
+	if s, ok := readMeta(t, r, "confexts"); !ok || s != "" {
+		t.Fatalf("confexts %q %v", s, ok)
+	}
+	if s, _ := readMeta(t, r, "origin"); strings.Contains(s, "extensions") {
+		t.Fatalf("origin with extensions:\n%s", s)
+	}
+	res, err = Refresh(context.Background(), opts(r, "auto"))
+	must(t, err)
+	if !res.Unchanged {
+		t.Fatal("refresh of a zero-image merge did not skip")
 	}
 }
