@@ -378,3 +378,44 @@ func TestZeroImagesMutable(t *testing.T) {
 		t.Fatal("refresh of a zero-image merge did not skip")
 	}
 }
+
+// TestAttrsModeAndOptions: --noexec toggles MOUNT_ATTR_NOEXEC, the merged
+// root takes the host hierarchy's mode, and the overlay options variable
+// replaces the defaults and is recorded in origin.
+func TestAttrsModeAndOptions(t *testing.T) {
+	r := testRoot(t, "symlink")
+	dirImage(t, r, "dir1", "ID=_any\n")
+	must(t, os.Chmod(filepath.Join(r, "etc"), 0o750))
+	ctx := context.Background()
+	for _, c := range []struct {
+		mode   string
+		noexec *bool
+		want   bool // ST_NOEXEC
+	}{{"no", nil, true}, {"no", new(bool), false}, {"yes", nil, true}} {
+		o := opts(r, c.mode)
+		o.Noexec = c.noexec
+		o.Getenv = func(k string) string {
+			if k == Confext.OverlayOptionsEnv {
+				return "redirect_dir=on"
+			}
+			return ""
+		}
+		_, err := Merge(ctx, o)
+		must(t, err)
+		var sfs unix.Statfs_t
+		must(t, unix.Statfs(filepath.Join(r, "etc"), &sfs))
+		if (sfs.Flags&unix.ST_NOEXEC != 0) != c.want {
+			t.Errorf("mode %s noexec %v: ST_NOEXEC=%v", c.mode, c.noexec, sfs.Flags&unix.ST_NOEXEC != 0)
+		}
+		var st unix.Stat_t
+		must(t, unix.Stat(filepath.Join(r, "etc"), &st))
+		if st.Mode&0o777 != 0o750 {
+			t.Errorf("mode %s: merged /etc mode %o, want 750", c.mode, st.Mode&0o777)
+		}
+		if s, _ := readMeta(t, r, "origin"); !strings.Contains(s, "\"mountOptions\" : \"redirect_dir=on\"") {
+			t.Errorf("origin lacks mountOptions:\n%s", s)
+		}
+		_, err = Unmerge(ctx, o)
+		must(t, err)
+	}
+}
