@@ -37,7 +37,8 @@ if touch /etc/.extsr-writable 2>/dev/null; then r etc_writable yes; rm -f /etc/.
 r usr_ext "$(ls /usr/lib/extsr-ext 2>/dev/null | tr '\n' ' ')"
 each failed systemctl --failed --plain --no-legend --no-pager
 r system_state "$(systemctl is-system-running 2>&1)"
-for h in /etc/extsr/check.d/*; do [ -x "$h" ] && "$h"; done
+# sh, not exec: a confext /etc is mounted noexec, like systemd-confext's.
+for h in /etc/extsr/check.d/*; do [ -f "$h" ] && sh "$h"; done
 grep -qw extsr.debug /proc/cmdline && each journal journalctl -b -o short-monotonic --no-pager
 r uptime "$(cut -d' ' -f1 /proc/uptime)"
 r done 1
