@@ -5,7 +5,8 @@
 set -euo pipefail
 pkgs=(qemu-system-x86 cpio mmdebstrap debootstrap e2fsprogs squashfs-tools erofs-utils zstd kmod
       gdisk fdisk dosfstools attr xz-utils hyperfine
-      make systemd)  # make: units tests run `make install`; systemd: systemctl --root in units tests
+      make systemd   # make: units tests run `make install`; systemd: systemctl --root in units tests
+      time)          # time: GNU /usr/bin/time for peak RSS in make bench (bench/confext)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
