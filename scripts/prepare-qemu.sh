@@ -110,6 +110,8 @@ fetch_kernel() {
 	echo "$kver" >kernel.tmp/version
 	rm -rf kernel.tmp/debs kernel.tmp/x
 	rm -rf kernel && mv kernel.tmp kernel
+	# The package lists are only needed to fetch; drop them (about 190 MB).
+	rm -rf "$APTDIR"/lists/* "$APTDIR"/cache/*.bin
 	log "kernel ready: $(du -sh kernel | cut -f1)"
 }
 
