@@ -88,6 +88,9 @@ func runBoot(env *Env, args []string) error {
 	fl.Var(&essential, "essential", "confext name patterns that must merge (default 00-*default*; repeatable, comma-separated)")
 	fl.Var(&sysEssential, "essential-sysext", "sysext name patterns that must merge (default none)")
 	if err := fl.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err // usage already printed; main exits 0
+		}
 		return usagef("boot: %v", err)
 	}
 	if fl.NArg() != 0 {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"strconv"
@@ -44,6 +45,9 @@ func runExtension(env *Env, cls *extension.Class, args []string) error {
 	var essential multiFlag
 	fs.Var(&essential, "essential", "image name `PATTERN` that must not be skipped (repeatable)")
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return err // usage already printed; main exits 0
+		}
 		return usagef("%v", err)
 	}
 	opt := extension.Options{
