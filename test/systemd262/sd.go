@@ -239,8 +239,6 @@ type Result struct {
 	Stdout   string
 	ExitCode int
 	Elapsed  time.Duration
-	// MaxRSSKiB is the peak resident set size of the process (wait4 rusage).
-	MaxRSSKiB int64
 }
 
 func (r Result) String() string {
@@ -258,8 +256,10 @@ func cleanEnv(extra []string) []string {
 	}, extra...)
 }
 
-// runCmd runs cmd, collecting output, exit status, time and peak RSS. A
-// non-zero exit is not an error; failing to start is.
+// runCmd runs cmd, collecting output, exit status and time. A non-zero exit
+// is not an error; failing to start is. (No peak RSS here: Go starts
+// children with vfork semantics, so a child's ru_maxrss includes this
+// process's RSS; bench/confext measures RSS through GNU time instead.)
 func runCmd(cmd *exec.Cmd) (Result, error) {
 	var all, out bytes.Buffer
 	var mu sync.Mutex
@@ -274,9 +274,6 @@ func runCmd(cmd *exec.Cmd) (Result, error) {
 	r.Output, r.Stdout = all.String(), out.String()
 	if cmd.ProcessState != nil {
 		r.ExitCode = cmd.ProcessState.ExitCode()
-		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
-			r.MaxRSSKiB = ru.Maxrss
-		}
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
