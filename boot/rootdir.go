@@ -3,9 +3,10 @@ package boot
 import (
 	"errors"
 	"path"
-	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // LinkState says what EnsureMutableLink found or did.
@@ -40,105 +41,56 @@ const (
 // SysextUnitPath is where a mask of systemd-sysext.service lives in the root.
 const SysextUnitPath = "etc/systemd/system/systemd-sysext.service"
 
-// RootDir implements RootOps by file descriptor: every path is resolved
-// inside the root with openat2(RESOLVE_IN_ROOT), so symlinks in the root
-// (absolute ones included) never lead into the initrd.
+// RootDir implements RootOps by file descriptor through rootfs: every path
+// is resolved inside the root with openat2(RESOLVE_IN_ROOT), so symlinks in
+// the root (absolute ones included) never lead into the initrd.
 type RootDir struct{}
 
 // EnsureMutableLink creates var/lib/extensions.mutable (0755, like
 // systemd's "yes" mode) and the symlink etc -> /etc in it, but only where
 // nothing exists yet: a user's real directory or another link is kept.
-// symlinkat is atomic (the entry exists complete or not at all) and the
-// directory is fsynced afterwards, so a crash at any point leaves a state
-// from which a rerun reaches the same result.
+// rootfs creates directories and the link crash-safely (the link under a
+// temp name renamed into place, directories fsynced), so a crash at any
+// point leaves a state from which a rerun reaches the same result.
 func (RootDir) EnsureMutableLink(root string, dryRun bool) (LinkState, error) {
-	rootfd, err := openRoot(root)
+	r, err := rootfs.Open(root)
 	if err != nil {
 		return 0, err
 	}
-	defer unix.Close(rootfd)
-	full := path.Join(root, MutableLinkDir, MutableLinkName)
-	dirfd, err := openInRoot(rootfd, MutableLinkDir, unix.O_PATH|unix.O_DIRECTORY, false)
-	if errors.Is(err, unix.ENOENT) {
-		if dryRun {
+	defer r.Close()
+	if dryRun {
+		if _, err := r.Stat(MutableLinkDir); errors.Is(err, unix.ENOENT) {
 			return LinkWouldCreate, nil
 		}
-		dirfd, err = mkdirAllInRoot(rootfd, root, MutableLinkDir)
-	}
-	if err != nil {
+	} else if err := r.MkdirAll(MutableLinkDir, 0o755); err != nil {
 		return 0, err
 	}
-	defer unix.Close(dirfd)
-	for attempt := 0; ; attempt++ {
-		st, err := fstatat(dirfd, MutableLinkName, full, unix.AT_SYMLINK_NOFOLLOW)
-		switch {
-		case err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
-			target, err := readlinkat(dirfd, MutableLinkName, full)
-			if err != nil {
-				return 0, err
-			}
-			if path.Clean(target) == MutableLinkTarget {
-				return LinkPresent, nil
-			}
-			return LinkForeign, nil
-		case err == nil:
-			return LinkForeign, nil
-		case !errors.Is(err, unix.ENOENT):
-			return 0, err
-		}
-		if dryRun {
-			return LinkWouldCreate, nil
-		}
-		err = symlinkat(MutableLinkTarget, dirfd, MutableLinkName, full)
-		if errors.Is(err, unix.EEXIST) && attempt == 0 {
-			continue // raced with someone else; look again
-		}
+	link := path.Join(MutableLinkDir, MutableLinkName)
+	st, err := r.Lstat(link)
+	switch {
+	case err == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK:
+		target, err := r.Readlink(link)
 		if err != nil {
 			return 0, err
 		}
-		return LinkCreated, fsyncDir(dirfd, path.Join(root, MutableLinkDir))
+		if path.Clean(target) == MutableLinkTarget {
+			return LinkPresent, nil
+		}
+		return LinkForeign, nil
+	case err == nil:
+		return LinkForeign, nil
+	case !errors.Is(err, unix.ENOENT):
+		return 0, err
 	}
-}
-
-// mkdirAllInRoot creates rel (and its parents) inside the root, each with
-// mode 0755, fsyncing each parent after a creation, and returns an O_PATH
-// fd of the final directory. Components that exist are followed inside the
-// root (e.g. /var being a symlink in the root).
-func mkdirAllInRoot(rootfd int, root, rel string) (int, error) {
-	parts := strings.Split(rel, "/")
-	cur := ""
-	for _, p := range parts {
-		next := path.Join(cur, p)
-		fd, err := openInRoot(rootfd, next, unix.O_PATH|unix.O_DIRECTORY, false)
-		if err == nil {
-			unix.Close(fd)
-			cur = next
-			continue
-		}
-		if !errors.Is(err, unix.ENOENT) {
-			return -1, err
-		}
-		parent := "."
-		if cur != "" {
-			parent = cur
-		}
-		pfd, err := openInRoot(rootfd, parent, unix.O_PATH|unix.O_DIRECTORY, false)
-		if err != nil {
-			return -1, err
-		}
-		err = mkdirat(pfd, p, path.Join(root, next), 0o755)
-		if err == nil {
-			err = fsyncDir(pfd, path.Join(root, cur))
-		} else if errors.Is(err, unix.EEXIST) {
-			err = nil
-		}
-		unix.Close(pfd)
-		if err != nil {
-			return -1, err
-		}
-		cur = next
+	if dryRun {
+		return LinkWouldCreate, nil
 	}
-	return openInRoot(rootfd, rel, unix.O_PATH|unix.O_DIRECTORY, false)
+	// Only the initrd's pre stage creates the link (one unit, one run),
+	// so nothing races the Lstat above.
+	if err := r.SymlinkAtomic(MutableLinkTarget, link); err != nil {
+		return 0, err
+	}
+	return LinkCreated, nil
 }
 
 // SysextMasked reports whether systemd-sysext.service is masked in the
@@ -147,46 +99,30 @@ func mkdirAllInRoot(rootfd int, root, rel string) (int, error) {
 // device, the cases systemd loads as "masked" (systemd.unit(5)). Flatcar's
 // bootengine checks the same path to skip its initrd sysext merge.
 func (RootDir) SysextMasked(root string) (bool, error) {
-	rootfd, err := openRoot(root)
+	r, err := rootfs.Open(root)
 	if err != nil {
 		return false, err
 	}
-	defer unix.Close(rootfd)
-	full := path.Join(root, SysextUnitPath)
-	dir, name := path.Split(SysextUnitPath)
-	dirfd, err := openInRoot(rootfd, strings.TrimSuffix(dir, "/"), unix.O_PATH|unix.O_DIRECTORY, false)
+	defer r.Close()
+	st, err := r.Lstat(SysextUnitPath)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	defer unix.Close(dirfd)
-	st, err := fstatat(dirfd, name, full, unix.AT_SYMLINK_NOFOLLOW)
-	if errors.Is(err, unix.ENOENT) {
-		return false, nil
-	}
-	if err != nil {
-		return false, err
-	}
 	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
-		target, err := readlinkat(dirfd, name, full)
+		target, err := r.Readlink(SysextUnitPath)
 		if err != nil {
 			return false, err
 		}
 		if path.Clean(target) == "/dev/null" {
 			return true, nil
 		}
-		fd, err := openInRoot(rootfd, SysextUnitPath, unix.O_PATH, false)
-		if err != nil {
-			// A dangling link is a broken unit, not a mask.
-			if errors.Is(err, unix.ENOENT) {
-				return false, nil
-			}
-			return false, err
+		st, err = r.Stat(SysextUnitPath)
+		if errors.Is(err, unix.ENOENT) {
+			return false, nil // a dangling link is a broken unit, not a mask
 		}
-		defer unix.Close(fd)
-		st, err = fstatat(fd, "", full, unix.AT_EMPTY_PATH)
 		if err != nil {
 			return false, err
 		}
