@@ -109,10 +109,13 @@ func main() {
 		Stdout: os.Stdout,
 		Stderr: os.Stderr,
 		Getenv: os.Getenv,
-		Log:    oplog.Auto(os.Stderr, paths.DevKmsg),
 	}
+	// EXT_SETUP_ROOT_LOG=stderr skips probing the journal socket and
+	// /dev/kmsg, for interactive use and tests.
 	if os.Getenv("EXT_SETUP_ROOT_LOG") == "stderr" {
 		env.Log = oplog.New(oplog.WriterSink{W: os.Stderr})
+	} else {
+		env.Log = oplog.Auto(os.Stderr, paths.DevKmsg)
 	}
 	err := run(env, os.Args[1:])
 	if err != nil {
