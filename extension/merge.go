@@ -57,7 +57,8 @@ type candidate struct {
 	opened   *openedImage
 	accepted bool
 	reason   string
-	fp       string
+	fp       string // DirFingerprint of an accepted directory image, once walked
+	edited   bool   // in-place edit already reported (unchanged runs twice)
 }
 
 func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
@@ -353,7 +354,8 @@ func (e *engine) check(c *candidate, host release.Host, scope string) error {
 		return nil
 	}
 	c.accepted = true
-	if c.img.Type == ImageDirectory {
+	if c.img.Type == ImageDirectory && c.fp == "" {
+		// The fast path may have walked it already; once per run is enough.
 		c.fp, _ = fingerprintOpened(o.tree)
 	}
 	return nil
@@ -474,7 +476,10 @@ func (e *engine) unchanged(old []byte, doc *Origin, cands []*candidate, st *runS
 			c.fp = fp
 		}
 		if fp != rec.Fingerprint {
-			e.log.Noticef("directory image %s changed in place; refreshing", c.img.Name)
+			if !c.edited {
+				e.log.Noticef("directory image %s changed in place; refreshing", c.img.Name)
+				c.edited = true
+			}
 			return false
 		}
 	}

@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -314,10 +315,16 @@ func TestRefreshSkipAndChanges(t *testing.T) {
 	}
 	// In-place edit of a directory image: systemd misses it (41523), we don't.
 	write(t, filepath.Join(d, "etc/dir1.conf"), "edited\n")
-	res, err = Refresh(ctx, opts(r, "yes"))
+	var logb bytes.Buffer
+	o := opts(r, "yes")
+	o.Log = oplog.New(oplog.WriterSink{W: &logb})
+	res, err = Refresh(ctx, o)
 	must(t, err)
 	if res.Unchanged || !res.Replaced {
 		t.Fatalf("in-place edit not noticed: %+v", res)
+	}
+	if n := strings.Count(logb.String(), "dir1 changed in place"); n != 1 {
+		t.Errorf("in-place edit reported %d times, want once:\n%s", n, logb.String())
 	}
 	res, err = Refresh(ctx, opts(r, "yes"))
 	must(t, err)
@@ -331,7 +338,7 @@ func TestRefreshSkipAndChanges(t *testing.T) {
 		t.Fatal("mode change not noticed")
 	}
 	// Failed assembly keeps the old merge.
-	o := opts(r, "no")
+	o = opts(r, "no")
 	o.Getenv = func(k string) string {
 		if k == Confext.OverlayOptionsEnv {
 			return "no_such_overlay_option=1"
