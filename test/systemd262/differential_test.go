@@ -34,6 +34,9 @@ var diffCases = []diffCase{
 	// mounts a read-only meta+/etc overlay in auto mode without a mutable dir.
 	{layout: LayoutSymlink, mode: "yes", images: []Image{}, name: "0img"},
 	{layout: LayoutNone, mode: "auto", images: []Image{}, name: "0img"},
+	// Discovery and validation: .v pick, class suffix, /run shadowing
+	// /usr/lib, two images failing validation.
+	{layout: LayoutSymlink, mode: "yes", images: DiscoveryImages(), name: "discovery"},
 }
 
 // TestDifferential runs, per case, on ONE root (so image identities such as

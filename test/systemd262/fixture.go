@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 )
 
@@ -35,6 +36,10 @@ type Image struct {
 	Dir string
 	// Release is the extension-release content, default "ID=_any\n".
 	Release string
+	// Entry is the file name inside Dir, default Name (directory) or
+	// Name+".raw"; it may name a file inside a .v directory, for example
+	// "vp.v/vp_1.10".
+	Entry string
 }
 
 // Fixture is the input of one differential case: a root with an os-release,
@@ -53,6 +58,41 @@ func StandardImages() []Image {
 		{Name: "sq1", Kind: KindSquashfs},
 		{Name: "er1", Kind: KindErofs, Dir: "var/lib/confexts"},
 	}
+}
+
+// DiscoveryImages returns a set exercising discovery and validation rules
+// both tools must apply alike: a .v directory (newest version wins), a
+// class-suffixed raw name, an image in /run/confexts shadowing one of the
+// same name in /usr/lib/confexts, and two images that fail validation (ID and
+// VERSION_ID mismatch) and must be left out. Names accepted: see
+// AcceptedNames.
+func DiscoveryImages() []Image {
+	return []Image{
+		{Name: "vp", Kind: KindDir, Entry: "vp.v/vp_1.9"},
+		{Name: "vp", Kind: KindDir, Entry: "vp.v/vp_1.10"},
+		{Name: "sfx", Kind: KindSquashfs, Entry: "sfx.confext.raw", Dir: "var/lib/confexts"},
+		{Name: "shadow", Kind: KindDir, Dir: "run/confexts"},
+		{Name: "shadow", Kind: KindErofs, Dir: "usr/lib/confexts"},
+		{Name: "badid", Kind: KindDir, Release: "ID=other\nVERSION_ID=1.0\n"},
+		{Name: "badver", Kind: KindSquashfs, Release: "ID=testos\nVERSION_ID=2.0\n"},
+		{Name: "dir1", Kind: KindDir, Release: "ID=testos\nVERSION_ID=1.0\n"},
+	}
+}
+
+// AcceptedNames returns the sorted, distinct names of images that pass
+// validation (those whose release does not mismatch the fixture host).
+func AcceptedNames(images []Image) []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, im := range images {
+		if strings.HasPrefix(im.Name, "bad") || seen[im.Name] {
+			continue
+		}
+		seen[im.Name] = true
+		out = append(out, im.Name)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // MixedImages returns n images alternating directory and squashfs, for
@@ -167,21 +207,31 @@ func (f Fixture) Build(root string) error {
 		default:
 			dir = "usr/lib/confexts"
 		}
-		dir = filepath.Join(root, dir)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		entry := im.Entry
+		if entry == "" {
+			entry = im.Name
+			if im.Kind != KindDir {
+				entry += ".raw"
+			}
+		}
+		dst := filepath.Join(root, dir, entry)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
 			return err
 		}
 		if im.Kind == KindDir {
-			if err := populateImage(filepath.Join(dir, im.Name), im); err != nil {
+			if err := populateImage(dst, im); err != nil {
 				return err
 			}
 			continue
 		}
-		src := filepath.Join(tmp, im.Name)
+		src, err := os.MkdirTemp(tmp, im.Name)
+		if err != nil {
+			return err
+		}
 		if err := populateImage(src, im); err != nil {
 			return err
 		}
-		out := filepath.Join(dir, im.Name+".raw")
+		out := dst
 		var cmd *exec.Cmd
 		switch im.Kind {
 		case KindSquashfs:

@@ -96,14 +96,8 @@ func merged(s []statusEntry) ([]string, bool) {
 	return nil, false
 }
 
-func imageNames(f Fixture) []string {
-	var n []string
-	for _, im := range f.Images {
-		n = append(n, im.Name)
-	}
-	sort.Strings(n)
-	return n
-}
+// imageNames is the expected status list of f: accepted, distinct names.
+func imageNames(f Fixture) []string { return AcceptedNames(f.Images) }
 
 // uniqueID returns the unique mount id of root/etc (fails t).
 func uniqueID(t *testing.T, root string) uint64 {
