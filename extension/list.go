@@ -48,9 +48,9 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 // WriteList prints images as systemd's table or JSON.
 func WriteList(w io.Writer, imgs []ImageInfo, json string) error {
 	if json == "short" || json == "pretty" {
-		arr := make([]any, 0, len(imgs))
+		arr := make(sdjArray, 0, len(imgs))
 		for _, i := range imgs {
-			arr = append(arr, ordered{{"name", i.Name}, {"type", i.Type}, {"path", i.Path}, {"time", i.Time}})
+			arr = append(arr, sdjObject{{"name", sdjString(i.Name)}, {"type", sdjString(i.Type)}, {"path", sdjString(i.Path)}, {"time", sdjInteger(i.Time)}})
 		}
 		return writeJSON(w, arr, json == "pretty")
 	}

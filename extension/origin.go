@@ -84,10 +84,7 @@ func (o Origin) MarshalSystemd() []byte {
 		}
 		top = append(top, sdjMember{"extensions", exts})
 	}
-	var b bytes.Buffer
-	top.format(&b, 0)
-	b.WriteByte('\n')
-	return b.Bytes()
+	return append(sdjFormat(top, true), '\n')
 }
 
 func (o Origin) mutableDirKeys() []string {

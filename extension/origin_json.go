@@ -9,12 +9,29 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/vpick"
 )
 
-// A tiny ordered JSON writer reproducing sd-json's pretty format byte for
-// byte; encoding/json cannot (it sorts map keys, uses ": " and escapes
-// '<', '>', '&' and U+2028).
+// A tiny ordered JSON writer reproducing sd-json's output byte for byte,
+// for the origin record and for status/list --json; encoding/json cannot
+// (it sorts map keys, uses ":" with no spaces in indented output and
+// escapes '<', '>', '&' and U+2028).
 
+// sdjValue is one JSON value that writes itself into an sdjWriter.
 type sdjValue interface {
-	format(b *bytes.Buffer, depth int)
+	format(w *sdjWriter)
+}
+
+// sdjWriter collects the output: pretty is SD_JSON_FORMAT_PRETTY (TAB
+// indentation, `"key" : value`), otherwise compact as `--json=short`.
+type sdjWriter struct {
+	bytes.Buffer
+	pretty bool
+	depth  int
+}
+
+// sdjFormat writes v as sd-json does, without a trailing newline.
+func sdjFormat(v sdjValue, pretty bool) []byte {
+	w := &sdjWriter{pretty: pretty}
+	v.format(w)
+	return w.Bytes()
 }
 
 type sdjMember struct {
@@ -24,74 +41,102 @@ type sdjMember struct {
 
 type sdjObject []sdjMember
 
+type sdjArray []sdjValue
+
+type sdjNull struct{}
+
 type sdjString string
 
 type sdjUnsigned uint64
 
 type sdjInteger int64
 
-func sdjIndent(b *bytes.Buffer, depth int) {
-	for range depth {
-		b.WriteByte('\t')
+// newline starts a line at the current depth; compact output has none.
+func (w *sdjWriter) newline() {
+	if !w.pretty {
+		return
+	}
+	w.WriteByte('\n')
+	for range w.depth {
+		w.WriteByte('\t')
 	}
 }
 
-func (o sdjObject) format(b *bytes.Buffer, depth int) {
-	if len(o) == 0 {
-		b.WriteString("{}")
+// container writes n items between open and close, separated by commas,
+// one per line when pretty; an empty container is "{}" or "[]".
+func (w *sdjWriter) container(open, close byte, n int, item func(i int)) {
+	w.WriteByte(open)
+	if n == 0 {
+		w.WriteByte(close)
 		return
 	}
-	b.WriteString("{\n")
-	for i, m := range o {
+	w.depth++
+	for i := range n {
 		if i > 0 {
-			b.WriteString(",\n")
+			w.WriteByte(',')
 		}
-		sdjIndent(b, depth+1)
-		sdjString(m.key).format(b, depth+1)
-		b.WriteString(" : ")
-		m.val.format(b, depth+1)
+		w.newline()
+		item(i)
 	}
-	b.WriteByte('\n')
-	sdjIndent(b, depth)
-	b.WriteByte('}')
+	w.depth--
+	w.newline()
+	w.WriteByte(close)
 }
+
+func (o sdjObject) format(w *sdjWriter) {
+	w.container('{', '}', len(o), func(i int) {
+		sdjString(o[i].key).format(w)
+		if w.pretty {
+			w.WriteString(" : ")
+		} else {
+			w.WriteByte(':')
+		}
+		o[i].val.format(w)
+	})
+}
+
+func (a sdjArray) format(w *sdjWriter) {
+	w.container('[', ']', len(a), func(i int) { a[i].format(w) })
+}
+
+func (sdjNull) format(w *sdjWriter) { w.WriteString("null") }
 
 // format escapes like sd-json's json_format_string(): '"' and '\\', the
 // short escapes \b \f \n \r \t, other bytes below 0x20 as \u00xx; every
 // other byte (including UTF-8 sequences and 0x7f) is written verbatim.
-func (s sdjString) format(b *bytes.Buffer, _ int) {
-	b.WriteByte('"')
+func (s sdjString) format(w *sdjWriter) {
+	w.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
 		switch c {
 		case '"':
-			b.WriteString(`\"`)
+			w.WriteString(`\"`)
 		case '\\':
-			b.WriteString(`\\`)
+			w.WriteString(`\\`)
 		case '\b':
-			b.WriteString(`\b`)
+			w.WriteString(`\b`)
 		case '\f':
-			b.WriteString(`\f`)
+			w.WriteString(`\f`)
 		case '\n':
-			b.WriteString(`\n`)
+			w.WriteString(`\n`)
 		case '\r':
-			b.WriteString(`\r`)
+			w.WriteString(`\r`)
 		case '\t':
-			b.WriteString(`\t`)
+			w.WriteString(`\t`)
 		default:
 			if c < 0x20 {
-				fmt.Fprintf(b, `\u%04x`, c)
+				fmt.Fprintf(w, `\u%04x`, c)
 			} else {
-				b.WriteByte(c)
+				w.WriteByte(c)
 			}
 		}
 	}
-	b.WriteByte('"')
+	w.WriteByte('"')
 }
 
-func (u sdjUnsigned) format(b *bytes.Buffer, _ int) { b.WriteString(strconv.FormatUint(uint64(u), 10)) }
+func (u sdjUnsigned) format(w *sdjWriter) { w.WriteString(strconv.FormatUint(uint64(u), 10)) }
 
-func (n sdjInteger) format(b *bytes.Buffer, _ int) { b.WriteString(strconv.FormatInt(int64(n), 10)) }
+func (n sdjInteger) format(w *sdjWriter) { w.WriteString(strconv.FormatInt(int64(n), 10)) }
 
 func sortOriginStrings(s []string) { sort.Strings(s) }
 

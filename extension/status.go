@@ -1,10 +1,7 @@
 package extension
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
-	"fmt"
 	"io"
 	"strings"
 	"time"
@@ -62,17 +59,17 @@ func formatTimestamp(usec int64) string {
 // "short", "pretty").
 func WriteStatus(w io.Writer, rows []HierarchyStatus, json string) error {
 	if json == "short" || json == "pretty" {
-		arr := make([]any, 0, len(rows))
+		arr := make(sdjArray, 0, len(rows))
 		for _, r := range rows {
-			exts := make([]any, 0, len(r.Extensions))
+			exts := make(sdjArray, 0, len(r.Extensions))
 			for _, n := range r.Extensions {
-				exts = append(exts, n)
+				exts = append(exts, sdjString(n))
 			}
-			var since any
+			var since sdjValue = sdjNull{}
 			if r.Merged {
-				since = r.Since
+				since = sdjInteger(r.Since)
 			}
-			arr = append(arr, ordered{{"hierarchy", r.Hierarchy}, {"extensions", exts}, {"since", since}})
+			arr = append(arr, sdjObject{{"hierarchy", sdjString(r.Hierarchy)}, {"extensions", exts}, {"since", since}})
 		}
 		return writeJSON(w, arr, json == "pretty")
 	}
@@ -127,82 +124,9 @@ func formatTable(rows [][]string) string {
 	return b.String()
 }
 
-// ordered is a JSON object with member order kept.
-type ordered []struct {
-	k string
-	v any
-}
-
-// writeJSON writes v as sd-json does: compact ("short") or pretty with TAB
-// indentation and " : " separators, followed by a newline.
-func writeJSON(w io.Writer, v any, pretty bool) error {
-	var b strings.Builder
-	encodeJSON(&b, v, pretty, 0)
-	b.WriteString("\n")
-	_, err := io.WriteString(w, b.String())
+// writeJSON writes v as sd-json does, compact ("short") or pretty,
+// followed by a newline.
+func writeJSON(w io.Writer, v sdjValue, pretty bool) error {
+	_, err := w.Write(append(sdjFormat(v, pretty), '\n'))
 	return err
-}
-
-func encodeJSON(b *strings.Builder, v any, pretty bool, depth int) {
-	nl := func(d int) {
-		if pretty {
-			b.WriteString("\n" + strings.Repeat("\t", d))
-		}
-	}
-	switch x := v.(type) {
-	case nil:
-		b.WriteString("null")
-	case string:
-		b.WriteString(jsonString(x))
-	case int64:
-		fmt.Fprintf(b, "%d", x)
-	case []any:
-		if len(x) == 0 {
-			b.WriteString("[]")
-			return
-		}
-		b.WriteString("[")
-		for i, e := range x {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			nl(depth + 1)
-			encodeJSON(b, e, pretty, depth+1)
-		}
-		nl(depth)
-		b.WriteString("]")
-	case ordered:
-		if len(x) == 0 {
-			b.WriteString("{}")
-			return
-		}
-		b.WriteString("{")
-		for i, m := range x {
-			if i > 0 {
-				b.WriteString(",")
-			}
-			nl(depth + 1)
-			b.WriteString(jsonString(m.k))
-			if pretty {
-				b.WriteString(" : ")
-			} else {
-				b.WriteString(":")
-			}
-			encodeJSON(b, m.v, pretty, depth+1)
-		}
-		nl(depth)
-		b.WriteString("}")
-	default:
-		fmt.Fprintf(b, "%v", x)
-	}
-}
-
-// jsonString quotes s as JSON (sd-json escapes the same control
-// characters; it does not escape '/', '<', '>' or '&').
-func jsonString(s string) string {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	_ = enc.Encode(s)
-	return strings.TrimSuffix(b.String(), "\n")
 }
