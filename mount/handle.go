@@ -30,14 +30,6 @@ const originalMaxHandleSize = 128
 // fileHandleHeader is sizeof(struct file_handle) without f_handle.
 const fileHandleHeader = 8
 
-func handleRetry(f func() error) error {
-	for {
-		if err := f(); err != unix.EINTR {
-			return err
-		}
-	}
-}
-
 // nameToHandleAtRaw issues one name_to_handle_at(2) into buf (whose first
 // 8 bytes are the file_handle header). mnt receives the mount ID, which the
 // kernel writes as a u64 with AtHandleMntIDUnique and as an int otherwise,
@@ -48,7 +40,7 @@ func nameToHandleAtRaw(dirfd int, path string, buf []uint32, mnt *uint64, flags 
 	if err != nil {
 		return err
 	}
-	return handleRetry(func() error {
+	return retry(func() error {
 		_, _, e := unix.Syscall6(unix.SYS_NAME_TO_HANDLE_AT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
 			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(mnt)), uintptr(flags), 0)
 		runtime.KeepAlive(p)
@@ -65,7 +57,7 @@ var errUnatch = unix.EUNATCH
 
 func statxWithMask(dirfd int, path string, flags, mask int) (*unix.Statx_t, error) {
 	var sx unix.Statx_t
-	err := handleRetry(func() error { return unix.Statx(dirfd, path, flags, mask, &sx) })
+	err := retry(func() error { return unix.Statx(dirfd, path, flags, mask, &sx) })
 	if err != nil {
 		return nil, err
 	}
