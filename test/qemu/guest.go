@@ -20,8 +20,12 @@ each confext_meta ls -A /etc/.systemd-confext
 for f in /etc/.systemd-confext/*; do [ -f "$f" ] && r "confext_meta_${f##*/}" "$(tr '\n' ' ' <"$f")"; done
 r confext_status "$(systemd-confext status --json=short 2>&1)"
 r sysext_status "$(systemd-sysext status --json=short 2>&1)"
+# By unit and by identifier: a short-lived process's lines can reach the
+# journal before journald resolved its cgroup, without unit metadata.
 each confext_journal journalctl -b -o cat -u systemd-confext.service --no-pager
+each confext_journal journalctl -b -o cat -t systemd-confext --no-pager
 each sysext_journal journalctl -b -o cat -u systemd-sysext.service --no-pager
+each sysext_journal journalctl -b -o cat -t systemd-sysext --no-pager
 each esr_log journalctl -b -o cat -t ext-setup-root --no-pager
 each esr_kmsg sh -c 'dmesg | grep -a "ext-setup-root\["'
 each esr_unit journalctl -b -o cat -u ext-setup-root-pre.service -u ext-setup-root-post.service --no-pager

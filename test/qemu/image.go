@@ -182,6 +182,13 @@ func RootTree(t testing.TB, in *Inputs) string {
 	// OEM on /oem: the initrd mounts it (sysroot-oem.mount, see initrd.go);
 	// the line makes the booted system know the mount.
 	writeFile(t, tree, "etc/fstab", "PARTLABEL=OEM /oem ext4 defaults 0 0\n", 0o644)
+	// Services with nothing to do in a throw-away test VM that still cost
+	// seconds each under TCG on a first boot (ConditionNeedsUpdate and
+	// friends): masked.
+	for _, u := range []string{"ldconfig.service", "systemd-hwdb-update.service", "systemd-journal-catalog-update.service",
+		"systemd-update-done.service", "e2scrub_reap.service", "systemd-pstore.service"} {
+		symlink(t, tree, "etc/systemd/system/"+u, "/dev/null")
+	}
 	// Quiet serial console: no getty between the reporter's lines.
 	symlink(t, tree, "etc/systemd/system/serial-getty@ttyS0.service", "/dev/null")
 	symlink(t, tree, "etc/systemd/system/getty@tty1.service", "/dev/null")
