@@ -2,9 +2,11 @@ package systemd262
 
 import (
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
@@ -206,5 +208,69 @@ func TestSystemdGolden(t *testing.T) {
 	}
 	if len(s.Mounts) != 2 || s.Mounts[0].Options != "rw,nosuid,nodev,noexec,noatime" || s.Mounts[1].Options != "ro,nosuid,nodev,noexec,noatime" {
 		t.Errorf("mounts: %+v", s.Mounts)
+	}
+}
+
+// TestRefreshNoticesChange is the negative side of (a)/(b): a refresh must
+// not skip when something changed. After systemd's merge an image is added:
+// our refresh must replace the merge (new unique mount id) with the new
+// image listed, and systemd's refresh must then skip ours; after our merge
+// a raw image's mtime changes: systemd's refresh must re-merge, and our
+// refresh must then skip systemd's new merge.
+func TestRefreshNoticesChange(t *testing.T) {
+	e := sdEnv(t)
+	bin := testutil.BuildBinary(t)
+	f := Fixture{Layout: LayoutSymlink, Images: StandardImages()}
+	r := newRoot(t, e, f)
+	sdRoot, ourRoot := "--root="+r.In, "--root="+r.Host
+	if res := sd(t, e, sdRoot, "--mutable=yes", "merge"); res.ExitCode != 0 {
+		t.Fatalf("systemd merge: %s", res)
+	}
+	defer UnmountBelow(r.Host + "/etc")
+	f2 := Fixture{Images: []Image{{Name: "added", Kind: KindDir}}}
+	if err := f2.Build(r.Host); err != nil {
+		t.Fatal(err)
+	}
+	id := uniqueID(t, r.Host)
+	if res := ours(t, bin, r.OurEnv, "confext", ourRoot, "--mutable=yes", "refresh"); res.ExitCode != 0 {
+		t.Fatalf("our refresh: %s", res)
+	}
+	if uniqueID(t, r.Host) == id {
+		t.Errorf("our refresh skipped although an image was added")
+	}
+	s, err := TakeSnapshot(r.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Meta["confexts"].Content; got != "added\ndir1\ner1\nsq1\n" {
+		t.Errorf("our merge after refresh lists %q", got)
+	}
+	if res := sd(t, e, sdRoot, "--mutable=yes", "refresh"); !strings.Contains(res.Output, SkipMessage) {
+		t.Errorf("systemd did not skip our refreshed merge: %s", res)
+	}
+
+	// A raw image changes (mtime): systemd re-merges, ours then skips.
+	raw := r.Host + "/usr/lib/confexts/sq1.raw"
+	later := time.Now().Add(time.Hour)
+	if err := os.Chtimes(raw, later, later); err != nil {
+		t.Fatal(err)
+	}
+	id = uniqueID(t, r.Host)
+	if res := sd(t, e, sdRoot, "--mutable=yes", "refresh"); strings.Contains(res.Output, SkipMessage) || uniqueID(t, r.Host) == id {
+		t.Fatalf("harness: systemd skipped although sq1.raw changed: %s", res)
+	}
+	id = uniqueID(t, r.Host)
+	if res := ours(t, bin, r.OurEnv, "confext", ourRoot, "--mutable=yes", "refresh"); res.ExitCode != 0 || uniqueID(t, r.Host) != id {
+		t.Errorf("our refresh did not skip systemd's fresh merge: %s", res)
+	}
+	// A changed mode is a change too.
+	if res := ours(t, bin, r.OurEnv, "confext", ourRoot, "--mutable=no", "refresh"); res.ExitCode != 0 || uniqueID(t, r.Host) == id {
+		t.Errorf("our refresh with another mode skipped: %s", res)
+	}
+	if res := sd(t, e, sdRoot, "--mutable=no", "refresh"); !strings.Contains(res.Output, SkipMessage) {
+		t.Errorf("systemd did not skip our mode-no merge: %s", res)
+	}
+	if res := sd(t, e, sdRoot, "unmerge"); res.ExitCode != 0 {
+		t.Errorf("systemd unmerge: %s", res)
 	}
 }
