@@ -5,6 +5,8 @@ import (
 	"io"
 	"strings"
 	"unicode"
+
+	"github.com/ext-setup-root/ext-setup-root/extension"
 )
 
 // Cmdline holds the kernel command line switches the pipeline honours.
@@ -46,19 +48,19 @@ func ParseCmdline(r io.Reader) (Cmdline, error) {
 			if !hasVal {
 				return true
 			}
-			v, ok := parseBool(val)
+			v, ok := extension.ParseBoolean(val)
 			return ok && v
 		}
 		switch key {
 		case "systemd.confext", "rd.systemd.confext":
 			if hasVal {
-				if v, ok := parseBool(val); ok {
+				if v, ok := extension.ParseBoolean(val); ok {
 					c.ConfextOff = !v
 				}
 			}
 		case "systemd.sysext", "rd.systemd.sysext":
 			if hasVal {
-				if v, ok := parseBool(val); ok {
+				if v, ok := extension.ParseBoolean(val); ok {
 					c.SysextOff = !v
 				}
 			}
@@ -108,15 +110,4 @@ func splitCmdline(s string) []string {
 		words = append(words, cur.String())
 	}
 	return words
-}
-
-// parseBool accepts the boolean spellings of systemd's parse_boolean.
-func parseBool(s string) (v, ok bool) {
-	switch strings.ToLower(s) {
-	case "1", "yes", "y", "true", "t", "on":
-		return true, true
-	case "0", "no", "n", "false", "f", "off":
-		return false, true
-	}
-	return false, false
 }

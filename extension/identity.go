@@ -162,7 +162,7 @@ func VerityRootHash(root *rootfs.Root, img Image, f *os.File, getenv func(string
 		getenv = os.Getenv
 	}
 	if v := getenv("SYSTEMD_DISSECT_VERITY_SIDECAR"); v != "" {
-		if b, ok := sdParseBoolean(v); ok && !b {
+		if b, ok := ParseBoolean(v); ok && !b {
 			return nil, nil
 		}
 	}

@@ -54,7 +54,7 @@ func ParseMutableMode(s string) (MutableMode, error) {
 	if s == "help" {
 		return MutableNo, ErrMutableHelp
 	}
-	if b, ok := sdParseBoolean(s); ok {
+	if b, ok := ParseBoolean(s); ok {
 		if b {
 			return MutableYes, nil
 		}
@@ -68,8 +68,10 @@ func ParseMutableMode(s string) (MutableMode, error) {
 	return MutableNo, fmt.Errorf("invalid mutable mode %q (valid: %s)", s, strings.Join(mutableModeNames[:], ", "))
 }
 
-// sdParseBoolean is systemd's parse_boolean().
-func sdParseBoolean(s string) (value, ok bool) {
+// ParseBoolean is systemd's parse_boolean(): every boolean this program
+// reads (options, environment, config files, the kernel command line)
+// accepts the same spellings systemd's own tools do, case-insensitively.
+func ParseBoolean(s string) (value, ok bool) {
 	switch strings.ToLower(s) {
 	case "1", "yes", "y", "true", "t", "on":
 		return true, true

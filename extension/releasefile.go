@@ -180,7 +180,7 @@ func strictXattr(f *os.File) (bool, error) {
 	if strings.IndexByte(v, 0) >= 0 {
 		return false, unix.EINVAL
 	}
-	b, ok := sdParseBoolean(v)
+	b, ok := ParseBoolean(v)
 	if !ok {
 		return false, unix.EINVAL
 	}

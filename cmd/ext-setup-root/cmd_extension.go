@@ -20,13 +20,10 @@ func init() {
 		run: func(env *Env, args []string) error { return runExtension(env, extension.Sysext, args) }})
 }
 
-// boolFlag parses systemd-style booleans (yes/no/1/0/true/false/on/off).
+// parseBool parses a systemd-style boolean option value.
 func parseBool(s string) (bool, error) {
-	switch strings.ToLower(s) {
-	case "1", "yes", "y", "true", "t", "on":
-		return true, nil
-	case "0", "no", "n", "false", "f", "off":
-		return false, nil
+	if v, ok := extension.ParseBoolean(s); ok {
+		return v, nil
 	}
 	return false, fmt.Errorf("invalid boolean %q", s)
 }
