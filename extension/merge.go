@@ -195,15 +195,8 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 			e.infof("No extensions found.")
 		}
 		if refresh {
-			for _, h := range e.hiers {
-				n, err := e.unmergeHierarchy(h)
-				if err != nil {
-					return res, err
-				}
-				if n > 0 {
-					res.Unmerged = true
-					res.Hierarchies = append(res.Hierarchies, e.display(h))
-				}
+			if err := e.unmergeAll(ctx, res); err != nil {
+				return res, err
 			}
 		}
 		e.saveState(e.newState(cands, hh))

@@ -20,20 +20,27 @@ func Unmerge(ctx context.Context, opt Options) (*Result, error) {
 	}
 	defer e.close()
 	res := &Result{}
+	return res, e.unmergeAll(ctx, res)
+}
+
+// unmergeAll unmerges every hierarchy of the class, recording in res which
+// ones carried a merge; Unmerge and a refresh that finds no image left
+// share it.
+func (e *engine) unmergeAll(ctx context.Context, res *Result) error {
 	for _, h := range e.hiers {
 		if err := ctx.Err(); err != nil {
-			return res, err
+			return err
 		}
 		n, err := e.unmergeHierarchy(h)
 		if err != nil {
-			return res, err
+			return err
 		}
 		if n > 0 {
 			res.Unmerged = true
 			res.Hierarchies = append(res.Hierarchies, e.display(h))
 		}
 	}
-	return res, nil
+	return nil
 }
 
 // unmergeHierarchy unmerges h until it is no longer ours; it returns how
