@@ -149,7 +149,8 @@ func newEngine(opt Options) (*engine, error) {
 			}
 		}
 	}
-	if _, err := openIn(e.root, "/etc/initrd-release", unix.O_PATH); err == nil {
+	if f, err := rootfs.OpenIn(e.root, "/etc/initrd-release", unix.O_PATH); err == nil {
+		f.Close()
 		e.initrd = true
 	}
 	return e, nil

@@ -9,14 +9,16 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // This file resolves and changes paths INSIDE the target root by file
 // descriptor (openat2 RESOLVE_IN_ROOT, no magic links), so that symlinks in
 // the root (absolute ones included) are followed as if the root were "/"
 // and nothing outside it is ever touched because of content inside it.
-// TODO(B2): switch to package rootfs once it lands; the helpers keep its
-// shape (open relative to a root fd) so the switch is mechanical.
+// Lookups go through rootfs.OpenIn, which works on any directory fd,
+// including detached mounts that rootfs.Open cannot reach by path.
 
 // relIn turns an absolute in-root path into the relative form openat2
 // wants; "/" becomes ".".
@@ -28,30 +30,9 @@ func relIn(p string) string {
 	return p
 }
 
-// openIn opens p inside root (an O_PATH or directory fd) with flags,
-// following symlinks only within the root. The last element is followed
-// too unless flags has O_NOFOLLOW.
-func openIn(root *os.File, p string, flags int) (*os.File, error) {
-	how := unix.OpenHow{
-		Flags:   uint64(flags | unix.O_CLOEXEC),
-		Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS,
-	}
-	rel := relIn(p)
-	for {
-		fd, err := unix.Openat2(int(root.Fd()), rel, &how)
-		if errors.Is(err, unix.EINTR) || errors.Is(err, unix.EAGAIN) {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "openat2", Path: joinName(root.Name(), p), Err: err}
-		}
-		return os.NewFile(uintptr(fd), joinName(root.Name(), p)), nil
-	}
-}
-
 // openDirIn opens the directory p inside root as O_PATH.
 func openDirIn(root *os.File, p string) (*os.File, error) {
-	return openIn(root, p, unix.O_PATH|unix.O_DIRECTORY)
+	return rootfs.OpenIn(root, p, unix.O_PATH|unix.O_DIRECTORY)
 }
 
 // joinName builds a display name for a file opened below dir.
@@ -153,7 +134,7 @@ func dirIsEmpty(f *os.File) (bool, error) {
 
 // readFileIn reads a small file inside root.
 func readFileIn(root *os.File, p string) ([]byte, error) {
-	f, err := openIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW)
+	f, err := rootfs.OpenIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, err
 	}

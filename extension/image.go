@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // openedImage is an image made ready to be a layer source: tree is the
@@ -75,7 +76,7 @@ func (e *engine) openImage(img Image) (*openedImage, error) {
 
 // openRaw detects what a raw image holds and mounts it detached.
 func (e *engine) openRaw(img Image) (*openedImage, error) {
-	f, err := openIn(e.root, img.Path, unix.O_RDONLY|unix.O_NOFOLLOW)
+	f, err := rootfs.OpenIn(e.root, img.Path, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot open image file", err}
 	}

@@ -73,7 +73,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		return nil, err
 	}
 	host, err := release.LoadHost(func(p string) (*os.File, error) {
-		return openIn(e.root, p, unix.O_RDONLY)
+		return rootfs.OpenIn(e.root, p, unix.O_RDONLY)
 	}, e.getenv("SYSTEMD_OS_RELEASE"))
 	if err != nil && !opt.Force {
 		return nil, fmt.Errorf("host os-release of %s: %w", e.rootPath, err)

@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // assemble builds the detached overlay of one hierarchy: a detached tmpfs
@@ -117,7 +118,7 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	if b.backing != 0 {
 		files = append(files, struct{ name, data string }{"backing", fmt.Sprintf("%d:%d\n", unix.Major(b.backing), unix.Minor(b.backing))})
 	}
-	dot, err := openIn(metaDir, e.cls.DotDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	dot, err := rootfs.OpenIn(metaDir, e.cls.DotDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, err
 	}
@@ -166,7 +167,7 @@ func writeNew(dir *os.File, name, data string) error {
 // read-only, so that writes through a mutable merge cannot alter the
 // metadata (which would make systemd think the merge is not its own).
 func (e *engine) protectMeta(mnt *os.File) error {
-	dot, err := openIn(mnt, e.cls.DotDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	dot, err := rootfs.OpenIn(mnt, e.cls.DotDir, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
 		return err
 	}

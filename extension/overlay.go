@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // mutableDefaultOptions are systemd's overlay options for a mutable merge:
@@ -107,7 +108,7 @@ func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
 		return nil, fmt.Errorf("reach %s below the merge: %w", s.display, err)
 	}
 	b.clone = b.keep(clone)
-	d, err := openIn(clone, path.Base(s.h), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	d, err := rootfs.OpenIn(clone, path.Base(s.h), unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, fmt.Errorf("reach %s below the merge: %w", s.display, err)
 	}
@@ -145,7 +146,7 @@ func (e *engine) checkNotStacked(s *hierState) error {
 // resolveMutable finds the mutable dir of a hierarchy inside the root:
 // its root-stripped resolved path and whether it exists.
 func (e *engine) resolveMutable(h string) (string, bool, error) {
-	f, err := openIn(e.root, mutablePath(h), unix.O_PATH)
+	f, err := rootfs.OpenIn(e.root, mutablePath(h), unix.O_PATH)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return "", false, nil
@@ -391,7 +392,7 @@ func (e *engine) makeWorkDir(s *hierState, b *build, parent *os.File, parentRel 
 	}
 	b.workNew = err == nil
 	b.workParent, b.workName = parent, name
-	w, err := openIn(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	w, err := rootfs.OpenIn(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
 		return err
 	}
@@ -425,14 +426,14 @@ func (e *engine) ephemeralUpper(b *build) error {
 	if err := unix.Mkdirat(int(t.Fd()), wn, 0o700); err != nil {
 		return &os.PathError{Op: "mkdir", Path: "ephemeral work " + wn, Err: err}
 	}
-	u, err := openIn(t, hn, unix.O_PATH|unix.O_DIRECTORY)
+	u, err := rootfs.OpenIn(t, hn, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
 	if err := fchmodPath(u, b.hostMode); err != nil {
 		return err
 	}
-	w, err := openIn(t, wn, unix.O_PATH|unix.O_DIRECTORY)
+	w, err := rootfs.OpenIn(t, wn, unix.O_PATH|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}

@@ -102,7 +102,7 @@ func OpenReleaseFile(tree *os.File, c *Class, name string, relax bool) (*os.File
 		return nil, "", fmt.Errorf("extension name %q is invalid: %w", name, unix.EINVAL)
 	}
 	exact := c.ReleaseDir + "/extension-release." + name
-	f, err := releaseOpenIn(tree, exact, unix.O_RDONLY|unix.O_NONBLOCK)
+	f, err := rootfs.OpenIn(tree, exact, unix.O_RDONLY|unix.O_NONBLOCK)
 	if err == nil {
 		if err := releaseCheckRegular(f); err != nil {
 			f.Close()
@@ -114,7 +114,7 @@ func OpenReleaseFile(tree *os.File, c *Class, name string, relax bool) (*os.File
 		return nil, exact, err
 	}
 
-	dir, err := releaseOpenIn(tree, c.ReleaseDir, unix.O_RDONLY|unix.O_DIRECTORY)
+	dir, err := rootfs.OpenIn(tree, c.ReleaseDir, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return nil, exact, err
 	}
@@ -195,7 +195,7 @@ func HasForbiddenContent(tree *os.File, c *Class) (bool, error) {
 	if c.Name != Sysext.Name {
 		return false, nil
 	}
-	f, err := releaseOpenIn(tree, "/usr/lib/os-release", unix.O_PATH)
+	f, err := rootfs.OpenIn(tree, "/usr/lib/os-release", unix.O_PATH)
 	if err == nil {
 		f.Close()
 		return true, nil
@@ -204,26 +204,6 @@ func HasForbiddenContent(tree *os.File, c *Class) (bool, error) {
 		return false, nil
 	}
 	return false, err
-}
-
-// releaseOpenIn opens name relative to tree with openat2 RESOLVE_IN_ROOT,
-// so that absolute symlinks and ".." inside an image stay inside it.
-func releaseOpenIn(tree *os.File, name string, flags int) (*os.File, error) {
-	rel := strings.TrimLeft(name, "/")
-	if rel == "" {
-		rel = "."
-	}
-	how := unix.OpenHow{Flags: uint64(flags | unix.O_CLOEXEC), Resolve: unix.RESOLVE_IN_ROOT | unix.RESOLVE_NO_MAGICLINKS}
-	for {
-		fd, err := unix.Openat2(int(tree.Fd()), rel, &how)
-		if err == unix.EINTR || err == unix.EAGAIN {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "openat2", Path: tree.Name() + "/" + rel, Err: err}
-		}
-		return os.NewFile(uintptr(fd), tree.Name()+"/"+rel), nil
-	}
 }
 
 // releaseOpenAt opens a plain name inside dir.

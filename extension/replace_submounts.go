@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // submount is a mount found under a merged hierarchy (for example a bind
@@ -40,7 +41,7 @@ func (e *engine) collectSubmounts(s *hierState) ([]submount, error) {
 			continue
 		}
 		rel := strings.TrimPrefix(mi.Mountpoint, s.display+"/")
-		src, err := openIn(s.top, rel, unix.O_PATH|unix.O_NOFOLLOW)
+		src, err := rootfs.OpenIn(s.top, rel, unix.O_PATH|unix.O_NOFOLLOW)
 		if err != nil {
 			closeSubmounts(out)
 			return nil, err
@@ -63,7 +64,7 @@ func (e *engine) attachSubmounts(base *os.File, display string, subs []submount)
 	var errs []error
 	for _, sm := range subs {
 		op := e.log.Op("keep sub-mount %s/%s", display, sm.rel)
-		tgt, err := openIn(base, sm.rel, unix.O_PATH|unix.O_NOFOLLOW)
+		tgt, err := rootfs.OpenIn(base, sm.rel, unix.O_PATH|unix.O_NOFOLLOW)
 		if err == nil {
 			err = mount.Attach(sm.clone, tgt, false)
 			tgt.Close()

@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // hierState is what a hierarchy currently looks like in the root.
@@ -75,7 +76,7 @@ func (e *engine) inspect(h string) (*hierState, error) {
 			}
 		}
 	}
-	if d, err := openIn(top, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
+	if d, err := rootfs.OpenIn(top, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
 		if st, err := statFd(d); err == nil {
 			s.metaTime = st.Mtim.Sec*1e6 + st.Mtim.Nsec/1000
 		}

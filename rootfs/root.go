@@ -19,6 +19,7 @@ package rootfs
 import (
 	"os"
 	"path"
+	"runtime"
 	"strconv"
 	"strings"
 
@@ -87,9 +88,10 @@ func relName(name string) string {
 	return n
 }
 
-// openIn opens name inside the root with openat2 RESOLVE_IN_ROOT, adding
-// O_CLOEXEC; mode is used only with O_CREAT or O_TMPFILE.
-func (r *Root) openIn(name string, flags int, mode uint32) (int, error) {
+// openBelow opens name below dirfd as if dirfd were the root: openat2
+// with RESOLVE_IN_ROOT|RESOLVE_NO_MAGICLINKS, adding O_CLOEXEC; mode is
+// used only with O_CREAT or O_TMPFILE.
+func openBelow(dirfd int, name string, flags int, mode uint32) (int, error) {
 	if err := checkName(name); err != nil {
 		return -1, err
 	}
@@ -100,7 +102,27 @@ func (r *Root) openIn(name string, flags int, mode uint32) (int, error) {
 	if flags&(unix.O_CREAT|unix.O_TMPFILE) != 0 {
 		how.Mode = uint64(mode)
 	}
-	return openat2(r.Fd(), relName(name), &how)
+	return openat2(dirfd, relName(name), &how)
+}
+
+// openIn opens name inside the root (see openBelow).
+func (r *Root) openIn(name string, flags int, mode uint32) (int, error) {
+	return openBelow(r.Fd(), name, flags, mode)
+}
+
+// OpenIn is Root.Open for a directory that has no path to Open by: a
+// detached mount (fsmount, open_tree), an image's tree or a directory fd
+// already inside a root. name resolves below dir as if dir were "/" (".."
+// and absolute symlinks stay below it, no magic links); the last element
+// is followed unless flags has O_NOFOLLOW.
+func OpenIn(dir *os.File, name string, flags int) (*os.File, error) {
+	display := path.Join(dir.Name(), "/"+name)
+	fd, err := openBelow(int(dir.Fd()), name, flags, 0)
+	runtime.KeepAlive(dir)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: display, Err: err}
+	}
+	return os.NewFile(uintptr(fd), display), nil
 }
 
 // Open opens name (absolute in the root or relative to it) with flags
