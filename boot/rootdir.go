@@ -14,17 +14,18 @@ type LinkState int
 
 // LinkState values.
 const (
-	// LinkCreated: the symlink was created now.
+	// LinkCreated means the symlink was created now.
 	LinkCreated LinkState = iota
-	// LinkPresent: the symlink to /etc was already there (rerun).
+	// LinkPresent means the symlink to /etc was already there (rerun).
 	LinkPresent
-	// LinkWouldCreate: dry run, the symlink is missing and would be created.
+	// LinkWouldCreate means a dry run found no symlink and would create it.
 	LinkWouldCreate
-	// LinkForeign: something else is there (a user's directory or another
+	// LinkForeign means something else is there (a user's directory or another
 	// link) and was left alone; the engine's mutable mode uses it as is.
 	LinkForeign
 )
 
+// String is the word the stage summary logs for s.
 func (s LinkState) String() string {
 	return [...]string{"created", "present", "would create", "kept existing entry"}[s]
 }

@@ -91,8 +91,9 @@ func IsInitrd(root *rootfs.Root) (bool, error) {
 	return false, err
 }
 
-// SearchPaths returns the class's image directories for an initrd or a
-// booted system, highest precedence first.
+// SearchPathsFor returns the class's image directories for an initrd or a
+// booted system, highest precedence first: the initrd has its own list
+// (systemd's initrd search paths) when the class defines one.
 func (c *Class) SearchPathsFor(initrd bool) []string {
 	if initrd && len(c.InitrdSearchPaths) > 0 {
 		return c.InitrdSearchPaths
