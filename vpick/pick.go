@@ -1,6 +1,7 @@
 package vpick
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"runtime"
@@ -199,16 +200,16 @@ func (c candidate) better(best candidate) bool {
 		d = StrverscmpImproved(c.Version, best.Version)
 	}
 	if d == 0 {
-		d = -cmpInt(c.archIndex, best.archIndex)
+		d = -cmp.Compare(c.archIndex, best.archIndex)
 	}
 	if d == 0 {
-		d = cmpInt(triesValue(c.TriesLeft), triesValue(best.TriesLeft))
+		d = cmp.Compare(triesValue(c.TriesLeft), triesValue(best.TriesLeft))
 	}
 	if d == 0 {
-		d = -cmpInt(triesValue(c.TriesDone), triesValue(best.TriesDone))
+		d = -cmp.Compare(triesValue(c.TriesDone), triesValue(best.TriesDone))
 	}
 	if d == 0 {
-		d = cmpString(c.Name, best.Name)
+		d = cmp.Compare(c.Name, best.Name)
 	}
 	return d >= 0
 }

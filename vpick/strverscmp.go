@@ -4,6 +4,8 @@
 // merge the layers in the same order as systemd-sysext/systemd-confext.
 package vpick
 
+import "cmp"
+
 // isVersionChar reports the characters that carry meaning in a version;
 // everything else only separates segments ("123_a" equals "123a").
 func isVersionChar(c byte) bool {
@@ -21,16 +23,6 @@ func cmpBool(a, b bool) int {
 		return 1
 	}
 	return -1
-}
-
-func cmpInt(a, b int) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // at returns s[i], or 0 past the end (the C string terminator).
@@ -76,7 +68,7 @@ func StrverscmpImproved(a, b string) int {
 		}
 
 		if i >= len(a) || j >= len(b) {
-			return cmpInt(int(at(a, i)), int(at(b, j)))
+			return cmp.Compare(int(at(a, i)), int(at(b, j)))
 		}
 
 		for _, sep := range []byte{'-', '^', '.'} {
@@ -106,10 +98,10 @@ func StrverscmpImproved(a, b string) int {
 				j++
 			}
 			// Longer numbers are larger; equal lengths compare as text.
-			if r := cmpInt(ii-i, jj-j); r != 0 {
+			if r := cmp.Compare(ii-i, jj-j); r != 0 {
 				return r
 			}
-			if r := cmpString(a[i:ii], b[j:jj]); r != 0 {
+			if r := cmp.Compare(a[i:ii], b[j:jj]); r != 0 {
 				return r
 			}
 		} else {
@@ -118,23 +110,13 @@ func StrverscmpImproved(a, b string) int {
 			for jj = j; isAlpha(at(b, jj)); jj++ {
 			}
 			n := min(ii-i, jj-j)
-			if r := cmpString(a[i:i+n], b[j:j+n]); r != 0 {
+			if r := cmp.Compare(a[i:i+n], b[j:j+n]); r != 0 {
 				return r
 			}
-			if r := cmpInt(ii-i, jj-j); r != 0 {
+			if r := cmp.Compare(ii-i, jj-j); r != 0 {
 				return r
 			}
 		}
 		i, j = ii, jj
 	}
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
