@@ -86,8 +86,9 @@ type engine struct {
 	cls      *Class
 	log      *oplog.Logger
 	getenv   func(string) string
-	rootPath string   // absolute, cleaned, resolved; "/" for the host
-	root     *os.File // O_PATH fd of rootPath
+	rootPath string       // absolute, cleaned, resolved; "/" for the host
+	root     *os.File     // O_PATH fd of rootPath
+	rfs      *rootfs.Root // rootPath for rootfs's reads and crash-safe changes
 	hiers    []string
 	initrd   bool
 	info     io.Writer
@@ -140,6 +141,10 @@ func newEngine(opt Options) (*engine, error) {
 	}
 	e.root = os.NewFile(uintptr(fd), abs)
 	e.rootPath = abs
+	if e.rfs, err = rootfs.Open(abs); err != nil {
+		e.root.Close()
+		return nil, err
+	}
 	e.hiers = opt.Class.Hierarchies
 	if v := e.getenv(opt.Class.HierarchiesEnv); v != "" {
 		e.hiers = nil
@@ -159,6 +164,9 @@ func newEngine(opt Options) (*engine, error) {
 func (e *engine) close() {
 	if e.root != nil {
 		e.root.Close()
+	}
+	if e.rfs != nil {
+		e.rfs.Close()
 	}
 }
 
@@ -184,12 +192,7 @@ func (e *engine) noBeneath() bool {
 // precedence (command line, environment, systemd/<class>.conf under the
 // root).
 func (e *engine) mutableMode() (string, error) {
-	rfs, err := rootfs.Open(e.rootPath)
-	if err != nil {
-		return "", err
-	}
-	defer rfs.Close()
-	cfg, err := LoadConfig(rfs, e.cls)
+	cfg, err := LoadConfig(e.rfs, e.cls)
 	if err != nil {
 		return "", err
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"path"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -20,27 +19,9 @@ import (
 // Lookups go through rootfs.OpenIn, which works on any directory fd,
 // including detached mounts that rootfs.Open cannot reach by path.
 
-// relIn turns an absolute in-root path into the relative form openat2
-// wants; "/" becomes ".".
-func relIn(p string) string {
-	p = strings.TrimLeft(path.Clean("/"+p), "/")
-	if p == "" {
-		return "."
-	}
-	return p
-}
-
 // openDirIn opens the directory p inside root as O_PATH.
 func openDirIn(root *os.File, p string) (*os.File, error) {
 	return rootfs.OpenIn(root, p, unix.O_PATH|unix.O_DIRECTORY)
-}
-
-// joinName builds a display name for a file opened below dir.
-func joinName(dir, p string) string {
-	if dir == "" || dir == "/" {
-		return path.Clean("/" + p)
-	}
-	return strings.TrimRight(dir, "/") + path.Clean("/"+p)
 }
 
 // fdPath returns the path the kernel reports for f (readlink of the
@@ -60,42 +41,15 @@ func statFd(f *os.File) (unix.Stat_t, error) {
 	return st, nil
 }
 
-// mkdirAllIn creates p inside root with parents (mode for every new
-// directory, like systemd's CHASE_MKDIR_0755), following symlinks within
-// the root, and returns an O_PATH fd of the final directory.
-func mkdirAllIn(root *os.File, p string, mode uint32) (*os.File, error) {
-	rel := relIn(p)
-	if rel == "." {
-		return openDirIn(root, "/")
+// mkdirAll creates p inside the root with any missing parents, 0755 like
+// systemd's CHASE_MKDIR_0755 (rootfs fsyncs each directory it changes),
+// and returns an O_PATH fd of the final directory, symlinks followed
+// inside the root.
+func (e *engine) mkdirAll(p string) (*os.File, error) {
+	if err := e.rfs.MkdirAll(p, 0o755); err != nil {
+		return nil, err
 	}
-	parts := strings.Split(rel, "/")
-	for i := range parts {
-		prefix := strings.Join(parts[:i+1], "/")
-		d, err := openDirIn(root, prefix)
-		if err == nil {
-			if i == len(parts)-1 {
-				return d, nil
-			}
-			d.Close()
-			continue
-		}
-		if !errors.Is(err, unix.ENOENT) {
-			return nil, err
-		}
-		parent, perr := openDirIn(root, strings.Join(parts[:i], "/"))
-		if perr != nil {
-			return nil, perr
-		}
-		merr := unix.Mkdirat(int(parent.Fd()), parts[i], mode)
-		parent.Close()
-		if merr != nil && !errors.Is(merr, unix.EEXIST) {
-			return nil, &os.PathError{Op: "mkdir", Path: joinName(root.Name(), prefix), Err: merr}
-		}
-		if i == len(parts)-1 {
-			return openDirIn(root, prefix)
-		}
-	}
-	return nil, errors.New("unreachable")
+	return openDirIn(e.root, p)
 }
 
 // reopen turns an O_PATH fd into a real one with flags (for fchmod,
@@ -154,30 +108,9 @@ func readFileIn(root *os.File, p string) ([]byte, error) {
 	return b, nil
 }
 
-// removeAllIn removes p inside root recursively without following symlinks
-// (rm -rf --one-file-system in spirit: it never crosses into another mount).
-// A missing p is not an error.
-func removeAllIn(root *os.File, p string) error {
-	rel := relIn(p)
-	if rel == "." {
-		return errors.New("refusing to remove the root")
-	}
-	parent, err := openDirIn(root, path.Dir("/"+rel))
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		return err
-	}
-	defer parent.Close()
-	pd, err := reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return err
-	}
-	defer pd.Close()
-	return removeAt(int(pd.Fd()), path.Base(rel), joinName(root.Name(), p))
-}
-
+// removeAt removes name below dirfd recursively without following
+// symlinks or crossing into another file system (build.abort's cleanup
+// of a work dir it created).
 func removeAt(dirfd int, name, display string) error {
 	err := unix.Unlinkat(dirfd, name, 0)
 	if err == nil || errors.Is(err, unix.ENOENT) {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"io"
 	"sort"
-
-	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // ImageInfo is one row of `list`.
@@ -23,18 +21,13 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 		return nil, err
 	}
 	defer e.close()
-	rfs, err := rootfs.Open(e.rootPath)
-	if err != nil {
-		return nil, err
-	}
-	defer rfs.Close()
-	imgs, err := Discover(rfs, e.cls, e.initrd)
+	imgs, err := Discover(e.rfs, e.cls, e.initrd)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]ImageInfo, 0, len(imgs))
 	for _, img := range imgs {
-		id, _ := ImageIdentity(rfs, img, IdentityOptions{Getenv: e.getenv})
+		id, _ := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
 		t := id.Mtime
 		if t == 0 {
 			t = id.Crtime

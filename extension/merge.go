@@ -104,12 +104,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		}
 	}
 
-	rfs, err := rootfs.Open(e.rootPath)
-	if err != nil {
-		return nil, err
-	}
-	defer rfs.Close()
-	imgs, err := Discover(rfs, e.cls, e.initrd)
+	imgs, err := Discover(e.rfs, e.cls, e.initrd)
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
@@ -123,7 +118,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		}
 	}()
 	for _, img := range imgs {
-		id, err := ImageIdentity(rfs, img, IdentityOptions{Getenv: e.getenv})
+		id, err := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
 		if err != nil {
 			if e.essential(img.Name) {
 				return nil, &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}

@@ -225,7 +225,7 @@ func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 			}
 			b.upper, b.upperHost = b.host, true
 		} else {
-			d, err := mkdirAllIn(e.root, mutablePath(s.h), 0o755)
+			d, err := e.mkdirAll(mutablePath(s.h))
 			if err != nil {
 				return nil, fmt.Errorf("create mutable directory %s: %w", e.display(mutablePath(s.h)), err)
 			}

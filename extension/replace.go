@@ -39,7 +39,7 @@ func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
 		target := s.top
 		if target == nil {
 			// systemd creates a missing hierarchy (mkdir_p 0755).
-			d, err := mkdirAllIn(e.root, s.h, 0o755)
+			d, err := e.mkdirAll(s.h)
 			if err != nil {
 				return false, err
 			}
@@ -98,5 +98,5 @@ func (e *engine) cleanOldWork(old, cur string) {
 		return
 	}
 	op := e.log.Op("remove old work dir %s", e.display(old))
-	op.Finish(removeAllIn(e.root, path.Clean("/"+old)))
+	op.Finish(e.rfs.RemoveAll(path.Clean("/" + old)))
 }

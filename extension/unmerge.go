@@ -82,7 +82,7 @@ func (e *engine) unmergeHierarchy(h string) (int, error) {
 		}
 		if s.oldWork != "" {
 			op := e.log.Op("remove work dir %s", e.display(s.oldWork))
-			if err := op.Finish(removeAllIn(e.root, path.Clean("/"+s.oldWork))); err != nil {
+			if err := op.Finish(e.rfs.RemoveAll(path.Clean("/" + s.oldWork))); err != nil {
 				return n, err
 			}
 		}
