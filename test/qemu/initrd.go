@@ -87,8 +87,9 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	}
 	var stage string
 	if withOurs {
-		stage = InstallTree(t)
-		hashTree(t, h, stage)
+		var sum string
+		stage, sum = InstallTree(t)
+		fmt.Fprintf(h, "install=%s\n", sum)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))[:16]
 	out := filepath.Join(in.Cache, "initrd", "initrd-"+sum+".img")
@@ -153,24 +154,60 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	return out
 }
 
-// InstallTree runs `make install DESTDIR=<temp dir>` in the repository, as
-// a distribution would, and returns the dir; it fails t unless the dracut
-// module landed under usr/lib/dracut/modules.d.
-func InstallTree(t testing.TB) string {
+var (
+	installMu   sync.Mutex
+	installDir  string
+	installHash string
+)
+
+// InstallTree runs `make install DESTDIR=<temp dir>` in the repository, as a
+// distribution would, once per test process, and returns the tree and its
+// content hash. The tree is kept in $cache/install/HASH (older ones are
+// removed) so that every scenario of a run uses the same binary even while
+// the working tree changes. It fails t unless the dracut module landed
+// under usr/lib/dracut/modules.d.
+func InstallTree(t testing.TB) (string, string) {
 	t.Helper()
+	installMu.Lock()
+	defer installMu.Unlock()
+	if installDir != "" {
+		return installDir, installHash
+	}
 	stage := t.TempDir()
 	cmd := exec.Command("make", "-C", repoRoot(t), "install", "DESTDIR="+stage)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install DESTDIR=%s: %v\n%s", stage, err, out)
 	}
+	found := false
 	ents, _ := os.ReadDir(filepath.Join(stage, "usr/lib/dracut/modules.d"))
 	for _, e := range ents {
-		if strings.HasSuffix(e.Name(), ourModule) {
-			return stage
+		found = found || strings.HasSuffix(e.Name(), ourModule)
+	}
+	if !found {
+		t.Fatalf("make install DESTDIR=%s installed no dracut module *%s under usr/lib/dracut/modules.d", stage, ourModule)
+	}
+	h := sha256.New()
+	hashTree(t, h, stage)
+	sum := hex.EncodeToString(h.Sum(nil))[:16]
+	base := filepath.Join(cacheDir(), "install")
+	dest := filepath.Join(base, sum)
+	if _, err := os.Stat(dest); err != nil {
+		mkdirs(t, base)
+		tmp := dest + ".tmp"
+		os.RemoveAll(tmp)
+		run(t, "cp", "-a", stage, tmp)
+		if err := os.Rename(tmp, dest); err != nil {
+			t.Fatal(err)
 		}
 	}
-	t.Fatalf("make install DESTDIR=%s installed no dracut module *%s under usr/lib/dracut/modules.d", stage, ourModule)
-	return ""
+	old, _ := os.ReadDir(base)
+	for _, e := range old {
+		if e.Name() != sum {
+			os.RemoveAll(filepath.Join(base, e.Name()))
+		}
+	}
+	installDir, installHash = dest, sum
+	return dest, sum
 }
 
 // hashTree feeds every path, mode, symlink target and file content under
