@@ -348,6 +348,20 @@ func TestRefreshSkipAndChanges(t *testing.T) {
 	if _, err := Refresh(ctx, o); err == nil {
 		t.Fatal("refresh with a bad overlay option succeeded")
 	}
+	// The same in mode yes: the new work dir the failed build made is gone.
+	works := func() []string {
+		m, err := filepath.Glob(filepath.Join(r, ".systemd-etc-workdir*"))
+		must(t, err)
+		return m
+	}
+	before := works()
+	o.Mutable = "yes"
+	if _, err := Refresh(ctx, o); err == nil {
+		t.Fatal("refresh with a bad overlay option succeeded (mode yes)")
+	}
+	if after := works(); len(after) != len(before) {
+		t.Fatalf("failed build left a work dir: %q, before %q", after, before)
+	}
 	if b, err := os.ReadFile(filepath.Join(r, "etc/dir1.conf")); err != nil || string(b) != "edited\n" {
 		t.Fatalf("old merge not intact after failed assembly: %q %v", b, err)
 	}

@@ -66,17 +66,11 @@ func (b *build) close() {
 // abort undoes the disk changes of a failed build (a work dir we created).
 func (b *build) abort() {
 	if b.workNew && b.workParent != nil {
-		_ = removeAt(int(mustReopenDir(b.workParent).Fd()), b.workName, b.workName)
+		// An O_PATH fd serves as dirfd of the *at calls (open(2)), so no
+		// reopen is needed.
+		_ = removeAt(int(b.workParent.Fd()), b.workName, b.workName)
 	}
 	b.close()
-}
-
-func mustReopenDir(f *os.File) *os.File {
-	d, err := reopen(f, unix.O_RDONLY|unix.O_DIRECTORY)
-	if err != nil {
-		return f
-	}
-	return d
 }
 
 // mutablePath is systemd's /var/lib/extensions.mutable/<h>.
