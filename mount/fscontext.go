@@ -85,9 +85,13 @@ func (c *FSContext) Close() error {
 	if c.fd < 0 {
 		return nil
 	}
+	// close(2) is not retried on EINTR: Linux frees the fd either way.
 	err := unix.Close(c.fd)
 	c.fd = -1
-	return err
+	if err != nil {
+		return &Error{Op: "close fs context", FSType: c.fstype, Source: c.source, Err: err}
+	}
+	return nil
 }
 
 // wrap adds the filesystem type, source and the kernel's messages to a
