@@ -112,14 +112,14 @@ func readFileIn(root *os.File, p string) ([]byte, error) {
 // symlinks or crossing into another file system (build.abort's cleanup
 // of a work dir it created).
 func removeAt(dirfd int, name, display string) error {
-	err := unix.Unlinkat(dirfd, name, 0)
+	err := unlinkat(dirfd, name, 0)
 	if err == nil || errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
 		return &os.PathError{Op: "unlink", Path: display, Err: err}
 	}
-	fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	fd, err := openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
 			return nil
@@ -147,7 +147,7 @@ func removeAt(dirfd int, name, display string) error {
 		}
 	}
 	d.Close()
-	if err := unix.Unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
+	if err := unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return &os.PathError{Op: "rmdir", Path: display, Err: err}
 	}
 	return nil

@@ -93,7 +93,7 @@ func fingerprintDir(h hash.Hash, dir *os.File, rel string, dev uint64) error {
 		if st.Mode&unix.S_IFMT != unix.S_IFDIR || st.Dev != dev {
 			continue
 		}
-		fd, err := unix.Openat(int(dir.Fd()), n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+		fd, err := openat(int(dir.Fd()), n, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 		if err == unix.ENOENT {
 			continue
 		}

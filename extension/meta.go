@@ -51,7 +51,7 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 		return nil, err
 	}
 	defer metaDir.Close()
-	if err := unix.Mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
+	if err := mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
 		return nil, &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
 	}
 
@@ -148,7 +148,7 @@ func pluralContent(names []string) string {
 
 // writeNew creates name in dir with data, mode 0644 (systemd: 0666 & ~022).
 func writeNew(dir *os.File, name, data string) error {
-	fd, err := unix.Openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0o644)
+	fd, err := openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return &os.PathError{Op: "create", Path: "meta " + name, Err: err}
 	}

@@ -380,7 +380,7 @@ func (e *engine) makeWorkDir(s *hierState, b *build, parent *os.File, parentRel 
 		return err
 	}
 	defer pd.Close()
-	err = unix.Mkdirat(int(pd.Fd()), name, 0o700)
+	err = mkdirat(int(pd.Fd()), name, 0o700)
 	if err != nil && !errors.Is(err, unix.EEXIST) {
 		return &os.PathError{Op: "mkdir", Path: e.display(path.Join(parentRel, name)), Err: err}
 	}
@@ -413,11 +413,11 @@ func (e *engine) ephemeralUpper(b *build) error {
 	}
 	b.keep(t)
 	hn := hierName(b.h)
-	if err := unix.Mkdirat(int(t.Fd()), hn, b.hostMode); err != nil {
+	if err := mkdirat(int(t.Fd()), hn, b.hostMode); err != nil {
 		return &os.PathError{Op: "mkdir", Path: "ephemeral upper " + hn, Err: err}
 	}
 	wn := ".systemd-" + hn + "-workdir"
-	if err := unix.Mkdirat(int(t.Fd()), wn, 0o700); err != nil {
+	if err := mkdirat(int(t.Fd()), wn, 0o700); err != nil {
 		return &os.PathError{Op: "mkdir", Path: "ephemeral work " + wn, Err: err}
 	}
 	u, err := rootfs.OpenIn(t, hn, unix.O_PATH|unix.O_DIRECTORY)

@@ -208,16 +208,11 @@ func HasForbiddenContent(tree *os.File, c *Class) (bool, error) {
 
 // releaseOpenAt opens a plain name inside dir.
 func releaseOpenAt(dir *os.File, name string, flags int) (*os.File, error) {
-	for {
-		fd, err := unix.Openat(int(dir.Fd()), name, flags|unix.O_CLOEXEC, 0)
-		if err == unix.EINTR {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "openat", Path: dir.Name() + "/" + name, Err: err}
-		}
-		return os.NewFile(uintptr(fd), dir.Name()+"/"+name), nil
+	fd, err := openat(int(dir.Fd()), name, flags, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "openat", Path: dir.Name() + "/" + name, Err: err}
 	}
+	return os.NewFile(uintptr(fd), dir.Name()+"/"+name), nil
 }
 
 func releaseCheckRegular(f *os.File) error {
