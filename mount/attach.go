@@ -29,9 +29,7 @@ var (
 // unsupported). The answer is cached.
 func BeneathSupported() bool {
 	beneathOnce.Do(func() {
-		err := retry(func() error {
-			return unix.MoveMount(-1, "", -1, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH|MoveMountBeneath)
-		})
+		err := MoveMount(-1, "", -1, "", unix.MOVE_MOUNT_F_EMPTY_PATH|unix.MOVE_MOUNT_T_EMPTY_PATH|MoveMountBeneath)
 		beneathOK = errors.Is(err, unix.EBADF)
 	})
 	return beneathOK

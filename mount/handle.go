@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"os"
-	"runtime"
 	"strconv"
 	"unsafe"
 
@@ -30,34 +29,13 @@ const originalMaxHandleSize = 128
 // fileHandleHeader is sizeof(struct file_handle) without f_handle.
 const fileHandleHeader = 8
 
-// nameToHandleAtRaw issues one name_to_handle_at(2) into buf (whose first
-// 8 bytes are the file_handle header). mnt receives the mount ID, which the
-// kernel writes as a u64 with AtHandleMntIDUnique and as an int otherwise,
-// so it must always be 8 bytes wide (x/sys's wrapper passes 4 bytes and
-// would be overrun).
-func nameToHandleAtRaw(dirfd int, path string, buf []uint32, mnt *uint64, flags int) error {
-	p, err := unix.BytePtrFromString(path)
-	if err != nil {
-		return err
-	}
-	return retry(func() error {
-		_, _, e := unix.Syscall6(unix.SYS_NAME_TO_HANDLE_AT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
-			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(mnt)), uintptr(flags), 0)
-		runtime.KeepAlive(p)
-		if e != 0 {
-			return e
-		}
-		return nil
-	})
-}
-
 // errUnatch mirrors systemd's -EUNATCH: statx succeeded but did not return
 // the requested field (the kernel is too old for it).
 var errUnatch = unix.EUNATCH
 
 func statxWithMask(dirfd int, path string, flags, mask int) (*unix.Statx_t, error) {
 	var sx unix.Statx_t
-	err := retry(func() error { return unix.Statx(dirfd, path, flags, mask, &sx) })
+	err := statx(dirfd, path, flags, mask, &sx)
 	if err != nil {
 		return nil, err
 	}

@@ -81,8 +81,7 @@ func AttachLoop(backing *os.File, o LoopOptions) (*Loop, error) {
 			// another ext-setup-root) do not collide again in lockstep.
 			time.Sleep(time.Duration(rand.IntN(1000*min(attempt, 10))+100) * time.Microsecond)
 		}
-		var n int
-		err := retry(func() (err error) { n, err = unix.IoctlRetInt(int(ctl.Fd()), unix.LOOP_CTL_GET_FREE); return })
+		n, err := loopGetFree(int(ctl.Fd()))
 		if err != nil {
 			return nil, &Error{Op: "loop get free", Source: backing.Name(), Target: ctl.Name(), Err: err}
 		}
@@ -95,7 +94,7 @@ func AttachLoop(backing *os.File, o LoopOptions) (*Loop, error) {
 			}
 			return nil, err
 		}
-		err = retry(func() error { return unix.IoctlLoopConfigure(int(f.Fd()), &cfg) })
+		err = loopConfigure(int(f.Fd()), &cfg)
 		if err == nil {
 			return &Loop{Path: dev, File: f, opts: o}, nil
 		}
@@ -118,7 +117,7 @@ func (l *Loop) Close() error {
 	}
 	var err error
 	if !l.opts.Autoclear {
-		err = retry(func() error { return unix.IoctlSetInt(int(l.File.Fd()), unix.LOOP_CLR_FD, 0) })
+		err = loopClearFd(int(l.File.Fd()))
 		if err != nil {
 			err = &Error{Op: "loop clear", Target: l.Path, Err: err}
 		}

@@ -135,9 +135,7 @@ func IsMountPoint(f *os.File) (bool, error) {
 	fd := int(f.Fd())
 	defer runtime.KeepAlive(f)
 	var self unix.Statx_t
-	err := retry(func() error {
-		return unix.Statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_INO, &self)
-	})
+	err := statx(fd, "", unix.AT_EMPTY_PATH|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_INO, &self)
 	if err != nil {
 		return false, &os.PathError{Op: "statx", Path: f.Name(), Err: err}
 	}
@@ -153,9 +151,7 @@ func IsMountPoint(f *os.File) (bool, error) {
 // self must hold f's statx with STATX_MNT_ID|STATX_INO.
 func mountPointByParent(fd int, name string, self *unix.Statx_t) (bool, error) {
 	var parent unix.Statx_t
-	err := retry(func() error {
-		return unix.Statx(fd, "..", unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_INO, &parent)
-	})
+	err := statx(fd, "..", unix.AT_SYMLINK_NOFOLLOW, unix.STATX_MNT_ID|unix.STATX_INO, &parent)
 	if err != nil {
 		return false, &os.PathError{Op: "statx", Path: name + "/..", Err: err}
 	}

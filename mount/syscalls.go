@@ -3,6 +3,8 @@ package mount
 import (
 	"errors"
 	"fmt"
+	"runtime"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
@@ -154,4 +156,53 @@ func Mount(source, target, fstype string, flags uintptr, data string) error {
 		return &Error{Op: "mount", Source: source, Target: target, FSType: fstype, Flags: uint64(flags), Data: data, Err: err}
 	}
 	return nil
+}
+
+// statx is statx(2) into sx.
+func statx(dirfd int, path string, flags, mask int, sx *unix.Statx_t) error {
+	return retry(func() error { return unix.Statx(dirfd, path, flags, mask, sx) })
+}
+
+// nameToHandleAtRaw issues one name_to_handle_at(2) into buf (whose first
+// 8 bytes are the file_handle header). mnt receives the mount ID, which the
+// kernel writes as a u64 with AtHandleMntIDUnique and as an int otherwise,
+// so it must always be 8 bytes wide (x/sys's wrapper passes 4 bytes and
+// would be overrun).
+func nameToHandleAtRaw(dirfd int, path string, buf []uint32, mnt *uint64, flags int) error {
+	p, err := unix.BytePtrFromString(path)
+	if err != nil {
+		return err
+	}
+	return retry(func() error {
+		_, _, e := unix.Syscall6(unix.SYS_NAME_TO_HANDLE_AT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
+			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(mnt)), uintptr(flags), 0)
+		runtime.KeepAlive(p)
+		if e != 0 {
+			return e
+		}
+		return nil
+	})
+}
+
+// loopGetFree asks /dev/loop-control (ctl) for a free loop device number
+// (LOOP_CTL_GET_FREE).
+func loopGetFree(ctl int) (int, error) {
+	var n int
+	err := retry(func() (err error) {
+		n, err = unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
+		return err
+	})
+	return n, err
+}
+
+// loopConfigure binds the loop device fd to its backing file and sets its
+// parameters in one step (LOOP_CONFIGURE).
+func loopConfigure(fd int, cfg *unix.LoopConfig) error {
+	return retry(func() error { return unix.IoctlLoopConfigure(fd, cfg) })
+}
+
+// loopClearFd detaches the backing file of the loop device fd
+// (LOOP_CLR_FD).
+func loopClearFd(fd int) error {
+	return retry(func() error { return unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0) })
 }
