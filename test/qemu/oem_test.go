@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"crypto/rand"
+	"strings"
 	"path/filepath"
 	"testing"
 )
@@ -91,7 +92,18 @@ func TestQEMUOEMPartitionFull(t *testing.T) {
 	if rep.HasImage("/oem/sysext/" + newName) {
 		t.Errorf("partial copy of the new image left on the full OEM partition")
 	}
-	_ = oldName
+	// The condition really happened: the copy to the OEM partition failed
+	// (ENOSPC) and the previous image was moved off it first.
+	failedMove := false
+	for _, l := range append(rep.All("esr_log"), rep.All("esr_kmsg")...) {
+		failedMove = failedMove || strings.Contains(l, "[failed]") && strings.Contains(l, "-> /oem/sysext/"+newName)
+	}
+	if !failedMove {
+		t.Errorf("no failed move to /oem/sysext/%s in ext-setup-root's log: the partition was not full", newName)
+	}
+	if !rep.HasImage("/etc/flatcar/oem-sysext/" + oldName) {
+		t.Errorf("previous image not moved off the OEM partition first; images: %q", rep.All("image"))
+	}
 	if !rep.AnyContains("usr_ext", "oem-"+VersionB) {
 		t.Errorf("OEM sysext from the root partition not merged: %q", rep.Get("usr_ext"))
 	}
