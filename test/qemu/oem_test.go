@@ -2,8 +2,8 @@ package qemu
 
 import (
 	"crypto/rand"
-	"strings"
 	"path/filepath"
+	"strings"
 	"testing"
 )
 
