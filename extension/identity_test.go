@@ -20,9 +20,10 @@ import (
 
 func statField(t *testing.T, format, p string) string {
 	t.Helper()
+	testutil.RequireTool(t, "stat")
 	out, err := exec.Command("stat", "-c", format, p).Output()
 	if err != nil {
-		t.Skipf("stat(1) unavailable: %v", err)
+		t.Fatalf("stat -c %s %s: %v", format, p, err)
 	}
 	return strings.TrimSpace(string(out))
 }
@@ -126,7 +127,7 @@ func TestCrtimeXattr(t *testing.T) {
 		var b [8]byte
 		binary.LittleEndian.PutUint64(b[:], v)
 		if err := unix.Setxattr(p, "user.crtime_usec", b[:], 0); err != nil {
-			t.Skipf("user xattrs unsupported: %v", err)
+			testutil.Gate(t, "user xattrs on the test directory's file system: %v", err)
 		}
 	}
 	root := b1OpenRoot(t, dir)
@@ -180,7 +181,7 @@ func TestVerityHashIdentity(t *testing.T) {
 			b1WriteTree(t, dir, files)
 			if tc.xattr != "" {
 				if err := unix.Setxattr(filepath.Join(dir, "var/lib/extensions/v.raw"), "user.verity.roothash", []byte(tc.xattr), 0); err != nil {
-					t.Skipf("user xattrs unsupported: %v", err)
+					testutil.Gate(t, "user xattrs on the test directory's file system: %v", err)
 				}
 			}
 			root := b1OpenRoot(t, dir)
