@@ -108,51 +108,6 @@ func readFileIn(root *os.File, p string) ([]byte, error) {
 	return b, nil
 }
 
-// removeAt removes name below dirfd recursively without following
-// symlinks or crossing into another file system (build.abort's cleanup
-// of a work dir it created).
-func removeAt(dirfd int, name, display string) error {
-	err := unlinkat(dirfd, name, 0)
-	if err == nil || errors.Is(err, unix.ENOENT) {
-		return nil
-	}
-	if !errors.Is(err, unix.EISDIR) && !errors.Is(err, unix.EPERM) {
-		return &os.PathError{Op: "unlink", Path: display, Err: err}
-	}
-	fd, err := openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-	if err != nil {
-		if errors.Is(err, unix.ENOENT) {
-			return nil
-		}
-		return &os.PathError{Op: "open", Path: display, Err: err}
-	}
-	d := os.NewFile(uintptr(fd), display)
-	var pst, cst unix.Stat_t
-	_ = unix.Fstat(dirfd, &pst)
-	_ = unix.Fstat(fd, &cst)
-	if pst.Dev != cst.Dev {
-		d.Close()
-		return &os.PathError{Op: "remove", Path: display, Err: unix.EXDEV}
-	}
-	for {
-		names, rerr := d.Readdirnames(256)
-		for _, n := range names {
-			if err := removeAt(fd, n, display+"/"+n); err != nil {
-				d.Close()
-				return err
-			}
-		}
-		if rerr != nil || len(names) == 0 {
-			break
-		}
-	}
-	d.Close()
-	if err := unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
-		return &os.PathError{Op: "rmdir", Path: display, Err: err}
-	}
-	return nil
-}
-
 // stripRoot turns a kernel-reported absolute path into an in-root path.
 func stripRoot(root *os.File, abs string) string {
 	rp, err := fdPath(root)

@@ -67,8 +67,8 @@ func (b *build) close() {
 func (b *build) abort() {
 	if b.workNew && b.workParent != nil {
 		// An O_PATH fd serves as dirfd of the *at calls (open(2)), so no
-		// reopen is needed.
-		_ = removeAt(int(b.workParent.Fd()), b.workName, b.workName)
+		// reopen is needed. A failure only leaves an unused work dir.
+		_ = rootfs.RemoveAllIn(b.workParent, b.workName)
 	}
 	b.close()
 }

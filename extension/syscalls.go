@@ -34,7 +34,3 @@ func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
 func mkdirat(dirfd int, name string, mode uint32) error {
 	return retry(func() error { return unix.Mkdirat(dirfd, name, mode) })
 }
-
-func unlinkat(dirfd int, name string, flags int) error {
-	return retry(func() error { return unix.Unlinkat(dirfd, name, flags) })
-}

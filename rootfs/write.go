@@ -3,6 +3,7 @@ package rootfs
 import (
 	"errors"
 	"os"
+	"runtime"
 	"strings"
 
 	"golang.org/x/sys/unix"
@@ -289,6 +290,27 @@ func (r *Root) RemoveAll(name string) error {
 		return err
 	}
 	return r.syncDir(parent, parent.Name())
+}
+
+// RemoveAllIn removes the entry name (one plain name, no "/") of the
+// directory dir recursively, for directories without a path in a Root (a
+// detached clone, an O_PATH fd from OpenIn): like RemoveAll it never
+// follows symlinks and refuses (EXDEV) to descend into another mount, and
+// a missing name is not an error. It does not fsync dir (an O_PATH fd
+// cannot be), so it is for scratch entries such as a failed build's work
+// dir, whose removal a crash may undo harmlessly.
+func RemoveAllIn(dir *os.File, name string) error {
+	display := dir.Name() + "/" + name
+	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
+		return &os.PathError{Op: "remove", Path: display, Err: unix.EINVAL}
+	}
+	mnt, err := mountID(int(dir.Fd()), "")
+	if err != nil {
+		return &os.PathError{Op: "statx", Path: dir.Name(), Err: err}
+	}
+	err = removeTree(int(dir.Fd()), name, display, mnt)
+	runtime.KeepAlive(dir)
+	return err
 }
 
 // removeAllAt removes the entry base of directory parent recursively
