@@ -4,6 +4,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,29 @@ func mkdirs(t testing.TB, root string, rels ...string) {
 		if err := os.MkdirAll(filepath.Join(root, r), 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+}
+
+// prune keeps the keep newest files matching pattern (a filepath.Glob
+// pattern) and removes the others: content-hashed cache entries pile up as
+// the binary changes, at 150 MB per /usr image.
+func prune(pattern string, keep int) {
+	files, _ := filepath.Glob(pattern)
+	if len(files) <= keep {
+		return
+	}
+	type ent struct {
+		p string
+		t int64
+	}
+	var es []ent
+	for _, f := range files {
+		if st, err := os.Stat(f); err == nil {
+			es = append(es, ent{f, st.ModTime().UnixNano()})
+		}
+	}
+	sort.Slice(es, func(i, j int) bool { return es[i].t > es[j].t })
+	for _, e := range es[min(keep, len(es)):] {
+		os.Remove(e.p)
 	}
 }

@@ -139,6 +139,7 @@ func USRImage(t testing.TB, in *Inputs, version string) string {
 	if err := os.Rename(tmp, img); err != nil {
 		t.Fatal(err)
 	}
+	prune(filepath.Join(filepath.Dir(img), "usr-"+version+"-*.erofs"), 2)
 	usrCache[version] = img
 	return img
 }

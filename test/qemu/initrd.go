@@ -148,6 +148,7 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	if err := os.Rename(tmp, out); err != nil {
 		t.Fatal(err)
 	}
+	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 4)
 	st, _ := os.Stat(out)
 	t.Logf("initrd: built %s (%d KiB)", out, st.Size()>>10)
 	initrdCache[withOurs] = out
