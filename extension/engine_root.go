@@ -34,7 +34,7 @@ func fdPath(f *os.File) (string, error) {
 // statFd fstats f (works on O_PATH fds).
 func statFd(f *os.File) (unix.Stat_t, error) {
 	var st unix.Stat_t
-	err := unix.Fstat(int(f.Fd()), &st)
+	err := fstat(int(f.Fd()), &st)
 	if err != nil {
 		return st, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}

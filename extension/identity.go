@@ -79,7 +79,7 @@ func ImageIdentity(root *rootfs.Root, img Image, opts IdentityOptions) (OriginEx
 		}
 	}
 	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
+	if err := fstat(fd, &st); err != nil {
 		return id, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
 	id.Inode = st.Ino

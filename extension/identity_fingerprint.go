@@ -50,7 +50,7 @@ func DirFingerprint(root *rootfs.Root, img Image) (string, error) {
 // FingerprintTree is DirFingerprint for an already opened directory.
 func FingerprintTree(dir *os.File) (string, error) {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(dir.Fd()), &st); err != nil {
+	if err := fstat(int(dir.Fd()), &st); err != nil {
 		return "", &os.PathError{Op: "fstat", Path: dir.Name(), Err: err}
 	}
 	h := sha256.New()
@@ -81,7 +81,7 @@ func fingerprintDir(h hash.Hash, dir *os.File, rel string, dev uint64) error {
 	sort.Strings(names)
 	for _, n := range names {
 		var st unix.Stat_t
-		err := unix.Fstatat(int(dir.Fd()), n, &st, unix.AT_SYMLINK_NOFOLLOW)
+		err := fstatat(int(dir.Fd()), n, &st, unix.AT_SYMLINK_NOFOLLOW)
 		if err == unix.ENOENT {
 			continue // removed while we walk; the parent's ctime changed anyway
 		}

@@ -154,7 +154,7 @@ func writeNew(dir *os.File, name, data string) error {
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	if err := unix.Fchmod(fd, 0o644); err != nil {
+	if err := fchmod(fd, 0o644); err != nil {
 		return &os.PathError{Op: "chmod", Path: "meta " + name, Err: err}
 	}
 	if _, err := f.WriteString(data); err != nil {

@@ -115,8 +115,8 @@ func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
 // of the parent directory does not reach, and using the clone would merge
 // over the wrong (empty) directory. Unmerge first in that case.
 func (e *engine) checkNotStacked(s *hierState) error {
-	var stx unix.Statx_t
-	if err := unix.Statx(int(s.top.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+	mntID, err := mountIDOf(int(s.top.Fd()))
+	if err != nil {
 		return &os.PathError{Op: "statx", Path: s.display, Err: err}
 	}
 	infos, err := e.mountinfo()
@@ -125,7 +125,7 @@ func (e *engine) checkNotStacked(s *hierState) error {
 	}
 	parent := -1
 	for _, mi := range infos {
-		if uint64(mi.ID) == stx.Mnt_id {
+		if uint64(mi.ID) == mntID {
 			parent = mi.Parent
 		}
 	}
@@ -315,7 +315,7 @@ func fchmodPath(f *os.File, mode uint32) error {
 		return err
 	}
 	defer d.Close()
-	if err := unix.Fchmod(int(d.Fd()), mode); err != nil {
+	if err := fchmod(int(d.Fd()), mode); err != nil {
 		return &os.PathError{Op: "chmod", Path: f.Name(), Err: err}
 	}
 	return nil

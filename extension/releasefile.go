@@ -217,7 +217,7 @@ func releaseOpenAt(dir *os.File, name string, flags int) (*os.File, error) {
 
 func releaseCheckRegular(f *os.File) error {
 	var st unix.Stat_t
-	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+	if err := fstat(int(f.Fd()), &st); err != nil {
 		return &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {

@@ -26,8 +26,8 @@ type submount struct {
 // own .systemd-<C> bind excluded). It reads mountinfo once, and only when
 // the merge has children at all (checked by the mount ids in it).
 func (e *engine) collectSubmounts(s *hierState) ([]submount, error) {
-	var stx unix.Statx_t
-	if err := unix.Statx(int(s.top.Fd()), "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx); err != nil {
+	mntID, err := mountIDOf(int(s.top.Fd()))
+	if err != nil {
 		return nil, &os.PathError{Op: "statx", Path: s.display, Err: err}
 	}
 	infos, err := e.mountinfo()
@@ -37,7 +37,7 @@ func (e *engine) collectSubmounts(s *hierState) ([]submount, error) {
 	meta := path.Join(s.display, e.cls.DotDir)
 	var out []submount
 	for _, mi := range infos {
-		if uint64(mi.Parent) != stx.Mnt_id || mi.Mountpoint == meta || !strings.HasPrefix(mi.Mountpoint, s.display+"/") {
+		if uint64(mi.Parent) != mntID || mi.Mountpoint == meta || !strings.HasPrefix(mi.Mountpoint, s.display+"/") {
 			continue
 		}
 		rel := strings.TrimPrefix(mi.Mountpoint, s.display+"/")

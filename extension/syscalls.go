@@ -31,6 +31,36 @@ func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
 	return fd, err
 }
 
+// open is open(2) with O_CLOEXEC added.
+func open(name string, flags int, mode uint32) (int, error) {
+	var fd int
+	err := retry(func() (err error) {
+		fd, err = unix.Open(name, flags|unix.O_CLOEXEC, mode)
+		return err
+	})
+	return fd, err
+}
+
+func fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
+	return retry(func() error { return unix.Fstatat(dirfd, name, st, flags) })
+}
+
+func fstat(fd int, st *unix.Stat_t) error {
+	return retry(func() error { return unix.Fstat(fd, st) })
+}
+
+func fchmod(fd int, mode uint32) error {
+	return retry(func() error { return unix.Fchmod(fd, mode) })
+}
+
+// mountIDOf returns the mount id of the object fd refers to (statx
+// STATX_MNT_ID with AT_EMPTY_PATH).
+func mountIDOf(fd int) (uint64, error) {
+	var stx unix.Statx_t
+	err := retry(func() error { return unix.Statx(fd, "", unix.AT_EMPTY_PATH, unix.STATX_MNT_ID, &stx) })
+	return stx.Mnt_id, err
+}
+
 func mkdirat(dirfd int, name string, mode uint32) error {
 	return retry(func() error { return unix.Mkdirat(dirfd, name, mode) })
 }
