@@ -87,7 +87,7 @@ type engine struct {
 	log      *oplog.Logger
 	getenv   func(string) string
 	rootPath string       // absolute, cleaned, resolved; "/" for the host
-	root     *os.File     // O_PATH fd of rootPath
+	root     *os.File     // directory fd of rootPath (a dup of rfs's)
 	rfs      *rootfs.Root // rootPath for rootfs's reads and crash-safe changes
 	hiers    []string
 	initrd   bool
@@ -135,16 +135,19 @@ func newEngine(opt Options) (*engine, error) {
 	if r, err := filepath.EvalSymlinks(abs); err == nil {
 		abs = r
 	}
-	fd, err := open(abs, unix.O_PATH|unix.O_DIRECTORY, 0)
+	// One lookup of the root path: e.root is a duplicate of rootfs's
+	// directory fd, so both always name the same directory even if
+	// something is mounted over the path meanwhile.
+	if e.rfs, err = rootfs.Open(abs); err != nil {
+		return nil, err
+	}
+	fd, err := unix.FcntlInt(uintptr(e.rfs.Fd()), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, &os.PathError{Op: "open root", Path: abs, Err: err}
+		e.rfs.Close()
+		return nil, &os.PathError{Op: "dup root fd", Path: abs, Err: err}
 	}
 	e.root = os.NewFile(uintptr(fd), abs)
 	e.rootPath = abs
-	if e.rfs, err = rootfs.Open(abs); err != nil {
-		e.root.Close()
-		return nil, err
-	}
 	e.hiers = opt.Class.Hierarchies
 	if v := e.getenv(opt.Class.HierarchiesEnv); v != "" {
 		e.hiers = nil

@@ -31,16 +31,6 @@ func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
 	return fd, err
 }
 
-// open is open(2) with O_CLOEXEC added.
-func open(name string, flags int, mode uint32) (int, error) {
-	var fd int
-	err := retry(func() (err error) {
-		fd, err = unix.Open(name, flags|unix.O_CLOEXEC, mode)
-		return err
-	})
-	return fd, err
-}
-
 func fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
 	return retry(func() error { return unix.Fstatat(dirfd, name, st, flags) })
 }
