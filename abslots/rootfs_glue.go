@@ -1,7 +1,6 @@
 package abslots
 
 import (
-	"errors"
 	"io/fs"
 	"path"
 	"time"
@@ -41,25 +40,8 @@ func (r RootFS) Stat(name string) (fs.FileInfo, error) {
 	return statInfo{path.Base(name), st}, nil
 }
 
-// Move implements FS with rootfs's crash-safe cross-filesystem move.
-func (r RootFS) Move(src, dst string) error {
-	if m, ok := any(r.Root).(interface{ Move(string, string) error }); ok {
-		return m.Move(src, dst)
-	}
-	return errors.New("rootfs: Move not available in this build")
-}
-
-// CleanTemps implements FS.
-func (r RootFS) CleanTemps(dir string) error {
-	switch m := any(r.Root).(type) {
-	case interface{ CleanTemps(string) error }:
-		return m.CleanTemps(dir)
-	case interface{ CleanTemps(string) (int, error) }:
-		_, err := m.CleanTemps(dir)
-		return err
-	}
-	return errors.New("rootfs: CleanTemps not available in this build")
-}
+// Move and CleanTemps are rootfs's own (crash-safe cross-filesystem move,
+// removal of a crashed run's temps), promoted from *rootfs.Root.
 
 // isTempName reports rootfs's temporary names.
 func isTempName(name string) bool { return rootfs.IsTempName(name) }
