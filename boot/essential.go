@@ -15,6 +15,8 @@ type EssentialError struct {
 	Reason  string
 }
 
+// Error names the class, the pattern and, when an image matched it, the
+// image and why it was not merged.
 func (e *EssentialError) Error() string {
 	if e.Name == "" {
 		return fmt.Sprintf("essential %s %q not found", e.Class, e.Pattern)

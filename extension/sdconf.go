@@ -25,6 +25,7 @@ type ConfigError struct {
 	Msg  string
 }
 
+// Error is "FILE:LINE: message", as systemd reports configuration errors.
 func (e *ConfigError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
 // Assignment is one KEY=VALUE line of a systemd INI file.

@@ -29,6 +29,7 @@ type SyntaxError struct {
 	Msg  string
 }
 
+// Error is "FILE:LINE: message", naming where the syntax broke.
 func (e *SyntaxError) Error() string { return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg) }
 
 // Issue is a line systemd silently ignores (no '=', an unterminated quote
@@ -40,6 +41,7 @@ type Issue struct {
 	Msg  string
 }
 
+// String is "FILE:LINE: message", for the warning a caller logs.
 func (i Issue) String() string { return fmt.Sprintf("%s:%d: %s", i.File, i.Line, i.Msg) }
 
 // Parse reads KEY=VALUE assignments in os-release syntax from r; name is

@@ -241,6 +241,7 @@ type Result struct {
 	Elapsed  time.Duration
 }
 
+// String shows the command, its exit code and output, for test failures.
 func (r Result) String() string {
 	return fmt.Sprintf("%s -> exit %d\n%s", strings.Join(r.Args, " "), r.ExitCode, r.Output)
 }

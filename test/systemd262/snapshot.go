@@ -27,6 +27,7 @@ type FileInfo struct {
 	Content string // file content or symlink target
 }
 
+// String is a one-line rendering for diffs between two snapshots.
 func (f FileInfo) String() string {
 	c := f.Content
 	if len(c) > 60 {

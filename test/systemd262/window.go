@@ -66,6 +66,7 @@ func (w WindowResult) Failures() int64 {
 	return n
 }
 
+// String summarises the measurement in one line for the test log.
 func (w WindowResult) String() string {
 	s := fmt.Sprintf("%s: %d replacements in %v (%d failed commands), %d affected by a gap (%.3f per replacement), median gap %v, max gap %v",
 		w.Tool, w.Replacements, w.Elapsed.Round(time.Millisecond), w.CmdFailures, w.AffectedReplacements,
