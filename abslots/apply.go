@@ -117,6 +117,18 @@ func applyOne(root FS, a Action, log *alog) error {
 			log.Warnf("%s and %s differ; keeping both", a.Path, a.Dst)
 			return nil
 		}
+		// Same name and size is not proof: compare the bytes before
+		// removing anything (an image is read once, only in this rare
+		// after-crash case).
+		same, err := root.SameContent(a.Path, a.Dst)
+		if err != nil {
+			log.Warnf("cannot compare %s with %s, keeping both: %v", a.Path, a.Dst, err)
+			return nil
+		}
+		if !same {
+			log.Warnf("%s and %s differ in content; keeping both", a.Path, a.Dst)
+			return nil
+		}
 		op := log.Op("remove %s (leftover copy of %s)", a.Path, a.Dst)
 		return op.Finish(ignoreNotExist(root.Remove(a.Path)))
 	case OpSymlink:

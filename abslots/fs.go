@@ -24,6 +24,9 @@ type FS interface {
 	// of the directory and unlink of the source; on ENOSPC no partial file
 	// remains and the error matches unix.ENOSPC.
 	Move(src, dst string) error
+	// SameContent reports whether a and b hold the same bytes, so that a
+	// leftover copy is only removed when it really is one.
+	SameContent(a, b string) (bool, error)
 	// CleanTemps removes temporary files a crashed run left in dir.
 	CleanTemps(dir string) error
 	// WriteFileAtomic writes a file crash-safely (temp, fsync, rename,

@@ -1,6 +1,7 @@
 package abslots
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"io/fs"
@@ -93,6 +94,18 @@ func (h hostFS) Move(s, d string) error {
 	}
 	return os.Remove(h.p(s))
 }
+func (h hostFS) SameContent(a, b string) (bool, error) {
+	ab, err := os.ReadFile(h.p(a))
+	if err != nil {
+		return false, err
+	}
+	bb, err := os.ReadFile(h.p(b))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return err == nil && bytes.Equal(ab, bb), err
+}
+
 func (h hostFS) CleanTemps(d string) error {
 	ents, err := os.ReadDir(h.p(d))
 	if err != nil {
