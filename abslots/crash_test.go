@@ -21,7 +21,6 @@ import (
 // image present exactly once and no temporary files left.
 func TestCrashAtEveryStep(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	bin := testutil.BuildBinary(t)
 	sc := scenarios()[findScenario(t, "2 image on root, previous on OEM")]
 	in := merge(sc.in, tree{

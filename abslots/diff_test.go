@@ -12,7 +12,6 @@ import (
 // differs (download path, documented differences) are left out.
 func TestDifferentialBash(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	referenceScript(t)
 	for _, sc := range scenarios() {
 		if sc.bashDiffers {

@@ -11,16 +11,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// requireRootfsMove gates tests on rootfs having Move and CleanTemps.
-func requireRootfsMove(t *testing.T) {
-	t.Helper()
-	var r any = (*rootfs.Root)(nil)
-	_, m := r.(interface{ Move(string, string) error })
-	if !m {
-		testutil.Gate(t, "rootfs.Root has no Move yet")
-	}
-}
-
 func openRootFS(t *testing.T, dir string) RootFS {
 	t.Helper()
 	r, err := rootfs.Open(dir)
@@ -35,7 +25,6 @@ func openRootFS(t *testing.T, dir string) RootFS {
 // access (openat2), on tmpfs.
 func TestScenariosRootfs(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	for _, sc := range scenarios() {
 		if len(sc.full) > 0 {
 			continue // real ENOSPC: TestOEMPartitionFull
@@ -87,7 +76,6 @@ func fullOEMFixture(t *testing.T) (string, tree) {
 // complete, with no partial file on the OEM partition; a rerun keeps that.
 func TestOEMPartitionFull(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	dir, want := fullOEMFixture(t)
 	root := openRootFS(t, dir)
 	for i := 1; i <= 2; i++ {
@@ -111,7 +99,6 @@ func TestOEMPartitionFull(t *testing.T) {
 // OEM partition (both sides get their own loop filesystem).
 func TestDifferentialOEMFull(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	referenceScript(t)
 	theirs, want := fullOEMFixture(t)
 	ours, _ := fullOEMFixture(t)
@@ -133,7 +120,6 @@ func TestDifferentialOEMFull(t *testing.T) {
 // list that appears again is left alone.
 func TestMigrationRunsOnce(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	dir := testutil.Tmpfs(t)
 	writeTree(t, dir, scenarios()[findScenario(t, "6 migration")].in)
 	root := openRootFS(t, dir)
@@ -155,7 +141,6 @@ func TestMigrationRunsOnce(t *testing.T) {
 // moved or deleted because of them.
 func TestLinksOutsideRoot(t *testing.T) {
 	testutil.RequireRoot(t)
-	requireRootfsMove(t)
 	outer := testutil.Tmpfs(t)
 	dir := filepath.Join(outer, "root")
 	outside := filepath.Join(outer, "oem-test-"+v1+".raw")
