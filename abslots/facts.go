@@ -8,6 +8,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"syscall"
 
 	"github.com/ext-setup-root/ext-setup-root/release"
 )
@@ -29,6 +30,10 @@ type Facts struct {
 	MigrationList []string `json:"migration_list,omitempty"`
 	// Enabled is the merged enabled list.
 	Enabled EnabledList `json:"enabled"`
+	// EnabledUnreadable is set when an enabled or opt-out list exists but
+	// cannot be read: the merged list would be wrong (an opt-out lost, or
+	// every name missing), so the extension links are left as they are.
+	EnabledUnreadable bool `json:"enabled_unreadable,omitempty"`
 	// Files maps in-root paths of store entries and other probed paths to
 	// what is there.
 	Files map[string]FileFact `json:"files"`
@@ -100,6 +105,9 @@ func Gather(root FS, cfg *Config) *Facts {
 func (f *Facts) gatherOEM(root FS, cfg *Config) {
 	b, err := root.ReadFile(cfg.OEM.ReleaseFile)
 	if err != nil {
+		if !absent(err) {
+			f.problem(cfg.OEM.ReleaseFile + ": " + err.Error() + "; OEM link left as it is")
+		}
 		return
 	}
 	// Only the ID line matters; other lines of oem-release may be in any
@@ -150,6 +158,10 @@ func (f *Facts) gatherEnabled(root FS, cfg *Config) {
 		seen[name] = true
 		b, err := root.ReadFile(name)
 		if err != nil {
+			if !absent(err) {
+				f.problem(name + ": " + err.Error() + "; extension links left as they are")
+				f.EnabledUnreadable = true
+			}
 			continue
 		}
 		names, outs, _ := parseEnabled(bytes.NewReader(b))
@@ -257,6 +269,12 @@ func sortedKeys[V any](m map[string]V) []string {
 	}
 	sort.Strings(ks)
 	return ks
+}
+
+// absent reports a file that is simply not there (also when a parent is
+// not a directory), as opposed to one that exists but cannot be read.
+func absent(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR)
 }
 
 func errText(err error) string {

@@ -91,7 +91,7 @@ func MakePlan(cfg *Config, f *Facts) *Plan {
 	if cfg.OEM.Enabled {
 		planOEM(p, cfg, f)
 	}
-	if cfg.Extensions.Enabled {
+	if cfg.Extensions.Enabled && !f.EnabledUnreadable {
 		planExtensions(p, cfg, f)
 	}
 	return p
