@@ -30,10 +30,14 @@ type Facts struct {
 	MigrationList []string `json:"migration_list,omitempty"`
 	// Enabled is the merged enabled list.
 	Enabled EnabledList `json:"enabled"`
-	// EnabledUnreadable is set when an enabled or opt-out list exists but
-	// cannot be read: the merged list would be wrong (an opt-out lost, or
-	// every name missing), so the extension links are left as they are.
-	EnabledUnreadable bool `json:"enabled_unreadable,omitempty"`
+	// OEMUnreadable and ExtensionsUnreadable are set when an input of that
+	// part (an enabled or opt-out list, a store, the link directory) exists
+	// but cannot be read. Reading it as absent would be wrong (an opt-out
+	// lost, images taken as missing and their links removed, a user's
+	// /dev/null link overwritten), so that part's links are left as they
+	// are; Problems names the file.
+	OEMUnreadable        bool `json:"oem_unreadable,omitempty"`
+	ExtensionsUnreadable bool `json:"extensions_unreadable,omitempty"`
 	// Files maps in-root paths of store entries and other probed paths to
 	// what is there.
 	Files map[string]FileFact `json:"files"`
@@ -96,7 +100,9 @@ func Gather(root FS, cfg *Config) *Facts {
 	}
 	if cfg.Extensions.Enabled {
 		f.gatherEnabled(root, cfg)
-		f.listDir(root, cfg.Extensions.Store)
+		if !f.listDir(root, cfg.Extensions.Store) {
+			f.ExtensionsUnreadable = true
+		}
 	}
 	f.gatherLinks(root, cfg.LinkDir)
 	return f
@@ -131,7 +137,9 @@ func (f *Facts) gatherOEM(root FS, cfg *Config) {
 	f.ActiveFlag = f.probe(root, path.Join(cfg.OEM.FlagDir, expand(cfg.OEM.ActiveFlag, vars)))
 	f.MigrateFlag = f.probe(root, path.Join(cfg.OEM.FlagDir, expand(cfg.OEM.MigrateFlag, vars)))
 	for _, s := range cfg.OEM.Stores {
-		f.listDir(root, s)
+		if !f.listDir(root, s) {
+			f.OEMUnreadable = true
+		}
 	}
 	if f.MigrateFlag {
 		list := path.Join(cfg.OEM.MigrationListDir, f.OEMID)
@@ -160,7 +168,7 @@ func (f *Facts) gatherEnabled(root FS, cfg *Config) {
 		if err != nil {
 			if !absent(err) {
 				f.problem(name + ": " + err.Error() + "; extension links left as they are")
-				f.EnabledUnreadable = true
+				f.ExtensionsUnreadable = true
 			}
 			continue
 		}
@@ -204,11 +212,12 @@ func (f *Facts) probe(root FS, p string) bool {
 // listDir records every entry of a store directory. Entry types come from
 // the directory listing (lstat relative to the open directory, one
 // syscall); only symlinks are followed (inside the root) to see what they
-// point at.
-func (f *Facts) listDir(root FS, dir string) {
+// point at. It returns false when dir exists but cannot be listed (a
+// problem naming it is recorded).
+func (f *Facts) listDir(root FS, dir string) bool {
 	ents, err := root.ReadDir(dir)
 	if err != nil {
-		return
+		return f.readable(dir, err)
 	}
 	f.noteTemps(dir, ents)
 	for _, e := range ents {
@@ -225,6 +234,7 @@ func (f *Facts) listDir(root FS, dir string) {
 		}
 		f.Files[p] = ff
 	}
+	return true
 }
 
 // noteTemps remembers dir if it holds a temporary file of rootfs.
@@ -240,6 +250,9 @@ func (f *Facts) noteTemps(dir string, ents []fs.DirEntry) {
 func (f *Facts) gatherLinks(root FS, dir string) {
 	ents, err := root.ReadDir(dir)
 	if err != nil {
+		if !f.readable(dir, err) {
+			f.OEMUnreadable, f.ExtensionsUnreadable = true, true
+		}
 		return
 	}
 	f.noteTemps(dir, ents)
@@ -257,6 +270,16 @@ func (f *Facts) gatherLinks(root FS, dir string) {
 		}
 		f.Links[p] = lf
 	}
+}
+
+// readable turns the error of listing dir into false (and a problem naming
+// dir) unless dir simply does not exist.
+func (f *Facts) readable(dir string, err error) bool {
+	if absent(err) {
+		return true
+	}
+	f.problem(dir + ": " + err.Error() + "; links that depend on it left as they are")
+	return false
 }
 
 func (f *Facts) problem(s string) { f.Problems = append(f.Problems, s) }

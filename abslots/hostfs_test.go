@@ -18,6 +18,9 @@ import (
 type hostFS struct {
 	dir    string
 	noRoom map[string]bool // in-root dirs that fail moves with ENOSPC
+	// eio lists in-root directories whose listing fails with EIO (an
+	// unreadable store or link directory).
+	eio map[string]bool
 }
 
 func (h hostFS) p(n string) string { return filepath.Join(h.dir, n) }
@@ -30,9 +33,14 @@ func (h hostFS) Stat(n string) (fs.FileInfo, error) {
 	}
 	return os.Stat(h.p(r))
 }
-func (h hostFS) Readlink(n string) (string, error)       { return os.Readlink(h.p(n)) }
-func (h hostFS) ReadFile(n string) ([]byte, error)       { return os.ReadFile(h.p(n)) }
-func (h hostFS) ReadDir(n string) ([]fs.DirEntry, error) { return os.ReadDir(h.p(n)) }
+func (h hostFS) Readlink(n string) (string, error) { return os.Readlink(h.p(n)) }
+func (h hostFS) ReadFile(n string) ([]byte, error) { return os.ReadFile(h.p(n)) }
+func (h hostFS) ReadDir(n string) ([]fs.DirEntry, error) {
+	if h.eio[path.Clean(n)] {
+		return nil, &fs.PathError{Op: "readdirent", Path: n, Err: syscall.EIO}
+	}
+	return os.ReadDir(h.p(n))
+}
 
 // Resolve follows links with the fixture dir as root (absolute targets
 // are taken inside it).

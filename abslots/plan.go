@@ -88,10 +88,10 @@ func MakePlan(cfg *Config, f *Facts) *Plan {
 	if f.Version == "" {
 		p.problem(fmt.Sprintf("%s: no %s: versioned images cannot be selected", cfg.OSRelease, cfg.VersionKey))
 	}
-	if cfg.OEM.Enabled {
+	if cfg.OEM.Enabled && !f.OEMUnreadable {
 		planOEM(p, cfg, f)
 	}
-	if cfg.Extensions.Enabled && !f.EnabledUnreadable {
+	if cfg.Extensions.Enabled && !f.ExtensionsUnreadable {
 		planExtensions(p, cfg, f)
 	}
 	return p

@@ -52,3 +52,40 @@ func TestUnreadableListsLeaveLinks(t *testing.T) {
 		check(t, dir, openRootFS(t, dir))
 	})
 }
+
+// TestUnreadableDirsLeaveLinks: a store or the link directory that exists
+// but cannot be listed (EIO, through the test double) is a problem naming
+// it, and the links that depend on it stay: read as empty, the images
+// would count as missing and their links be removed.
+func TestUnreadableDirsLeaveLinks(t *testing.T) {
+	oemImg := "/oem/sysext/oem-test-" + v2 + ".raw"
+	zfs := "/etc/flatcar/sysext/flatcar-zfs-" + v2 + ".raw"
+	in := merge(merge(osRelV2, oemTest), tree{
+		oemImg:                                   "v2",
+		"/etc/extensions/oem-test.raw":           "@" + oemImg,
+		"/usr/share/flatcar/enabled-sysext.conf": "zfs\n",
+		zfs:                                      "zfs",
+		"/etc/extensions/flatcar-zfs.raw":        "@" + zfs,
+		"/etc/extensions/flatcar-podman.raw":     "@/dev/null",
+	})
+	want := merge(oemTest, tree{oemImg: "v2", "/etc/extensions/oem-test.raw": "@" + oemImg,
+		zfs: "zfs", "/etc/extensions/flatcar-zfs.raw": "@" + zfs, "/etc/extensions/flatcar-podman.raw": "@/dev/null"})
+	for _, dir := range []string{"/oem/sysext", "/etc/flatcar/sysext", "/etc/extensions"} {
+		t.Run(dir, func(t *testing.T) {
+			root := t.TempDir()
+			writeTree(t, root, in)
+			p, log := runFixture(t, hostFS{dir: root, eio: map[string]bool{dir: true}})
+			if d := diffTrees(want, snapshot(t, root)); d != "" {
+				t.Fatalf("state differs:\n%s\nplan:\n%s\nlog:\n%s", d, p, log)
+			}
+			if !strings.Contains(strings.Join(p.Problems, "\n"), dir+": ") {
+				t.Errorf("no problem naming %s in %q", dir, p.Problems)
+			}
+			for _, a := range p.Actions {
+				if a.Op == OpUnlink || (a.Op == OpSymlink && strings.Contains(a.Path, "podman")) {
+					t.Errorf("planned %s", a.describe())
+				}
+			}
+		})
+	}
+}
