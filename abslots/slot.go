@@ -7,6 +7,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"unicode/utf16"
 
 	"github.com/u-root/u-root/pkg/mount/gpt"
@@ -98,11 +99,13 @@ func ReadSlot(c Cmdline, env SlotEnv) *Slot {
 // readDisk finds the whole disk holding partition node via sysfs and reads
 // its GPT.
 func (s *Slot) readDisk(node string, env SlotEnv) error {
-	var st unix.Stat_t
-	if err := unix.Stat(node, &st); err != nil {
-		return &os.PathError{Op: "stat", Path: node, Err: err}
+	// os.Stat retries on EINTR itself; the raw stat gives the device number.
+	fi, err := os.Stat(node)
+	if err != nil {
+		return err
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFBLK {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok || fi.Mode()&os.ModeDevice == 0 || fi.Mode()&os.ModeCharDevice != 0 {
 		return fmt.Errorf("%s is not a block device", node)
 	}
 	sys := path.Join(env.SysDevBlock, fmt.Sprintf("%d:%d", unix.Major(uint64(st.Rdev)), unix.Minor(uint64(st.Rdev))))
