@@ -30,6 +30,11 @@ type Cmdline struct {
 	// essential confext patterns; nil when not given, empty for
 	// "ext-setup-root.essential=" (nothing essential).
 	Essential []string
+	// LateRefresh is ext-setup-root.late-refresh=auto|ours|stock: which
+	// refresh the late stages in the booted system run (see LateRefresh);
+	// "" when not given. The value is kept as written so that RunLate can
+	// name a wrong one in its log instead of the boot failing on it.
+	LateRefresh LateRefresh
 }
 
 // ParseCmdline reads a kernel command line (the contents of /proc/cmdline)
@@ -72,6 +77,8 @@ func ParseCmdline(r io.Reader) (Cmdline, error) {
 			c.PreOff = !on()
 		case "ext-setup-root.stage.post":
 			c.PostOff = !on()
+		case "ext-setup-root.late-refresh", "ext-setup-root.late_refresh":
+			c.LateRefresh = LateRefresh(val)
 		case "ext-setup-root.essential":
 			c.Essential = []string{}
 			for _, p := range strings.Split(val, ",") {

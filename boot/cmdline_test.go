@@ -23,6 +23,9 @@ func TestParseCmdline(t *testing.T) {
 		{`ext-setup-root.essential="00-vendor, 10-*" x`, Cmdline{Essential: []string{"00-vendor", "10-*"}}},
 		{"ext-setup-root.essential=", Cmdline{Essential: []string{}}},
 		{`"systemd.sysext=0"`, Cmdline{SysextOff: true}},
+		{"ext-setup-root.late-refresh=ours", Cmdline{LateRefresh: LateOurs}},
+		{"ext-setup-root.late-refresh=ours ext-setup-root.late_refresh=stock", Cmdline{LateRefresh: LateStock}},
+		{"ext-setup-root.late-refresh=bogus", Cmdline{LateRefresh: "bogus"}},
 	} {
 		got, err := ParseCmdline(strings.NewReader(tc.in))
 		if err != nil {

@@ -24,12 +24,31 @@ const (
 // unchanged merge (PR 39980, v260): from it on the stock refresh is used.
 const SkipRefreshSince = 260
 
+// LateRefresh selects the late refresh (kernel command line
+// ext-setup-root.late-refresh=).
+type LateRefresh string
+
+const (
+	// LateAuto (the default) decides by the systemd version: the stock
+	// refresh from SkipRefreshSince on, ext-setup-root's before it.
+	LateAuto LateRefresh = "auto"
+	// LateOurs always runs ext-setup-root's atomic refresh, as on a
+	// systemd older than SkipRefreshSince; it lets a system with a new
+	// systemd exercise (or fall back to) that path.
+	LateOurs LateRefresh = "ours"
+	// LateStock always execs the stock systemd-<class> refresh.
+	LateStock LateRefresh = "stock"
+)
+
 // LateOptions configure RunLate.
 type LateOptions struct {
 	Stage Stage
 	Root  string
 	Ext   Extensions
 	Log   *oplog.Logger
+	// Mode is the kernel command line's choice; "" means LateAuto, and
+	// an unknown value is logged and treated as LateAuto.
+	Mode LateRefresh
 	// SystemdVersion returns the version of the installed systemd-confext
 	// or systemd-sysext (ParseSystemdVersion of its --version output).
 	SystemdVersion func(tool string) (int, error)
@@ -65,19 +84,34 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	}
 	tool := "systemd-" + string(class)
 	start := o.Now()
-	v, err := o.SystemdVersion(tool)
-	switch {
-	case err != nil:
-		o.Log.Warnf("cannot tell the systemd version from %s --version (%v); using ext-setup-root's atomic refresh", tool, err)
-	case v >= SkipRefreshSince:
-		o.Log.Infof("systemd %d >= %d skips unchanged refreshes itself: handing over to %s refresh", v, SkipRefreshSince, tool)
+	stock := func() error {
 		argv := []string{tool, "refresh"}
 		if o.Root != "" && path.Clean(o.Root) != "/" {
 			argv = append(argv, "--root="+o.Root)
 		}
 		return o.ExecStock(argv)
+	}
+	const sw = "ext-setup-root.late-refresh"
+	switch o.Mode {
+	case LateOurs:
+		o.Log.Infof("%s=ours on the kernel command line: using ext-setup-root's atomic refresh instead of %s refresh", sw, tool)
+	case LateStock:
+		o.Log.Infof("%s=stock on the kernel command line: handing over to %s refresh", sw, tool)
+		return stock()
 	default:
-		o.Log.Infof("systemd %d < %d would unmerge before merging: using ext-setup-root's atomic refresh", v, SkipRefreshSince)
+		if o.Mode != "" && o.Mode != LateAuto {
+			o.Log.Warnf("%s=%s on the kernel command line is not auto, ours or stock; using auto", sw, o.Mode)
+		}
+		v, err := o.SystemdVersion(tool)
+		switch {
+		case err != nil:
+			o.Log.Warnf("cannot tell the systemd version from %s --version (%v); using ext-setup-root's atomic refresh", tool, err)
+		case v >= SkipRefreshSince:
+			o.Log.Infof("systemd %d >= %d skips unchanged refreshes itself: handing over to %s refresh", v, SkipRefreshSince, tool)
+			return stock()
+		default:
+			o.Log.Infof("systemd %d < %d would unmerge before merging: using ext-setup-root's atomic refresh", v, SkipRefreshSince)
+		}
 	}
 	if o.Ext == nil {
 		return fmt.Errorf("%s refresh: %w", class, ErrEnginesUnavailable)
@@ -96,6 +130,11 @@ func RunLate(ctx context.Context, o LateOptions) error {
 		}
 	}
 	if err == nil {
+		if res.Unchanged {
+			o.Log.Infof("%s merge unchanged: refresh skipped, nothing remounted", class)
+		} else {
+			o.Log.Noticef("%s merge replaced atomically (new merge mounted beneath the old one, then the old one detached): %d merged", class, len(res.Merged))
+		}
 		if class == Confext {
 			s.Confext = &res
 		} else {

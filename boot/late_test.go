@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -72,5 +73,65 @@ func TestRunLate(t *testing.T) {
 				t.Errorf("no summary:\n%s", buf.String())
 			}
 		})
+	}
+}
+
+// TestRunLateMode: the kernel command line switch overrides the version
+// check both ways, names its reason in the log, and a wrong value falls
+// back to the version check with a warning.
+func TestRunLateMode(t *testing.T) {
+	for _, tc := range []struct {
+		mode     LateRefresh
+		version  int
+		wantExec string
+		wantCall string
+		wantLog  string
+	}{
+		{LateOurs, 262, "", "refresh confext", "ext-setup-root.late-refresh=ours on the kernel command line: using ext-setup-root's atomic refresh"},
+		{LateStock, 252, "systemd-confext refresh", "", "ext-setup-root.late-refresh=stock on the kernel command line: handing over to systemd-confext refresh"},
+		{LateAuto, 262, "systemd-confext refresh", "", "systemd 262 >= 260"},
+		{LateAuto, 252, "", "refresh confext", "systemd 252 < 260"},
+		{"", 258, "", "refresh confext", "systemd 258 < 260"},
+		{"bogus", 262, "systemd-confext refresh", "", "ext-setup-root.late-refresh=bogus on the kernel command line is not auto, ours or stock; using auto"},
+	} {
+		t.Run(string(tc.mode)+"-"+strconv.Itoa(tc.version), func(t *testing.T) {
+			f := newFake()
+			var execd string
+			var buf bytes.Buffer
+			asked := false
+			err := RunLate(context.Background(), LateOptions{
+				Stage: StageLateConfext, Root: "/", Ext: f, Log: oplog.New(oplog.WriterSink{W: &buf}), Mode: tc.mode,
+				SystemdVersion: func(string) (int, error) { asked = true; return tc.version, nil },
+				ExecStock:      func(argv []string) error { execd = strings.Join(argv, " "); return nil },
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if execd != tc.wantExec || strings.Join(f.calls, ",") != tc.wantCall {
+				t.Errorf("exec %q calls %v\n%s", execd, f.calls, buf.String())
+			}
+			if !strings.Contains(buf.String(), tc.wantLog) {
+				t.Errorf("log lacks %q:\n%s", tc.wantLog, buf.String())
+			}
+			if forced := tc.mode == LateOurs || tc.mode == LateStock; forced && asked {
+				t.Errorf("%s asked for the systemd version; the switch must not depend on it", tc.mode)
+			}
+			if tc.wantCall != "" && !strings.Contains(buf.String(), "confext merge replaced atomically") {
+				t.Errorf("a changed refresh must log that it replaced the merge:\n%s", buf.String())
+			}
+		})
+	}
+	// An unchanged merge logs the skip, not a replacement.
+	f := newFake()
+	f.results[Confext] = ExtResult{Unchanged: true}
+	var buf bytes.Buffer
+	if err := RunLate(context.Background(), LateOptions{
+		Stage: StageLateConfext, Root: "/", Ext: f, Log: oplog.New(oplog.WriterSink{W: &buf}), Mode: LateOurs,
+		ExecStock: func([]string) error { t.Error("exec"); return nil },
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(buf.String(), "refresh skipped") || strings.Contains(buf.String(), "replaced") {
+		t.Errorf("unchanged:\n%s", buf.String())
 	}
 }

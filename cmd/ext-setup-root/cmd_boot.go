@@ -154,7 +154,7 @@ func runBoot(env *Env, args []string) error {
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{
-			Stage: st, Root: *root, Ext: o.Ext, Log: log,
+			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
 			SystemdVersion: systemdVersion, ExecStock: execStock, Reload: daemonReload,
 		})
 	}

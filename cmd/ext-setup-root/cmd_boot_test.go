@@ -121,6 +121,34 @@ func TestBootLateStages(t *testing.T) {
 	}
 }
 
+// TestBootLateRefreshSwitch: ext-setup-root.late-refresh= from
+// paths.ProcCmdline reaches the late stage.
+func TestBootLateRefreshSwitch(t *testing.T) {
+	oldV, oldE, oldR := systemdVersion, execStock, daemonReload
+	t.Cleanup(func() { systemdVersion, execStock, daemonReload = oldV, oldE, oldR })
+	daemonReload = func() error { return nil }
+	systemdVersion = func(string) (int, error) { return 262, nil }
+	var execd []string
+	execStock = func(argv []string) error { execd = argv; return nil }
+	f := withBootFake(t, "quiet ext-setup-root.late-refresh=ours")
+	env, _, errb := testEnv()
+	if err := run(env, []string{"boot", "--stage=late-sysext", "--root=/"}); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	if execd != nil || strings.Join(f.calls, ",") != "refresh sysext" || !strings.Contains(errb.String(), "late-refresh=ours") {
+		t.Errorf("ours on 262: exec %v calls %v log:\n%s", execd, f.calls, errb)
+	}
+	systemdVersion = func(string) (int, error) { return 252, nil }
+	f = withBootFake(t, "ext-setup-root.late-refresh=stock")
+	env, _, errb = testEnv()
+	if err := run(env, []string{"boot", "--stage=late-confext", "--root=/"}); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	if strings.Join(execd, " ") != "systemd-confext refresh" || len(f.calls) != 0 {
+		t.Errorf("stock on 252: exec %v calls %v log:\n%s", execd, f.calls, errb)
+	}
+}
+
 // essentialFake records the essential patterns of each request.
 type essentialFake struct {
 	bootFake
