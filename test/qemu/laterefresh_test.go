@@ -1,0 +1,218 @@
+package qemu
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"testing"
+)
+
+// newConfext is the directory confext the scenario adds to /run/confexts in
+// the booted system, before systemd-confext.service runs, so that the late
+// refresh sees a change and really replaces the merge.
+const newConfext = "90-extsr-new"
+
+// watchUnit starts the stat watcher (test/qemu/watcher) before the confext
+// is added and before the late refresh; Type=notify: it is "started" only
+// once it has seen every watched path, so nothing it should catch happens
+// before it watches.
+const watchUnit = `[Unit]
+Description=ext-setup-root QEMU test: stat watcher over /etc
+DefaultDependencies=no
+# /var (the watcher binary) is on the root file system.
+After=local-fs.target
+# Watching before anything changes /etc in the booted system.
+Before=extsr-add-confext.service systemd-confext.service
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart=/var/lib/extsr/watcher /run/extsr-watch.stop /run/extsr-watch.result /etc/extsr/default.conf /etc/hostname
+
+[Install]
+WantedBy=sysinit.target
+`
+
+// addConfextUnit copies the directory confext into /run/confexts, like a
+// provisioning tool placing a confext early in boot.
+const addConfextUnit = `[Unit]
+Description=ext-setup-root QEMU test: add a confext before the late refresh
+DefaultDependencies=no
+# The source is in /var on the root file system.
+After=local-fs.target extsr-watch.service
+# The late refresh must see the new confext: a change, not a skip.
+Before=systemd-confext.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/sh -c 'mkdir -p /run/confexts && cp -a /var/lib/extsr/` + newConfext + ` /run/confexts/'
+
+[Install]
+WantedBy=sysinit.target
+`
+
+// watchStopUnit ends the watch once the late refresh has finished.
+const watchStopUnit = `[Unit]
+Description=ext-setup-root QEMU test: stop the stat watcher
+DefaultDependencies=no
+# After the late refresh (systemd-confext.service is a oneshot: after it
+# has exited).
+After=systemd-confext.service extsr-watch.service
+
+[Service]
+Type=oneshot
+RemainAfterExit=yes
+ExecStart=/bin/touch /run/extsr-watch.stop
+
+[Install]
+WantedBy=sysinit.target
+`
+
+// watchHook prints the watcher's result (waiting for it a little) and what
+// the new confext contributed to /etc.
+const watchHook = `#!/bin/sh
+i=0
+while [ ! -s /run/extsr-watch.result ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+while IFS= read -r l; do printf 'EXTSR-RESULT watch_%s\n' "$l"; done </run/extsr-watch.result
+printf 'EXTSR-RESULT watch_unit=%s\n' "$(systemctl show -P Result extsr-watch.service) $(systemctl show -P ActiveState extsr-watch.service)"
+printf 'EXTSR-RESULT new_conf=%s\n' "$(cat /etc/extsr/new.conf 2>/dev/null || echo missing)"
+printf 'EXTSR-RESULT run_confexts=%s\n' "$(ls /run/confexts 2>/dev/null | tr '\n' ' ')"
+# The unit's journal with each line's identifier: ext-setup-root's lines
+# mirror systemd's wording ("Merged extensions into '/etc'."), so only the
+# identifier tells them from the stock tool's after the exec.
+journalctl -b -o short -u systemd-confext.service --no-pager | while IFS= read -r l; do printf 'EXTSR-RESULT confext_ident=%s\n' "$l"; done
+`
+
+// stockConfextLines returns the lines of systemd-confext.service's journal
+// ("-o short": "... IDENT[PID]: MESSAGE") logged neither by ext-setup-root
+// nor by PID 1, that is by the stock tool.
+func stockConfextLines(rep *Report) []string {
+	var out []string
+	for _, l := range rep.All("confext_ident") {
+		head, msg, ok := strings.Cut(l, ": ")
+		if !ok {
+			continue
+		}
+		f := strings.Fields(head)
+		if len(f) == 0 {
+			continue
+		}
+		ident, _, _ := strings.Cut(f[len(f)-1], "[")
+		if ident == "ext-setup-root" || ident == "systemd" {
+			continue
+		}
+		out = append(out, ident+": "+msg)
+	}
+	return out
+}
+
+// buildWatcher builds test/qemu/watcher statically into out.
+func buildWatcher(t *testing.T, out string) {
+	t.Helper()
+	gotool, err := exec.LookPath("go")
+	if err != nil {
+		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
+	}
+	mkdirs(t, filepath.Dir(out))
+	cmd := exec.Command(gotool, "build", "-trimpath", "-o", out, "./test/qemu/watcher")
+	cmd.Dir = repoRoot(t)
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build ./test/qemu/watcher: %v\n%s", err, b)
+	}
+}
+
+// TestQEMULateRefreshAtomic: with ext-setup-root.late-refresh=ours, the
+// booted system's late confext refresh is ext-setup-root's own (the path a
+// systemd older than 260 takes) even on systemd 262. A unit adds a
+// directory confext to /run/confexts before systemd-confext.service, so the
+// refresh replaces the merge; a watcher stats a default-confext file and an
+// upper-/etc file in a tight loop over the whole refresh and must see no
+// failed stat. Boot 2, the control, runs systemd 262's own refresh
+// (late-refresh=stock), which unmerges before it merges; its watcher
+// figures are logged, not asserted (the gap is short and may be missed).
+func TestQEMULateRefreshAtomic(t *testing.T) {
+	in := RequireInputs(t)
+	root := RootTree(t, in)
+	buildWatcher(t, filepath.Join(root, "var/lib/extsr/watcher"))
+	nc := filepath.Join(root, "var/lib/extsr", newConfext)
+	writeFile(t, nc, "etc/extension-release.d/extension-release."+newConfext, "ID=_any\n", 0o644)
+	writeFile(t, nc, "etc/extsr/new.conf", "from-new-confext\n", 0o644)
+	for name, unit := range map[string]string{
+		"extsr-watch.service":       watchUnit,
+		"extsr-add-confext.service": addConfextUnit,
+		"extsr-watch-stop.service":  watchStopUnit,
+	} {
+		writeFile(t, root, "etc/systemd/system/"+name, unit, 0o644)
+		symlink(t, root, "etc/systemd/system/sysinit.target.wants/"+name, "/etc/systemd/system/"+name)
+	}
+	writeFile(t, root, "etc/extsr/check.d/50-watch", watchHook, 0o755)
+	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t)})
+
+	watch := func(rep *Report) (fails int, summary string) {
+		fails, err := strconv.Atoi(rep.Get("watch_fails"))
+		if err != nil {
+			t.Errorf("no watcher result (watch_fails=%q, unit %q); console tail:\n%s", rep.Get("watch_fails"), rep.Get("watch_unit"), rep.Tail(60))
+			return -1, ""
+		}
+		return fails, "rounds " + rep.Get("watch_rounds") + " over " + rep.Get("watch_elapsed_ms") + " ms; " +
+			rep.Get("watch_path0") + ": " + rep.Get("watch_fails0") + " failed stats, longest gap " + rep.Get("watch_max_gap_us0") + " us; " +
+			rep.Get("watch_path1") + ": " + rep.Get("watch_fails1") + " failed stats, longest gap " + rep.Get("watch_max_gap_us1") + " us"
+	}
+
+	// Boot 1: ext-setup-root's atomic refresh.
+	rep := m.Boot("A", "ext-setup-root.late-refresh=ours")
+	RequireStagesFinished(t, rep)
+	RequireNoFailedUnits(t, rep)
+	log := strings.Join(append(rep.All("esr_log"), rep.All("confext_journal")...), "\n")
+	if !strings.Contains(log, "ext-setup-root.late-refresh=ours on the kernel command line: using ext-setup-root's atomic refresh") {
+		t.Errorf("the late stage did not log that it chose ext-setup-root's refresh; its lines:\n%s", log)
+	}
+	if !strings.Contains(log, "confext merge replaced atomically") {
+		t.Errorf("the late stage did not replace the merge (skipped?); its lines:\n%s", log)
+	}
+	if st, ok := rep.Stages()["late-confext"]; !ok || st.Result != "finished" || strings.Contains(st.Line, "unchanged") {
+		t.Errorf("late-confext summary %+v, want finished and changed", st)
+	}
+	if tool := stockConfextLines(rep); len(tool) != 0 {
+		t.Errorf("systemd-confext itself logged despite late-refresh=ours: %q", tool)
+	}
+	if got := rep.Get("new_conf"); got != "from-new-confext " && got != "from-new-confext" {
+		t.Errorf("the new confext's file is not in /etc after boot: %q (/run/confexts: %q)", got, rep.Get("run_confexts"))
+	}
+	if !rep.AnyContains("file", "/etc/extsr/default.conf: from-default-confext") {
+		t.Errorf("default confext file gone after the refresh: %q", rep.All("file"))
+	}
+	if rep.Get("etc_writable") != "yes" {
+		t.Errorf("/etc not writable after the refresh")
+	}
+	fails, sum := watch(rep)
+	t.Logf("watcher, ext-setup-root's refresh: %s", sum)
+	if fails != 0 {
+		t.Errorf("the watcher saw %d failed stats during ext-setup-root's refresh, want 0: %s", fails, sum)
+	}
+	if rep.Get("watch_stopped") != "true" {
+		t.Errorf("the watcher was not stopped after systemd-confext.service (ran into its own time limit): %s", sum)
+	}
+
+	// Boot 2, control: systemd 262's refresh.
+	rep = m.Boot("A", "ext-setup-root.late-refresh=stock")
+	RequireStagesFinished(t, rep)
+	if !rep.AnyContains("esr_log", "late-refresh=stock on the kernel command line") {
+		t.Errorf("control: the late stage did not hand over to the stock refresh: %q", rep.All("esr_log"))
+	}
+	if got := rep.Get("new_conf"); !strings.HasPrefix(got, "from-new-confext") {
+		t.Errorf("control: the new confext's file is not in /etc: %q", got)
+	}
+	tool := stockConfextLines(rep)
+	if !strings.Contains(strings.Join(tool, "\n"), "Merged extensions into") {
+		t.Errorf("control: systemd-confext's own refresh did not merge; the unit's journal: %q", rep.All("confext_ident"))
+	}
+	t.Logf("control: systemd-confext's own lines: %q", tool)
+	fails, sum = watch(rep)
+	t.Logf("watcher, systemd 262's refresh (control, not asserted): %d failed stats; %s; /etc writable: %s", fails, sum, rep.Get("etc_writable"))
+}
