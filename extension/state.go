@@ -10,6 +10,7 @@ import (
 	"sort"
 
 	"github.com/ext-setup-root/ext-setup-root/release"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // runState is ext-setup-root's own record of the last merge or refresh of
@@ -59,41 +60,9 @@ func (e *engine) saveState(st *runState) {
 	op := e.log.Op("write state %s", e.statePath())
 	b, err := json.Marshal(st)
 	if err == nil {
-		err = writeFileAtomic(e.statePath(), b)
+		err = rootfs.WriteHostFileAtomic(e.statePath(), b, 0o700, 0o600)
 	}
 	op.Finish(err)
-}
-
-func writeFileAtomic(p string, data []byte) error {
-	dir := filepath.Dir(p)
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return err
-	}
-	f, err := os.CreateTemp(dir, ".tmp-"+filepath.Base(p)+"-")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	_, err = f.Write(data)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, p)
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // hostReleaseHash fingerprints the host release values validation uses.

@@ -3,6 +3,7 @@ package rootfs
 import (
 	"errors"
 	"os"
+	"path/filepath"
 	"runtime"
 	"strings"
 
@@ -366,4 +367,22 @@ func removeTree(dirfd int, name, display string, mnt uint64) error {
 		return &os.PathError{Op: "remove", Path: display, Err: err}
 	}
 	return nil
+}
+
+// WriteHostFileAtomic writes data to a host path outside any target root
+// (ext-setup-root's own state under /run, for example) with the same crash
+// safety as Root.WriteFileAtomic: temp file, fsync, rename, fsync of the
+// directory. Missing parents are created with dirMode. It exists so that
+// every package writing state shares one implementation of that discipline.
+func WriteHostFileAtomic(path string, data []byte, dirMode, mode os.FileMode) error {
+	dir := filepath.Dir(path)
+	if err := os.MkdirAll(dir, dirMode); err != nil {
+		return err
+	}
+	r, err := Open(dir)
+	if err != nil {
+		return err
+	}
+	defer r.Close()
+	return r.WriteFileAtomic(filepath.Base(path), data, mode)
 }
