@@ -23,17 +23,25 @@ func TestDifferentialBash(t *testing.T) {
 			writeTree(t, ours, sc.in)
 			env := newBashEnv(t, theirs)
 			root := openRootFS(t, ours)
-			for i := 1; i <= 2; i++ {
-				out := env.run(t)
-				_, log := runFixture(t, root)
-				if d := diffTrees(snapshot(t, theirs), snapshot(t, ours)); d != "" {
-					t.Fatalf("run %d: ours (got) differs from bash (want):\n%s\nbash:\n%s\nours:\n%s", i, d, out, log)
-				}
-			}
+			runBothTwice(t, env, theirs, root, ours)
 			// Both must also match the expected state.
 			if d := diffTrees(sc.want, snapshot(t, ours)); d != "" {
 				t.Fatalf("state differs from expectation:\n%s", d)
 			}
 		})
+	}
+}
+
+// runBothTwice runs the bash script on theirs and ours on root (whose
+// directory is ours) twice, a first boot and a rerun, and requires the two
+// trees to be equal after each run.
+func runBothTwice(t *testing.T, env *bashEnv, theirs string, root FS, ours string) {
+	t.Helper()
+	for i := 1; i <= 2; i++ {
+		out := env.run(t)
+		_, log := runFixture(t, root)
+		if d := diffTrees(snapshot(t, theirs), snapshot(t, ours)); d != "" {
+			t.Fatalf("run %d: ours (got) differs from bash (want):\n%s\nbash:\n%s\nours:\n%s", i, d, out, log)
+		}
 	}
 }

@@ -104,13 +104,7 @@ func TestDifferentialOEMFull(t *testing.T) {
 	ours, _ := fullOEMFixture(t)
 	env := newBashEnv(t, theirs)
 	root := openRootFS(t, ours)
-	for i := 1; i <= 2; i++ {
-		out := env.run(t)
-		_, log := runFixture(t, root)
-		if d := diffTrees(snapshot(t, theirs), snapshot(t, ours)); d != "" {
-			t.Fatalf("run %d: ours (got) differs from bash (want):\n%s\nbash:\n%s\nours:\n%s", i, d, out, log)
-		}
-	}
+	runBothTwice(t, env, theirs, root, ours)
 	if d := diffTrees(want, snapshot(t, ours)); d != "" {
 		t.Fatalf("state differs from expectation:\n%s", d)
 	}
