@@ -90,6 +90,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		}
 	}()
 	var old []byte
+	var oldFrom string // the origin file old was read from, for messages
 	for _, h := range e.hiers {
 		s, err := e.inspect(h)
 		if err != nil {
@@ -100,7 +101,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 			return nil, fmt.Errorf("hierarchy '%s' is already merged: %w", h, unix.EBUSY)
 		}
 		if s.ours && old == nil && s.origin != nil {
-			old = s.origin
+			old, oldFrom = s.origin, e.display(h)+"/"+e.cls.DotDir+"/origin"
 		}
 	}
 
@@ -151,7 +152,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 				return nil, &imageError{c.img.Name, e.display(c.img.Path), "essential image rejected: " + c.reason, nil}
 			}
 		}
-		if e.unchanged(old, doc, cands, prev) {
+		if e.unchanged(old, oldFrom, doc, cands, prev) {
 			e.infof("Skipping extension refresh because no change was found, use --always-refresh=yes to always do a refresh.")
 			res.Unchanged = true
 			res.Merged = acceptedNames(cands)
@@ -170,7 +171,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 			return res, err
 		}
 	}
-	if refresh && old != nil && !opt.AlwaysRefresh && e.unchanged(old, doc, cands, prev) {
+	if refresh && old != nil && !opt.AlwaysRefresh && e.unchanged(old, oldFrom, doc, cands, prev) {
 		e.infof("Skipping extension refresh because no change was found, use --always-refresh=yes to always do a refresh.")
 		res.Unchanged = true
 		res.Merged = acceptedNames(cands)
@@ -428,12 +429,12 @@ func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh string) bool
 
 // unchanged compares the origin the images would produce with the one in
 // place and checks directory images for in-place edits.
-func (e *engine) unchanged(old []byte, doc *Origin, cands []*candidate, st *runState) bool {
+func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*candidate, st *runState) bool {
 	d := *doc
 	d.Extensions = originExtensions(cands)
 	od, err := ParseOrigin(bytes.NewReader(old))
 	if err != nil {
-		e.log.Warnf("cannot parse the origin of the merge in place: %v", err)
+		e.log.Warnf("cannot parse %s of the merge in place (refreshing): %v", oldFrom, err)
 		return false
 	}
 	if !Equal(od, d.Document()) {
