@@ -268,7 +268,7 @@ func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 	}
 	if b.upper != nil {
 		var sfs unix.Statfs_t
-		if err := unix.Fstatfs(int(b.upper.Fd()), &sfs); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
+		if err := retry(func() error { return unix.Fstatfs(int(b.upper.Fd()), &sfs) }); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
 			return nil, fmt.Errorf("can't use %s as an upperdir as it is read-only: %w", e.display(mp), unix.EROFS)
 		}
 	}

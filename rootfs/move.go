@@ -224,7 +224,13 @@ func copyTree(sdir int, sname string, ddir int, dname, display string) error {
 		if err := symlinkat(target, ddir, dname); err != nil {
 			return &os.PathError{Op: "symlink copy of", Path: display, Err: err}
 		}
-		unix.Fchownat(ddir, dname, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+		// As for files: the owner is kept where the caller may set it
+		// (EPERM for an unprivileged caller is not an error).
+		if err := retry(func() error {
+			return unix.Fchownat(ddir, dname, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
+		}); err != nil && !errors.Is(err, unix.EPERM) {
+			return &os.PathError{Op: "chown copy of", Path: display, Err: err}
+		}
 		return nil
 	case unix.S_IFDIR:
 		fault("copy dir " + display)

@@ -238,7 +238,7 @@ func (r *Root) Rename(oldname, newname string) error {
 // sameFile reports whether two open files are the same inode.
 func sameFile(a, b *os.File) bool {
 	var sa, sb unix.Stat_t
-	if unix.Fstat(int(a.Fd()), &sa) != nil || unix.Fstat(int(b.Fd()), &sb) != nil {
+	if retry(func() error { return unix.Fstat(int(a.Fd()), &sa) }) != nil || retry(func() error { return unix.Fstat(int(b.Fd()), &sb) }) != nil {
 		return false
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
