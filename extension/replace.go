@@ -31,6 +31,15 @@ func (e *engine) place(s *hierState, mnt *os.File) (gap bool, err error) {
 	op := e.log.Op("attach %s overlay at %s (replace existing merge: %v)", e.cls.Name, s.display, s.ours)
 	gap, err = e.placeInner(s, mnt)
 	e.mi = nil
+	if err == nil {
+		// The mount id survives switch-root (the tree is moved, not
+		// copied): comparing it with /proc/self/mountinfo later tells
+		// whether anyone replaced this merge since, even when a log line
+		// of the replacing tool was lost.
+		if id, ierr := mountIDOf(int(mnt.Fd())); ierr == nil {
+			e.log.Infof("%s merge at %s is mount id %d", e.cls.Name, s.display, id)
+		}
+	}
 	return gap, op.Finish(err)
 }
 

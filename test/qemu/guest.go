@@ -14,6 +14,7 @@ r start "$(cut -d' ' -f1 /proc/uptime)"
 r usr_version "$(. /usr/lib/os-release; echo "$VERSION_ID")"
 r cmdline "$(cat /proc/cmdline)"
 each etc_mount awk '$5 == "/etc" { print $9, $10, $11 }' /proc/self/mountinfo
+r etc_mount_id "$(awk '$5 == "/etc" { id = $1 } END { print id }' /proc/self/mountinfo)"
 each usr_mount awk '$5 == "/usr" { print $9, $10 }' /proc/self/mountinfo
 each oem_mount awk '$5 == "/oem" { print $9, $10 }' /proc/self/mountinfo
 each confext_meta ls -A /etc/.systemd-confext
