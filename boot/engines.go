@@ -60,6 +60,20 @@ type Extensions interface {
 	Refresh(ctx context.Context, req ExtRequest) (ExtResult, error)
 }
 
+// Rerecorder is implemented by an Extensions engine that can correct the
+// origin record of a merge it made earlier in the same process, when only
+// the weak identity (mount id, file handle) of the same image files changed
+// (extension.Rerecord). The pipeline uses it when the engine has it.
+type Rerecorder interface {
+	Rerecord(ctx context.Context, req ExtRequest) (RerecordResult, error)
+}
+
+// RerecordResult is what a Rerecord did: Rewritten, or why not.
+type RerecordResult struct {
+	Rewritten bool
+	Reason    string
+}
+
 // SelectResult summarises an A/B selection run.
 type SelectResult struct {
 	// Changes counts the links, moves and removals that changed the disk

@@ -19,6 +19,9 @@ var ErrEnginesUnavailable = errors.New("no extension engine")
 type ExtEngine struct {
 	Getenv func(string) string
 	Log    *oplog.Logger
+	// Records keeps the meta layers of this process's merges for
+	// Rerecord; nil disables Rerecord.
+	Records *extension.Records
 }
 
 func (e ExtEngine) options(root string, c Class) extension.Options {
@@ -27,7 +30,23 @@ func (e ExtEngine) options(root string, c Class) extension.Options {
 		cls = extension.Sysext
 	}
 	return extension.Options{Root: root, Class: cls, Getenv: e.Getenv, Log: e.Log,
-		Info: lineLogger{e.Log}, NoReload: true}
+		Info: lineLogger{e.Log}, NoReload: true, Records: e.Records}
+}
+
+// Rerecord implements Rerecorder.
+func (e ExtEngine) Rerecord(ctx context.Context, r ExtRequest) (RerecordResult, error) {
+	if e.Records == nil {
+		return RerecordResult{Reason: "no records kept"}, nil
+	}
+	o, err := e.request(r)
+	if err != nil {
+		return RerecordResult{}, err
+	}
+	res, err := extension.Rerecord(ctx, o)
+	if res == nil {
+		return RerecordResult{}, err
+	}
+	return RerecordResult{Rewritten: res.Rewritten, Reason: res.Reason}, err
 }
 
 // Merged implements Extensions.
@@ -147,5 +166,5 @@ func (s AbslotsSelector) Select(ctx context.Context, root string, dryRun bool) (
 // configured with getenv (for SYSTEMD_*_MUTABLE_MODE and friends), the
 // kernel command line and log.
 func RealEngines(getenv func(string) string, cmdline string, log *oplog.Logger) (Extensions, Selector, error) {
-	return ExtEngine{Getenv: getenv, Log: log}, AbslotsSelector{Getenv: getenv, Cmdline: cmdline, Log: log}, nil
+	return ExtEngine{Getenv: getenv, Log: log, Records: &extension.Records{}}, AbslotsSelector{Getenv: getenv, Cmdline: cmdline, Log: log}, nil
 }

@@ -59,6 +59,10 @@ type Summary struct {
 	Sysext   *ExtResult
 	// ConfextFinal is the confext refresh after a sysext merge changed /usr.
 	ConfextFinal *ExtResult
+	// SysextRecord says whether the sysext origin record was corrected
+	// after ConfextFinal replaced /etc ("updated", "kept", "not
+	// updated"); "" when that was not needed.
+	SysextRecord string
 	// SysextNote says why the sysext merge did not run or failed.
 	SysextNote string
 	Err        error
@@ -91,6 +95,9 @@ func (s *Summary) String() string {
 	}
 	if s.ConfextFinal != nil {
 		parts = append(parts, "confext after sysext: "+extParts(s.ConfextFinal))
+	}
+	if s.SysextRecord != "" {
+		parts = append(parts, "sysext record: "+s.SysextRecord)
 	}
 	line := fmt.Sprintf("stage %s %s in %dms (%s)", s.Stage, verb, s.Duration.Milliseconds(), strings.Join(parts, ", "))
 	if s.Err != nil {
@@ -207,9 +214,40 @@ func runPost(ctx context.Context, o *Options, s *Summary) error {
 		s.ConfextFinal = res
 		if err != nil {
 			errs = append(errs, err)
+		} else if res != nil && !res.Unchanged {
+			rerecordSysext(ctx, o, s)
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// rerecordSysext runs after the confext refresh that followed the sysext
+// merge replaced /etc. Sysext images stored under /etc (Flatcar's
+// /etc/flatcar/sysext) are now seen under the new /etc mount, so the
+// sysext merge's origin record, taken under the old one, no longer
+// matches what the booted systemd-sysext computes, and it would remount
+// /usr for nothing. Redoing the sysext merge would change /usr and, in
+// turn, the confext record of the default confext in /usr/lib/confexts.
+// The way out of that circle: the same files are merged, so only the
+// record is corrected, in place. Failing to do so costs one remount in the
+// booted system, never correctness, so it is logged, not an error.
+func rerecordSysext(ctx context.Context, o *Options, s *Summary) {
+	rr, ok := o.Ext.(Rerecorder)
+	if !ok || s.Sysext == nil {
+		return
+	}
+	req := ExtRequest{Class: Sysext, Root: o.Root, Essential: o.SysextEssential}
+	res, err := rr.Rerecord(ctx, req)
+	switch {
+	case err != nil:
+		s.SysextRecord = "not updated"
+		o.Log.Warnf("sysext origin record not updated after /etc changed (the booted systemd-sysext will remount /usr once): %v", err)
+	case res.Rewritten:
+		s.SysextRecord = "updated"
+	default:
+		s.SysextRecord = "kept"
+		o.Log.Infof("sysext origin record kept: %s", res.Reason)
+	}
 }
 
 func ensureLink(o *Options, s *Summary) error {

@@ -22,6 +22,7 @@ type fakeEngines struct {
 	linkState  LinkState
 	selChanges int
 	lastReq    map[Class]ExtRequest
+	rerecord   RerecordResult
 }
 
 func newFake() *fakeEngines {
@@ -50,6 +51,13 @@ func (f *fakeEngines) Refresh(_ context.Context, r ExtRequest) (ExtResult, error
 	}
 	f.merged[r.Class] = true
 	return f.results[r.Class], nil
+}
+
+func (f *fakeEngines) Rerecord(_ context.Context, r ExtRequest) (RerecordResult, error) {
+	if err := f.rec("rerecord " + string(r.Class)); err != nil {
+		return RerecordResult{}, err
+	}
+	return f.rerecord, nil
 }
 
 func (f *fakeEngines) Select(_ context.Context, _ string, dry bool) (SelectResult, error) {
@@ -131,17 +139,62 @@ func TestPostOrder(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "select,status confext,refresh confext,masked?,status sysext,merge sysext,status confext,refresh confext"
+	want := "select,status confext,refresh confext,masked?,status sysext,merge sysext,status confext,refresh confext,rerecord sysext"
 	if got := strings.Join(f.calls, ","); got != want {
 		t.Errorf("calls = %s, want %s", got, want)
 	}
 	if f.lastReq[Sysext].Mutable != "" || f.lastReq[Sysext].DefaultMutable != "" {
 		t.Errorf("sysext mutable mode forced: %+v", f.lastReq[Sysext])
 	}
-	if !strings.Contains(s.String(), "(abslots: 3 changes, confext: 0 merged, 0 skipped, sysext: 1 merged, 1 skipped, confext after sysext: 0 merged, 0 skipped)") {
+	if !strings.Contains(s.String(), "(abslots: 3 changes, confext: 0 merged, 0 skipped, sysext: 1 merged, 1 skipped, confext after sysext: 0 merged, 0 skipped, sysext record: kept)") {
 		t.Errorf("summary = %s", s)
 	}
 	_ = log // the engine itself logs each skipped image with its file and rule
+}
+
+// TestPostRerecordsSysextAfterEtcReplaced: when the confext refresh after
+// the sysext merge replaced /etc, the sysext record is corrected (the
+// engine decides whether it can be); an unchanged final refresh needs no
+// correction, and a failed correction is only logged.
+func TestPostRerecordsSysextAfterEtcReplaced(t *testing.T) {
+	f := newFake()
+	f.merged[Confext] = true
+	f.results[Sysext] = ExtResult{Merged: []string{"flatcar-zfs"}}
+	f.rerecord = RerecordResult{Rewritten: true}
+	s, err, _ := run(t, f, Options{Stage: StagePost})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "select,status confext,refresh confext,masked?,status sysext,merge sysext,status confext,refresh confext,rerecord sysext"
+	if got := strings.Join(f.calls, ","); got != want {
+		t.Errorf("calls = %s, want %s", got, want)
+	}
+	if !strings.HasSuffix(s.String(), "confext after sysext: 0 merged, 0 skipped, sysext record: updated)") {
+		t.Errorf("summary = %s", s)
+	}
+
+	f = newFake()
+	f.merged[Confext] = true
+	f.results[Sysext] = ExtResult{Merged: []string{"flatcar-zfs"}}
+	f.errs["rerecord sysext"] = errors.New("boom")
+	s, err, log := run(t, f, Options{Stage: StagePost})
+	if err != nil {
+		t.Fatalf("a failed record correction failed the stage: %v", err)
+	}
+	if !strings.Contains(s.String(), "sysext record: not updated") || !strings.Contains(log, "boom") {
+		t.Errorf("summary = %s\n%s", s, log)
+	}
+
+	f = newFake()
+	f.merged[Confext] = true
+	f.results[Confext] = ExtResult{Unchanged: true}
+	f.results[Sysext] = ExtResult{Merged: []string{"oem-qemu"}}
+	if _, err, _ := run(t, f, Options{Stage: StagePost}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(strings.Join(f.calls, ","), "rerecord") {
+		t.Errorf("rerecord after an unchanged confext refresh: %s", strings.Join(f.calls, ","))
+	}
 }
 
 func TestPostNoFinalRefreshWhenSysextUnchanged(t *testing.T) {

@@ -17,16 +17,14 @@ import (
 // depends on: after both initrd stages ran on a Flatcar-like root, the real
 // systemd 262 `systemd-confext refresh` (what systemd-confext.service runs)
 // finds the merge unchanged and skips, so /etc is never unmounted. The root
-// carries our confext.conf.d drop-in (Mutable=auto), as Flatcar's confext.conf. Then the same
-// for systemd-sysext, whose images under /etc are seen through the /etc
-// overlay: its record is checked too and the result reported.
+// carries our confext.conf.d drop-in (Mutable=auto), as Flatcar's
+// confext.conf. Then the same for `systemd-sysext refresh`: it must skip
+// too, also when a sysext image is stored under /etc (Flatcar extensions in
+// /etc/flatcar/sysext), where the confext refresh after the sysext merge
+// gives that image a new mount id and the post stage corrects the sysext
+// record (extension.Rerecord).
 func TestBootThenSystemd262RefreshSkips(t *testing.T) {
-	// With a sysext image stored under /etc (Flatcar extensions in
-	// /etc/flatcar/sysext), the confext refresh after the sysext merge gives
-	// /etc a new mount, so systemd's sysext record of that image no longer
-	// matches and systemd-sysext re-merges (see docs/boot.md); with images
-	// outside /etc only, both skip.
-	t.Run("extension under etc", func(t *testing.T) { bootThenSystemd(t, true, false) })
+	t.Run("extension under etc", func(t *testing.T) { bootThenSystemd(t, true, true) })
 	t.Run("oem sysext only", func(t *testing.T) { bootThenSystemd(t, false, true) })
 }
 
@@ -86,6 +84,9 @@ func bootThenSystemd(t *testing.T, zfs, wantSysextSkip bool) {
 		t.Errorf("systemd-sysext refresh failed: %v", err)
 	}
 	if skipped := strings.Contains(string(out), systemd262.SkipMessage); skipped != wantSysextSkip {
-		t.Errorf("systemd-sysext refresh skipped=%v, want %v", skipped, wantSysextSkip)
+		t.Errorf("systemd-sysext refresh skipped=%v, want %v; our log:\n%s", skipped, wantSysextSkip, log)
+	}
+	if zfs && !strings.Contains(log, "sysext record: updated") {
+		t.Errorf("the post stage did not correct the sysext record after /etc was replaced:\n%s", log)
 	}
 }

@@ -50,6 +50,9 @@ type Options struct {
 	// Essential are image name patterns (path.Match syntax): if such an
 	// image cannot be opened or validated, the whole call fails.
 	Essential []string
+	// Records, if set, keeps the meta layer of every merge this call
+	// makes, for a later Rerecord in the same process.
+	Records *Records
 }
 
 // Skip is an image that was found but left out, with the logged reason.

@@ -298,6 +298,10 @@ func (e *engine) mergeHierarchy(s *hierState, mode string, cands []*candidate, n
 	defer mnt.Close()
 	gap, err := e.place(s, mnt)
 	workRel := b.workRel
+	if err == nil && b.metaDot != nil {
+		e.opt.Records.put(e.rootPath, e.cls.Name, s.h, b.metaDot)
+		b.metaDot = nil
+	}
 	b.close()
 	if err != nil {
 		if !gap {

@@ -128,6 +128,11 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 			return nil, err
 		}
 	}
+	if e.opt.Records != nil {
+		if b.metaDot, err = reopen(dot, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
+			return nil, err
+		}
+	}
 	if b.upper != nil {
 		if err := e.protectMeta(mnt); err != nil {
 			return nil, err

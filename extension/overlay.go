@@ -47,6 +47,7 @@ type build struct {
 	hostLower  bool
 	backing    uint64 // st_dev of host when it is a block-backed lower
 	files      []*os.File
+	metaDot    *os.File // .systemd-<C> of the meta layer, for Options.Records
 }
 
 func (b *build) keep(f *os.File) *os.File {
@@ -61,6 +62,10 @@ func (b *build) close() {
 		f.Close()
 	}
 	b.files = nil
+	if b.metaDot != nil {
+		b.metaDot.Close()
+		b.metaDot = nil
+	}
 }
 
 // abort undoes the disk changes of a failed build (a work dir we created).

@@ -40,7 +40,7 @@ func TestQEMUFirstBoot(t *testing.T) {
 			t.Errorf("boot %d: /etc not writable", boot)
 		}
 		// The booted systemd-confext recognised the merge and skipped.
-		RequireConfextRefreshSkipped(t, rep, boot)
+		RequireRefreshSkipped(t, rep, boot, "confext", "/etc")
 		if !strings.Contains(rep.Get("confext_status"), "00-flatcar-default") {
 			t.Errorf("boot %d: systemd-confext status does not list the default confext: %s", boot, rep.Get("confext_status"))
 		}

@@ -15,6 +15,7 @@ r usr_version "$(. /usr/lib/os-release; echo "$VERSION_ID")"
 r cmdline "$(cat /proc/cmdline)"
 each etc_mount awk '$5 == "/etc" { print $9, $10, $11 }' /proc/self/mountinfo
 r etc_mount_id "$(awk '$5 == "/etc" { id = $1 } END { print id }' /proc/self/mountinfo)"
+r usr_mount_id "$(awk '$5 == "/usr" { id = $1 } END { print id }' /proc/self/mountinfo)"
 each usr_mount awk '$5 == "/usr" { print $9, $10 }' /proc/self/mountinfo
 each oem_mount awk '$5 == "/oem" { print $9, $10 }' /proc/self/mountinfo
 each confext_meta ls -A /etc/.systemd-confext
@@ -23,10 +24,23 @@ r confext_status "$(systemd-confext status --json=short 2>&1)"
 r sysext_status "$(systemd-sysext status --json=short 2>&1)"
 # By unit and by identifier: a short-lived process's lines can reach the
 # journal before journald resolved its cgroup, without unit metadata.
+# systemd 262 logs "Using extensions", "Merged ..." and the refresh skip
+# from a forked child with the identifier "(sd-merge)", which exits at
+# once, so those lines often carry no unit at all: window() prints the
+# (sd-merge) lines logged while the given unit ran (systemd-confext.service
+# is ordered before systemd-sysext.service, so the windows do not overlap).
+window() {
+	journalctl -b -o short-monotonic --no-pager | awk -v u="$1" '
+		index($0, "Starting " u) { w = 1 }
+		w && index($0, "(sd-merge)[") { sub(/^.*\(sd-merge\)\[[0-9]+\]: /, ""); print "(sd-merge): " $0 }
+		index($0, "Finished " u) || index($0, "Failed to start " u) { w = 0 }'
+}
 each confext_journal journalctl -b -o cat -u systemd-confext.service --no-pager
 each confext_journal journalctl -b -o cat -t systemd-confext --no-pager
+each confext_journal window systemd-confext.service
 each sysext_journal journalctl -b -o cat -u systemd-sysext.service --no-pager
 each sysext_journal journalctl -b -o cat -t systemd-sysext --no-pager
+each sysext_journal window systemd-sysext.service
 each esr_log journalctl -b -o cat -t ext-setup-root --no-pager
 each esr_kmsg sh -c 'dmesg | grep -a "ext-setup-root\["'
 each esr_unit journalctl -b -o cat -u ext-setup-root-pre.service -u ext-setup-root-post.service --no-pager

@@ -119,53 +119,45 @@ func (r *Report) HasImage(p string) bool {
 	return false
 }
 
-var mergeIDRE = regexp.MustCompile(`^confext merge at /sysroot/etc is mount id (\d+)$`)
+var mergeIDRE = regexp.MustCompile(`^(confext|sysext) merge at /sysroot(/\S+) is mount id (\d+)$`)
 
-// InitrdEtcMountID returns the mount id of the last confext merge that
-// ext-setup-root attached at /sysroot/etc in the initrd (its own log line),
-// or "" if it logged none.
-func (r *Report) InitrdEtcMountID() string {
-	id := ""
+// InitrdMountID returns the mount id of the last merge of class that
+// ext-setup-root attached at /sysroot+h in the initrd (from its own log
+// line "CLASS merge at /sysroot/H is mount id N"), or "" if it logged none.
+func (r *Report) InitrdMountID(class, h string) string {
 	for _, key := range []string{"esr_log", "esr_unit", "esr_kmsg"} {
+		id := ""
 		for _, l := range r.All(key) {
-			if m := mergeIDRE.FindStringSubmatch(l); m != nil {
-				id = m[1]
+			if m := mergeIDRE.FindStringSubmatch(l); m != nil && m[1] == class && m[2] == h {
+				id = m[3]
 			}
 		}
 		if id != "" {
 			return id
 		}
 	}
-	return id
+	return ""
 }
 
-// RequireConfextRefreshSkipped fails t unless the booted system's
-// systemd-confext refresh left the initrd's merge in place. The proof is
-// the mount: /etc in the booted system must still be the very overlay
-// ext-setup-root attached in the initrd (same mount id; switch-root moves
-// mounts, it does not recreate them), and systemd-confext must not have
-// logged a merge. systemd's skip line is required too, with one exception
-// that is logged: systemd's tools send their journal lines as datagrams
-// with a 10 s send timeout, so on a heavily loaded TCG guest the line can
-// be dropped before journald reads it (seen once in CI); the mount id
-// still shows the skip then.
-func RequireConfextRefreshSkipped(t *testing.T, r *Report, boot int) {
+// RequireRefreshSkipped fails t unless the booted system's
+// systemd-<class> refresh left the initrd's merge at h in place: it
+// logged its skip line, no merge, and h in the booted system is still the
+// very overlay ext-setup-root attached in the initrd (same mount id;
+// switch-root moves mounts, it does not recreate them).
+func RequireRefreshSkipped(t *testing.T, r *Report, boot int, class, h string) {
 	t.Helper()
-	if r.AnyContains("confext_journal", "Merged extensions into") || r.AnyContains("confext_journal", "Unmerged '/etc'") {
-		t.Errorf("boot %d: systemd-confext merged again instead of skipping: %q", boot, r.All("confext_journal"))
+	jkey, idkey := class+"_journal", strings.TrimPrefix(h, "/")+"_mount_id"
+	if r.AnyContains(jkey, "Merged extensions into") || r.AnyContains(jkey, "Unmerged '"+h+"'") {
+		t.Errorf("boot %d: systemd-%s merged again instead of skipping: %q", boot, class, r.All(jkey))
 	}
-	want, got := r.InitrdEtcMountID(), r.Get("etc_mount_id")
+	if !r.AnyContains(jkey, "Skipping extension refresh") {
+		t.Errorf("boot %d: no skip in systemd-%s's journal: %q", boot, class, r.All(jkey))
+	}
+	want, got := r.InitrdMountID(class, h), r.Get(idkey)
 	switch {
 	case want == "":
-		t.Errorf("boot %d: ext-setup-root logged no 'confext merge at /sysroot/etc is mount id N' line", boot)
+		t.Errorf("boot %d: ext-setup-root logged no '%s merge at /sysroot%s is mount id N' line", boot, class, h)
 	case got != want:
-		t.Errorf("boot %d: /etc is mount id %q in the booted system, but the initrd's merge was mount id %s: something replaced it", boot, got, want)
-	}
-	if !r.AnyContains("confext_journal", "Skipping extension refresh") {
-		if got == want && want != "" {
-			t.Logf("boot %d: NOTE: systemd-confext's skip line is not in the journal (a dropped journal datagram), but /etc is still the initrd's mount id %s: the refresh skipped; lines: %q", boot, want, r.All("confext_journal"))
-		} else {
-			t.Errorf("boot %d: no skip in systemd-confext's journal: %q", boot, r.All("confext_journal"))
-		}
+		t.Errorf("boot %d: %s is mount id %q in the booted system, but the initrd's %s merge was mount id %s: something replaced it", boot, h, got, class, want)
 	}
 }

@@ -1,0 +1,273 @@
+package extension
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"path"
+	"sort"
+	"strings"
+	"sync"
+
+	"golang.org/x/sys/unix"
+)
+
+// Records keeps the metadata directories (.systemd-<C> in the detached
+// meta tmpfs) of the merges a process made through Options with Records
+// set, so that Rerecord can correct their origin record later in the same
+// process. The meta layer is reachable only through these descriptors:
+// once assembled, it is a lower layer of the overlay and nowhere mounted.
+// The zero value is ready to use; Close releases the descriptors (the
+// merges stay).
+type Records struct {
+	mu   sync.Mutex
+	meta map[string]*os.File
+}
+
+func recordKey(root, class, h string) string { return class + "\x00" + root + "\x00" + h }
+
+// put stores dot for the merge of class at h in root, replacing (and
+// closing) an older one.
+func (r *Records) put(root, class, h string, dot *os.File) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.meta == nil {
+		r.meta = map[string]*os.File{}
+	}
+	k := recordKey(root, class, h)
+	if old := r.meta[k]; old != nil {
+		old.Close()
+	}
+	r.meta[k] = dot
+}
+
+func (r *Records) get(root, class, h string) *os.File {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.meta[recordKey(root, class, h)]
+}
+
+// Close releases every kept descriptor.
+func (r *Records) Close() error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for k, f := range r.meta {
+		f.Close()
+		delete(r.meta, k)
+	}
+	return nil
+}
+
+// RerecordResult tells what Rerecord did.
+type RerecordResult struct {
+	// Rewritten is set when the origin record was rewritten.
+	Rewritten bool
+	// Images are the names whose identity was updated.
+	Images []string
+	// Reason says why nothing was rewritten ("" when Rewritten).
+	Reason string
+}
+
+// Rerecord brings the origin record of this process's merge of
+// opt.Class in line with what `systemd-<class> refresh` would compute now,
+// when the only thing that changed since the merge is the weak identity
+// (mount id, file handle, inode) under which the very same image files are
+// seen. That happens in the initrd when the confext merge over /etc is
+// replaced after the sysext merge: Flatcar keeps sysext images under
+// /etc/flatcar/sysext, so their mount id changes with the /etc overlay,
+// and the booted systemd-sysext would otherwise remount /usr for nothing.
+// The merged tree is not touched; only the origin file of the meta layer
+// is rewritten, in place (same inode, so the overlay shows the new bytes).
+//
+// "The very same files" means: the same image names, each with the same
+// resolved path, crtime, mtime and verity hash, and no image found that
+// the last run did not know. Anything else (an image added, removed or
+// replaced, another mutable mode or mount options) needs a real refresh;
+// Rerecord then changes nothing and says why. It also changes nothing
+// unless opt.Records holds the meta layer of every merged hierarchy and
+// that layer belongs to the overlay mounted there now (same "dev").
+func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
+	if opt.Records == nil {
+		return nil, fmt.Errorf("rerecord %s: no Records to find the merge's meta layer in", className(opt))
+	}
+	e, err := newEngine(opt)
+	if err != nil {
+		return nil, err
+	}
+	defer e.close()
+	res := &RerecordResult{}
+	mode, err := e.mutableMode()
+	if err != nil {
+		return nil, err
+	}
+	var states []*hierState
+	defer func() {
+		for _, s := range states {
+			s.close()
+		}
+	}()
+	var old []byte
+	for _, h := range e.hiers {
+		s, err := e.inspect(h)
+		if err != nil {
+			return nil, err
+		}
+		states = append(states, s)
+		if s.ours && old == nil && s.origin != nil {
+			old = s.origin
+		}
+	}
+	if old == nil {
+		res.Reason = "no merge with an origin record"
+		return res, nil
+	}
+	od, err := ParseOrigin(bytes.NewReader(old))
+	if err != nil {
+		res.Reason = "the origin record in place does not parse: " + err.Error()
+		return res, nil
+	}
+	was, err := od.Origin()
+	if err != nil {
+		res.Reason = err.Error()
+		return res, nil
+	}
+	prev := e.loadState()
+	if prev == nil {
+		res.Reason = "no state of the last run"
+		return res, nil
+	}
+
+	imgs, err := Discover(e.rfs, e.cls, e.initrd)
+	if err != nil {
+		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
+	}
+	oldByName := map[string]OriginExtension{}
+	for _, x := range was.Extensions {
+		oldByName[x.Name] = x
+	}
+	var cands []*candidate
+	for _, img := range imgs {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		id, err := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
+		if err != nil {
+			res.Reason = fmt.Sprintf("image %s cannot be identified: %v", img.Name, err)
+			return res, nil
+		}
+		c := &candidate{img: img, id: id}
+		rec, known := prev.Images[img.Name]
+		if !known || !sameFile(rec.Identity, id) || rec.Type != img.Type.String() {
+			res.Reason = fmt.Sprintf("image %s is not the file the last run saw", img.Name)
+			return res, nil
+		}
+		c.accepted, c.reason, c.fp = rec.Accepted, rec.Reason, rec.Fingerprint
+		if x, merged := oldByName[img.Name]; merged != c.accepted || (merged && !sameFile(x, id)) {
+			res.Reason = fmt.Sprintf("image %s is not what the merge in place recorded", img.Name)
+			return res, nil
+		}
+		if c.accepted && rec.Identity != id {
+			res.Images = append(res.Images, img.Name)
+		}
+		cands = append(cands, c)
+	}
+	if n := len(acceptedNames(cands)); n != len(was.Extensions) {
+		res.Reason = fmt.Sprintf("the merge in place recorded %d images, %d are there now", len(was.Extensions), n)
+		return res, nil
+	}
+
+	doc := Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
+	doc.Mode, _ = ParseMutableMode(mode)
+	for _, h := range e.hiers {
+		d, err := e.mutableDirForOrigin(h, mode)
+		if err != nil {
+			return nil, err
+		}
+		if d != "" {
+			doc.MutableDirs[h] = d
+		}
+	}
+	rest := doc
+	rest.Extensions = was.Extensions
+	if !Equal(od, rest.Document()) {
+		res.Reason = "mutable mode, mutable dirs or mount options differ from the merge in place"
+		return res, nil
+	}
+	doc.Extensions = originExtensions(cands)
+	if Equal(od, doc.Document()) {
+		res.Reason = "the record already matches"
+		res.Images = nil
+		return res, nil
+	}
+	data := doc.MarshalSystemd()
+
+	// Every merged hierarchy's meta layer must be ours from this process
+	// and belong to the overlay mounted there now.
+	type target struct {
+		s   *hierState
+		dot *os.File
+	}
+	var targets []target
+	for _, s := range states {
+		if !s.ours {
+			continue
+		}
+		dot := opt.Records.get(e.rootPath, e.cls.Name, s.h)
+		if dot == nil {
+			res.Reason = fmt.Sprintf("the merge at %s was not made by this process", s.display)
+			return res, nil
+		}
+		mounted, err1 := readFileIn(s.top, path.Join(e.cls.DotDir, "dev"))
+		kept, err2 := readFileIn(dot, "dev")
+		if err1 != nil || err2 != nil || !bytes.Equal(mounted, kept) {
+			res.Reason = fmt.Sprintf("the merge at %s is not the one this process made", s.display)
+			return res, nil
+		}
+		targets = append(targets, target{s, dot})
+	}
+	sort.Strings(res.Images)
+	for _, t := range targets {
+		op := e.log.Op("rewrite %s/%s/origin (same images, seen under a new mount: %s)", t.s.display, e.cls.DotDir, strings.Join(res.Images, ", "))
+		if werr := op.Finish(rewriteInPlace(t.dot, "origin", data)); werr != nil {
+			// A half-written record only costs a remount in the booted
+			// system: refresh sees a record that differs and redoes the
+			// merge; it never skips wrongly.
+			return res, fmt.Errorf("rewrite origin of %s: %w", t.s.display, werr)
+		}
+	}
+	res.Rewritten = true
+	e.saveState(e.newState(cands, prev.HostRelease))
+	return res, nil
+}
+
+// sameFile reports whether two identities name the same image file: same
+// resolved path, creation and modification time and verity hash. The mount
+// id, file handle and inode are left out: they are what changes when the
+// same file is seen through a new overlay.
+func sameFile(a, b OriginExtension) bool {
+	return a.Path == b.Path && a.Crtime == b.Crtime && a.Mtime == b.Mtime && a.VerityHash == b.VerityHash
+}
+
+// rewriteInPlace replaces the contents of the existing file name in dir,
+// keeping its inode: a lower layer's file that an overlay already looked up
+// stays the same object, so the overlay serves the new bytes.
+func rewriteInPlace(dir *os.File, name string, data []byte) error {
+	fd, err := openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW, 0)
+	if err != nil {
+		return &os.PathError{Op: "open", Path: "meta " + name, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), name)
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		return &os.PathError{Op: "write", Path: "meta " + name, Err: err}
+	}
+	return nil
+}
+
+func className(opt Options) string {
+	if opt.Class == nil {
+		return "extension"
+	}
+	return opt.Class.Name
+}
