@@ -130,16 +130,9 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		cands = append(cands, &candidate{img: img, id: id})
 	}
 
-	doc := &Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
-	doc.Mode, _ = ParseMutableMode(mode)
-	for _, h := range e.hiers {
-		d, err := e.mutableDirForOrigin(h, mode)
-		if err != nil {
-			return nil, err
-		}
-		if d != "" {
-			doc.MutableDirs[h] = d
-		}
+	doc, err := e.originBase(mode)
+	if err != nil {
+		return nil, err
 	}
 	hh := hostReleaseHash(host, scope)
 	prev := e.loadState()
@@ -220,6 +213,23 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 	}
 	e.saveState(e.newState(cands, hh))
 	return res, nil
+}
+
+// originBase is the part of the origin record that does not depend on the
+// images: mutable mode, mutable dirs and mount options.
+func (e *engine) originBase(mode string) (*Origin, error) {
+	doc := &Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
+	doc.Mode, _ = ParseMutableMode(mode)
+	for _, h := range e.hiers {
+		d, err := e.mutableDirForOrigin(h, mode)
+		if err != nil {
+			return nil, err
+		}
+		if d != "" {
+			doc.MutableDirs[h] = d
+		}
+	}
+	return doc, nil
 }
 
 // originExtensions builds the origin entries of the accepted images, in

@@ -177,18 +177,11 @@ func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
 		return res, nil
 	}
 
-	doc := Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
-	doc.Mode, _ = ParseMutableMode(mode)
-	for _, h := range e.hiers {
-		d, err := e.mutableDirForOrigin(h, mode)
-		if err != nil {
-			return nil, err
-		}
-		if d != "" {
-			doc.MutableDirs[h] = d
-		}
+	doc, err := e.originBase(mode)
+	if err != nil {
+		return nil, err
 	}
-	rest := doc
+	rest := *doc
 	rest.Extensions = was.Extensions
 	if !Equal(od, rest.Document()) {
 		res.Reason = "mutable mode, mutable dirs or mount options differ from the merge in place"
