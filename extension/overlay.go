@@ -1,10 +1,11 @@
 package extension
 
 import (
-	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path"
 	"strings"
@@ -333,8 +334,13 @@ func workName(h, parentRel, oldWork string) string {
 	if strings.TrimPrefix(path.Join(parentRel, name), "/") != oldWork {
 		return name
 	}
+	// Not crypto/rand: getrandom(2) blocks until the kernel's CRNG is
+	// ready, which in an early initrd without a hardware RNG took 1.4 s
+	// under QEMU. The name only has to differ from the old work dir's;
+	// math/rand/v2 is seeded from the kernel's AT_RANDOM bytes and never
+	// blocks.
 	var r [8]byte
-	_, _ = rand.Read(r[:])
+	binary.LittleEndian.PutUint64(r[:], rand.Uint64())
 	return name + "-" + hex.EncodeToString(r[:])
 }
 
