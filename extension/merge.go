@@ -83,26 +83,20 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		scope = "initrd"
 	}
 
-	states := make([]*hierState, 0, len(e.hiers))
-	defer func() {
-		for _, s := range states {
-			s.close()
+	states, err := e.inspectAll()
+	defer closeStates(states)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range states {
+		if s.ours && !refresh {
+			return nil, fmt.Errorf("hierarchy '%s' is already merged: %w", s.h, unix.EBUSY)
 		}
-	}()
+	}
 	var old []byte
 	var oldFrom string // the origin file old was read from, for messages
-	for _, h := range e.hiers {
-		s, err := e.inspect(h)
-		if err != nil {
-			return nil, err
-		}
-		states = append(states, s)
-		if s.ours && !refresh {
-			return nil, fmt.Errorf("hierarchy '%s' is already merged: %w", h, unix.EBUSY)
-		}
-		if s.ours && old == nil && s.origin != nil {
-			old, oldFrom = s.origin, e.display(h)+"/"+e.cls.DotDir+"/origin"
-		}
+	if s := firstOrigin(states); s != nil {
+		old, oldFrom = s.origin, e.display(s.h)+"/"+e.cls.DotDir+"/origin"
 	}
 
 	imgs, err := Discover(e.rfs, e.cls, e.initrd)

@@ -88,41 +88,30 @@ type RerecordResult struct {
 // unless opt.Records holds the meta layer of every merged hierarchy and
 // that layer belongs to the overlay mounted there now (same "dev").
 func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
-	if opt.Records == nil {
-		return nil, fmt.Errorf("rerecord %s: no Records to find the merge's meta layer in", className(opt))
-	}
 	e, err := newEngine(opt)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
+	if opt.Records == nil {
+		return nil, fmt.Errorf("rerecord %s: no Records to find the merge's meta layer in", e.cls.Name)
+	}
 	res := &RerecordResult{}
 	mode, err := e.mutableMode()
 	if err != nil {
 		return nil, err
 	}
-	var states []*hierState
-	defer func() {
-		for _, s := range states {
-			s.close()
-		}
-	}()
-	var old []byte
-	for _, h := range e.hiers {
-		s, err := e.inspect(h)
-		if err != nil {
-			return nil, err
-		}
-		states = append(states, s)
-		if s.ours && old == nil && s.origin != nil {
-			old = s.origin
-		}
+	states, err := e.inspectAll()
+	defer closeStates(states)
+	if err != nil {
+		return nil, err
 	}
-	if old == nil {
+	first := firstOrigin(states)
+	if first == nil {
 		res.Reason = "no merge with an origin record"
 		return res, nil
 	}
-	od, err := ParseOrigin(bytes.NewReader(old))
+	od, err := ParseOrigin(bytes.NewReader(first.origin))
 	if err != nil {
 		res.Reason = "the origin record in place does not parse: " + err.Error()
 		return res, nil
@@ -256,11 +245,4 @@ func rewriteInPlace(dir *os.File, name string, data []byte) error {
 		return &os.PathError{Op: "write", Path: "meta " + name, Err: err}
 	}
 	return nil
-}
-
-func className(opt Options) string {
-	if opt.Class == nil {
-		return "extension"
-	}
-	return opt.Class.Name
 }

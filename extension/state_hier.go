@@ -32,6 +32,38 @@ func (s *hierState) close() {
 	}
 }
 
+// inspectAll inspects every hierarchy of the class, in order. The states
+// it returns, also with an error, must be closed (closeStates).
+func (e *engine) inspectAll() ([]*hierState, error) {
+	states := make([]*hierState, 0, len(e.hiers))
+	for _, h := range e.hiers {
+		s, err := e.inspect(h)
+		if err != nil {
+			return states, err
+		}
+		states = append(states, s)
+	}
+	return states, nil
+}
+
+func closeStates(states []*hierState) {
+	for _, s := range states {
+		s.close()
+	}
+}
+
+// firstOrigin is the hierarchy whose origin record a refresh compares
+// with, as systemd picks it: the first one that carries our merge with a
+// readable origin file; nil if none does.
+func firstOrigin(states []*hierState) *hierState {
+	for _, s := range states {
+		if s.ours && s.origin != nil {
+			return s
+		}
+	}
+	return nil
+}
+
 // inspect opens a hierarchy and decides, as systemd's is_our_mount_point
 // does, whether it carries a merge of this class: it is a mount point, its
 // .systemd-<C>/dev parses as MAJ:MIN and equals its st_dev.
