@@ -65,7 +65,7 @@ func writeStat(h hash.Hash, rel string, st *unix.Stat_t) {
 	var b [8 * 11]byte
 	for i, v := range []uint64{uint64(st.Mode), uint64(st.Uid), uint64(st.Gid), uint64(st.Size),
 		uint64(st.Mtim.Sec), uint64(st.Mtim.Nsec), uint64(st.Ctim.Sec), uint64(st.Ctim.Nsec),
-		st.Ino, st.Rdev, st.Nlink} {
+		st.Ino, st.Rdev, uint64(st.Nlink)} { // Nlink is uint32 on arm64
 		binary.LittleEndian.PutUint64(b[i*8:], v)
 	}
 	h.Write([]byte(rel))
