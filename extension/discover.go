@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
 )
@@ -75,20 +76,15 @@ type SkippedEntry struct {
 	Reason string
 }
 
-// InitrdRelease marks an initrd; systemd checks it inside --root.
-const InitrdRelease = "/etc/initrd-release"
-
-// IsInitrd reports whether /etc/initrd-release exists inside the root,
-// which selects the initrd search paths and the "initrd" scope.
+// IsInitrd reports whether /etc/initrd-release exists inside the root
+// (systemd checks it inside --root), which selects the initrd search paths
+// and the "initrd" scope.
 func IsInitrd(root *rootfs.Root) (bool, error) {
-	_, err := root.Stat(InitrdRelease)
-	if err == nil {
-		return true, nil
+	ok, err := sysx.IsInitrd(root.Fd())
+	if err != nil {
+		return false, &os.PathError{Op: "stat", Path: path.Join(root.Path(), sysx.InitrdRelease), Err: err}
 	}
-	if errors.Is(err, fs.ErrNotExist) {
-		return false, nil
-	}
-	return false, err
+	return ok, nil
 }
 
 // SearchPathsFor returns the class's image directories for an initrd or a

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
@@ -160,9 +161,9 @@ func newEngine(opt Options) (*engine, error) {
 			}
 		}
 	}
-	if f, err := rootfs.OpenIn(e.root, "/etc/initrd-release", unix.O_PATH); err == nil {
-		f.Close()
-		e.initrd = true
+	if e.initrd, err = sysx.IsInitrd(int(e.root.Fd())); err != nil {
+		e.close()
+		return nil, &os.PathError{Op: "stat", Path: path.Join(abs, sysx.InitrdRelease), Err: err}
 	}
 	return e, nil
 }

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -56,16 +57,11 @@ func (e *engine) mkdirAll(p string) (*os.File, error) {
 // getdents or reading), through the magic link.
 func reopen(f *os.File, flags int) (*os.File, error) {
 	name := fmt.Sprintf("/proc/self/fd/%d", f.Fd())
-	for {
-		fd, err := unix.Open(name, flags|unix.O_CLOEXEC, 0)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
-		if err != nil {
-			return nil, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
-		}
-		return os.NewFile(uintptr(fd), f.Name()), nil
+	fd, err := sysx.RetryValue(func() (int, error) { return unix.Open(name, flags|unix.O_CLOEXEC, 0) })
+	if err != nil {
+		return nil, &os.PathError{Op: "reopen", Path: f.Name(), Err: err}
 	}
+	return os.NewFile(uintptr(fd), f.Name()), nil
 }
 
 // dirIsEmpty reports whether the directory f has no entries besides . and

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -121,7 +122,7 @@ func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
 // of the parent directory does not reach, and using the clone would merge
 // over the wrong (empty) directory. Unmerge first in that case.
 func (e *engine) checkNotStacked(s *hierState) error {
-	mntID, err := mountIDOf(int(s.top.Fd()))
+	mntID, err := sysx.MountID(int(s.top.Fd()), "")
 	if err != nil {
 		return &os.PathError{Op: "statx", Path: s.display, Err: err}
 	}
@@ -274,7 +275,7 @@ func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 	}
 	if b.upper != nil {
 		var sfs unix.Statfs_t
-		if err := retry(func() error { return unix.Fstatfs(int(b.upper.Fd()), &sfs) }); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
+		if err := sysx.Retry(func() error { return unix.Fstatfs(int(b.upper.Fd()), &sfs) }); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
 			return nil, fmt.Errorf("can't use %s as an upperdir as it is read-only: %w", e.display(mp), unix.EROFS)
 		}
 	}

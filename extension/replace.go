@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
 
@@ -36,7 +37,7 @@ func (e *engine) place(s *hierState, mnt *os.File) (gap bool, err error) {
 		// copied): comparing it with /proc/self/mountinfo later tells
 		// whether anyone replaced this merge since, even when a log line
 		// of the replacing tool was lost.
-		if id, ierr := mountIDOf(int(mnt.Fd())); ierr == nil {
+		if id, ierr := sysx.MountID(int(mnt.Fd()), ""); ierr == nil {
 			e.log.Infof("%s merge at %s is mount id %d", e.cls.Name, s.display, id)
 		}
 	}

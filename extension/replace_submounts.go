@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -26,7 +27,7 @@ type submount struct {
 // own .systemd-<C> bind excluded). It reads mountinfo once, and only when
 // the merge has children at all (checked by the mount ids in it).
 func (e *engine) collectSubmounts(s *hierState) ([]submount, error) {
-	mntID, err := mountIDOf(int(s.top.Fd()))
+	mntID, err := sysx.MountID(int(s.top.Fd()), "")
 	if err != nil {
 		return nil, &os.PathError{Op: "statx", Path: s.display, Err: err}
 	}

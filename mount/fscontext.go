@@ -1,6 +1,8 @@
 package mount
 
 import (
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
+
 	"errors"
 	"fmt"
 	"os"
@@ -118,10 +120,7 @@ func (c *FSContext) messages() []string {
 	var out []string
 	buf := make([]byte, 4096)
 	for i := 0; i < 64; i++ {
-		n, err := unix.Read(c.fd, buf)
-		if errors.Is(err, unix.EINTR) {
-			continue
-		}
+		n, err := sysx.RetryValue(func() (int, error) { return unix.Read(c.fd, buf) })
 		if err != nil || n <= 0 {
 			break
 		}

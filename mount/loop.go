@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
@@ -136,7 +137,7 @@ func (l *Loop) Close() error {
 // SizeLimit and need no partition scanning.
 func (l *Loop) Partitions() ([]string, error) {
 	var st unix.Stat_t
-	if err := retry(func() error { return unix.Fstat(int(l.File.Fd()), &st) }); err != nil {
+	if err := sysx.Retry(func() error { return unix.Fstat(int(l.File.Fd()), &st) }); err != nil {
 		return nil, &os.PathError{Op: "fstat", Path: l.Path, Err: err}
 	}
 	sys := filepath.Join(paths.SysDevBlock, fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)))

@@ -1,12 +1,13 @@
 package mount
 
 import (
-	"errors"
 	"fmt"
 	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // MoveMountBeneath is MOVE_MOUNT_BENEATH (Linux 6.5): move_mount places the
@@ -14,27 +15,6 @@ import (
 // lets a mount be replaced without a moment where the path is uncovered.
 // golang.org/x/sys v0.49.0 does not define it.
 const MoveMountBeneath = 0x200
-
-// retry calls f until it returns something other than EINTR. Since Go 1.14
-// asynchronous preemption signals can interrupt slow system calls (FUSE,
-// network filesystems, loop setup), see golang/go#40846.
-func retry(f func() error) error {
-	for {
-		if err := f(); !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
-
-// retryFd is retry for calls returning a file descriptor.
-func retryFd(f func() (int, error)) (int, error) {
-	for {
-		fd, err := f()
-		if !errors.Is(err, unix.EINTR) {
-			return fd, err
-		}
-	}
-}
 
 // fdPath names dirfd+path in errors: the path as given, "fd N" for an empty
 // path, or "fd N/path" for a relative path below a directory fd.
@@ -51,7 +31,7 @@ func fdPath(dirfd int, path string) string {
 
 // Fsopen opens a filesystem context for fstype (fsopen(2)).
 func Fsopen(fstype string, flags int) (int, error) {
-	fd, err := retryFd(func() (int, error) { return unix.Fsopen(fstype, flags) })
+	fd, err := sysx.RetryValue(func() (int, error) { return unix.Fsopen(fstype, flags) })
 	if err != nil {
 		return -1, &Error{Op: "fsopen", FSType: fstype, Flags: uint64(flags), Err: err}
 	}
@@ -61,7 +41,7 @@ func Fsopen(fstype string, flags int) (int, error) {
 // FsconfigString sets a string parameter key=val on the filesystem context fd
 // (FSCONFIG_SET_STRING).
 func FsconfigString(fd int, key, val string) error {
-	err := retry(func() error { return unix.FsconfigSetString(fd, key, val) })
+	err := sysx.Retry(func() error { return unix.FsconfigSetString(fd, key, val) })
 	if err != nil {
 		return &Error{Op: "fsconfig", Target: fdPath(fd, ""), Data: key + "=" + val, Err: err}
 	}
@@ -71,7 +51,7 @@ func FsconfigString(fd int, key, val string) error {
 // FsconfigFlag sets a flag parameter key on the filesystem context fd
 // (FSCONFIG_SET_FLAG).
 func FsconfigFlag(fd int, key string) error {
-	err := retry(func() error { return unix.FsconfigSetFlag(fd, key) })
+	err := sysx.Retry(func() error { return unix.FsconfigSetFlag(fd, key) })
 	if err != nil {
 		return &Error{Op: "fsconfig", Target: fdPath(fd, ""), Data: key, Err: err}
 	}
@@ -81,7 +61,7 @@ func FsconfigFlag(fd int, key string) error {
 // FsconfigFd sets parameter key to the open file descriptor val
 // (FSCONFIG_SET_FD).
 func FsconfigFd(fd int, key string, val int) error {
-	err := retry(func() error { return unix.FsconfigSetFd(fd, key, val) })
+	err := sysx.Retry(func() error { return unix.FsconfigSetFd(fd, key, val) })
 	if err != nil {
 		return &Error{Op: "fsconfig", Target: fdPath(fd, ""), Data: fmt.Sprintf("%s=<fd %d>", key, val), Err: err}
 	}
@@ -91,7 +71,7 @@ func FsconfigFd(fd int, key string, val int) error {
 // FsconfigCreate creates the superblock of the filesystem context fd
 // (FSCONFIG_CMD_CREATE).
 func FsconfigCreate(fd int) error {
-	err := retry(func() error { return unix.FsconfigCreate(fd) })
+	err := sysx.Retry(func() error { return unix.FsconfigCreate(fd) })
 	if err != nil {
 		return &Error{Op: "fsconfig create", Target: fdPath(fd, ""), Err: err}
 	}
@@ -101,7 +81,7 @@ func FsconfigCreate(fd int) error {
 // Fsmount turns the created filesystem context fd into a detached mount and
 // returns its fd (fsmount(2)); attrs are MOUNT_ATTR_* flags.
 func Fsmount(fd, flags, attrs int) (int, error) {
-	mfd, err := retryFd(func() (int, error) { return unix.Fsmount(fd, flags, attrs) })
+	mfd, err := sysx.RetryValue(func() (int, error) { return unix.Fsmount(fd, flags, attrs) })
 	if err != nil {
 		return -1, &Error{Op: "fsmount", Target: fdPath(fd, ""), Flags: uint64(attrs), Err: err}
 	}
@@ -111,7 +91,7 @@ func Fsmount(fd, flags, attrs int) (int, error) {
 // MoveMount attaches or moves a mount (move_mount(2)); flags are
 // MOVE_MOUNT_* including MoveMountBeneath.
 func MoveMount(fromDirfd int, fromPath string, toDirfd int, toPath string, flags int) error {
-	err := retry(func() error { return unix.MoveMount(fromDirfd, fromPath, toDirfd, toPath, flags) })
+	err := sysx.Retry(func() error { return unix.MoveMount(fromDirfd, fromPath, toDirfd, toPath, flags) })
 	if err != nil {
 		return &Error{Op: "move_mount", Source: fdPath(fromDirfd, fromPath), Target: fdPath(toDirfd, toPath), Flags: uint64(flags), Err: err}
 	}
@@ -121,7 +101,7 @@ func MoveMount(fromDirfd int, fromPath string, toDirfd int, toPath string, flags
 // OpenTree opens (or with OPEN_TREE_CLONE, clones as a detached bind mount)
 // the mount at dirfd+path (open_tree(2)).
 func OpenTree(dirfd int, path string, flags uint) (int, error) {
-	fd, err := retryFd(func() (int, error) { return unix.OpenTree(dirfd, path, flags) })
+	fd, err := sysx.RetryValue(func() (int, error) { return unix.OpenTree(dirfd, path, flags) })
 	if err != nil {
 		return -1, &Error{Op: "open_tree", Source: fdPath(dirfd, path), Flags: uint64(flags), Err: err}
 	}
@@ -131,7 +111,7 @@ func OpenTree(dirfd int, path string, flags uint) (int, error) {
 // MountSetattr changes mount attributes and propagation of the mount at
 // dirfd+path (mount_setattr(2)).
 func MountSetattr(dirfd int, path string, flags uint, attr *unix.MountAttr) error {
-	err := retry(func() error { return unix.MountSetattr(dirfd, path, flags, attr) })
+	err := sysx.Retry(func() error { return unix.MountSetattr(dirfd, path, flags, attr) })
 	if err != nil {
 		return &Error{Op: "mount_setattr", Target: fdPath(dirfd, path), Flags: uint64(flags),
 			Data: fmt.Sprintf("set=%#x clr=%#x propagation=%#x", attr.Attr_set, attr.Attr_clr, attr.Propagation), Err: err}
@@ -141,7 +121,7 @@ func MountSetattr(dirfd int, path string, flags uint, attr *unix.MountAttr) erro
 
 // Unmount unmounts target (umount2(2)); flags are MNT_* / UMOUNT_*.
 func Unmount(target string, flags int) error {
-	err := retry(func() error { return unix.Unmount(target, flags) })
+	err := sysx.Retry(func() error { return unix.Unmount(target, flags) })
 	if err != nil {
 		return &Error{Op: "umount2", Target: target, Flags: uint64(flags), Err: err}
 	}
@@ -151,7 +131,7 @@ func Unmount(target string, flags int) error {
 // Mount is classic mount(2), kept for propagation changes and remounts,
 // which the new API expresses less directly on paths.
 func Mount(source, target, fstype string, flags uintptr, data string) error {
-	err := retry(func() error { return unix.Mount(source, target, fstype, flags, data) })
+	err := sysx.Retry(func() error { return unix.Mount(source, target, fstype, flags, data) })
 	if err != nil {
 		return &Error{Op: "mount", Source: source, Target: target, FSType: fstype, Flags: uint64(flags), Data: data, Err: err}
 	}
@@ -160,7 +140,7 @@ func Mount(source, target, fstype string, flags uintptr, data string) error {
 
 // statx is statx(2) into sx.
 func statx(dirfd int, path string, flags, mask int, sx *unix.Statx_t) error {
-	return retry(func() error { return unix.Statx(dirfd, path, flags, mask, sx) })
+	return sysx.Retry(func() error { return unix.Statx(dirfd, path, flags, mask, sx) })
 }
 
 // nameToHandleAtRaw issues one name_to_handle_at(2) into buf (whose first
@@ -173,7 +153,7 @@ func nameToHandleAtRaw(dirfd int, path string, buf []uint32, mnt *uint64, flags 
 	if err != nil {
 		return err
 	}
-	return retry(func() error {
+	return sysx.Retry(func() error {
 		_, _, e := unix.Syscall6(unix.SYS_NAME_TO_HANDLE_AT, uintptr(dirfd), uintptr(unsafe.Pointer(p)),
 			uintptr(unsafe.Pointer(&buf[0])), uintptr(unsafe.Pointer(mnt)), uintptr(flags), 0)
 		runtime.KeepAlive(p)
@@ -188,7 +168,7 @@ func nameToHandleAtRaw(dirfd int, path string, buf []uint32, mnt *uint64, flags 
 // (LOOP_CTL_GET_FREE).
 func loopGetFree(ctl int) (int, error) {
 	var n int
-	err := retry(func() (err error) {
+	err := sysx.Retry(func() (err error) {
 		n, err = unix.IoctlRetInt(ctl, unix.LOOP_CTL_GET_FREE)
 		return err
 	})
@@ -198,11 +178,11 @@ func loopGetFree(ctl int) (int, error) {
 // loopConfigure binds the loop device fd to its backing file and sets its
 // parameters in one step (LOOP_CONFIGURE).
 func loopConfigure(fd int, cfg *unix.LoopConfig) error {
-	return retry(func() error { return unix.IoctlLoopConfigure(fd, cfg) })
+	return sysx.Retry(func() error { return unix.IoctlLoopConfigure(fd, cfg) })
 }
 
 // loopClearFd detaches the backing file of the loop device fd
 // (LOOP_CLR_FD).
 func loopClearFd(fd int) error {
-	return retry(func() error { return unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0) })
+	return sysx.Retry(func() error { return unix.IoctlSetInt(fd, unix.LOOP_CLR_FD, 0) })
 }

@@ -7,7 +7,11 @@
 // they are resolved inside the root by file descriptor (see package rootfs).
 package paths
 
-import "os"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
+)
 
 var (
 	// ProcCmdline is the kernel command line (EXT_SETUP_ROOT_PROC_CMDLINE).
@@ -29,8 +33,6 @@ var (
 	StateDir = "/run/ext-setup-root"
 	// Sysroot is the default target root in the initrd (EXT_SETUP_ROOT_SYSROOT).
 	Sysroot = "/sysroot"
-	// InitrdRelease exists only in an initrd (EXT_SETUP_ROOT_INITRD_RELEASE).
-	InitrdRelease = "/etc/initrd-release"
 )
 
 // Load applies the EXT_SETUP_ROOT_* environment overrides. getenv is
@@ -47,7 +49,6 @@ func Load(getenv func(string) string) {
 		{"EXT_SETUP_ROOT_DEV", &DevDir},
 		{"EXT_SETUP_ROOT_STATE_DIR", &StateDir},
 		{"EXT_SETUP_ROOT_SYSROOT", &Sysroot},
-		{"EXT_SETUP_ROOT_INITRD_RELEASE", &InitrdRelease},
 	} {
 		if s := getenv(o.env); s != "" {
 			*o.v = s
@@ -55,9 +56,16 @@ func Load(getenv func(string) string) {
 	}
 }
 
-// InInitrd reports whether this process runs in an initrd, which decides
-// the default --root (/sysroot) of the boot pipeline.
+// InInitrd reports whether this process runs in an initrd (the host's
+// /etc/initrd-release exists), which decides the default --root (/sysroot)
+// of the boot pipeline. An error answers "no": outside an initrd the
+// caller's default is the booted system's.
 func InInitrd() bool {
-	_, err := os.Stat(InitrdRelease)
-	return err == nil
+	fd, err := unix.Open("/", unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return false
+	}
+	defer unix.Close(fd)
+	ok, _ := sysx.IsInitrd(fd)
+	return ok
 }

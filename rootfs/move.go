@@ -8,6 +8,8 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // Move moves src to dst inside the root, replacing dst like rename(2).
@@ -172,7 +174,7 @@ func (r *Root) SameContent(a, b string) (bool, error) {
 // mustMountID is mountID for cleanup paths, where a failure only means the
 // cleanup will refuse to descend.
 func mustMountID(fd int) uint64 {
-	m, _ := mountID(fd, "")
+	m, _ := sysx.MountID(fd, "")
 	return m
 }
 
@@ -226,7 +228,7 @@ func copyTree(sdir int, sname string, ddir int, dname, display string) error {
 		}
 		// As for files: the owner is kept where the caller may set it
 		// (EPERM for an unprivileged caller is not an error).
-		if err := retry(func() error {
+		if err := sysx.Retry(func() error {
 			return unix.Fchownat(ddir, dname, int(st.Uid), int(st.Gid), unix.AT_SYMLINK_NOFOLLOW)
 		}); err != nil && !errors.Is(err, unix.EPERM) {
 			return &os.PathError{Op: "chown copy of", Path: display, Err: err}
@@ -303,10 +305,10 @@ func copyFile(sdir int, sname string, ddir int, dname, display string, st *unix.
 // setMeta gives the copy fd the owner, mode and times of st. Filesystems
 // without owners (vfat) refuse chown with EPERM; that is not an error.
 func setMeta(fd int, st *unix.Stat_t) error {
-	if err := retry(func() error { return unix.Fchown(fd, int(st.Uid), int(st.Gid)) }); err != nil && !errors.Is(err, unix.EPERM) {
+	if err := sysx.Retry(func() error { return unix.Fchown(fd, int(st.Uid), int(st.Gid)) }); err != nil && !errors.Is(err, unix.EPERM) {
 		return err
 	}
-	if err := retry(func() error { return unix.Fchmod(fd, st.Mode&0o7777) }); err != nil {
+	if err := sysx.Retry(func() error { return unix.Fchmod(fd, st.Mode&0o7777) }); err != nil {
 		return err
 	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}

@@ -9,6 +9,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // fstatName opens name with flags and fstats it.
@@ -19,7 +21,7 @@ func (r *Root) fstatName(op, name string, flags int) (unix.Stat_t, error) {
 		return st, r.errPath(op, name, err)
 	}
 	defer unix.Close(fd)
-	if err := retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
+	if err := sysx.Retry(func() error { return unix.Fstat(fd, &st) }); err != nil {
 		return st, r.errPath(op, name, err)
 	}
 	return st, nil

@@ -8,6 +8,8 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // tempSuffix marks temp names, so that CleanTemps (and a human) can tell
@@ -145,11 +147,11 @@ func (r *Root) fillTemp(f *os.File, name string, write func() error, mode uint32
 		return r.errPath("write temp for", name, bareErr(err))
 	}
 	fault("chmod temp " + name)
-	if err := retry(func() error { return unix.Fchmod(int(f.Fd()), mode) }); err != nil {
+	if err := sysx.Retry(func() error { return unix.Fchmod(int(f.Fd()), mode) }); err != nil {
 		return r.errPath("chmod temp for", name, err)
 	}
 	if uid >= 0 {
-		err := retry(func() error { return unix.Fchown(int(f.Fd()), uid, gid) })
+		err := sysx.Retry(func() error { return unix.Fchown(int(f.Fd()), uid, gid) })
 		// Filesystems without owners (vfat) refuse; the copy is still good.
 		if err != nil && !errors.Is(err, unix.EPERM) {
 			return r.errPath("chown temp for", name, err)
@@ -238,7 +240,7 @@ func (r *Root) Rename(oldname, newname string) error {
 // sameFile reports whether two open files are the same inode.
 func sameFile(a, b *os.File) bool {
 	var sa, sb unix.Stat_t
-	if retry(func() error { return unix.Fstat(int(a.Fd()), &sa) }) != nil || retry(func() error { return unix.Fstat(int(b.Fd()), &sb) }) != nil {
+	if sysx.Retry(func() error { return unix.Fstat(int(a.Fd()), &sa) }) != nil || sysx.Retry(func() error { return unix.Fstat(int(b.Fd()), &sb) }) != nil {
 		return false
 	}
 	return sa.Dev == sb.Dev && sa.Ino == sb.Ino
@@ -305,7 +307,7 @@ func RemoveAllIn(dir *os.File, name string) error {
 	if name == "" || name == "." || name == ".." || strings.ContainsAny(name, "/\x00") {
 		return &os.PathError{Op: "remove", Path: display, Err: unix.EINVAL}
 	}
-	mnt, err := mountID(int(dir.Fd()), "")
+	mnt, err := sysx.MountID(int(dir.Fd()), "")
 	if err != nil {
 		return &os.PathError{Op: "statx", Path: dir.Name(), Err: err}
 	}
@@ -317,7 +319,7 @@ func RemoveAllIn(dir *os.File, name string) error {
 // removeAllAt removes the entry base of directory parent recursively
 // without crossing mounts; display names it in errors.
 func (r *Root) removeAllAt(parent *os.File, base, display string) error {
-	mnt, err := mountID(int(parent.Fd()), "")
+	mnt, err := sysx.MountID(int(parent.Fd()), "")
 	if err != nil {
 		return &os.PathError{Op: "statx", Path: parent.Name(), Err: err}
 	}
@@ -346,7 +348,7 @@ func removeTree(dirfd int, name, display string, mnt uint64) error {
 	}
 	d := os.NewFile(uintptr(fd), display)
 	defer d.Close()
-	if m, err := mountID(fd, ""); err != nil || m != mnt {
+	if m, err := sysx.MountID(fd, ""); err != nil || m != mnt {
 		if err == nil {
 			err = unix.EXDEV
 		}
