@@ -1,0 +1,9 @@
+package image
+
+import (
+	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+)
+
+func TestMain(m *testing.M) { testutil.MainInMountNS(m) }
