@@ -32,7 +32,9 @@ type fakeDev struct {
 	open             int32
 }
 
-func newFakeDM() *fakeDM { return &fakeDM{devs: map[string]*fakeDev{}, fail: map[uint]error{}, next: 0} }
+func newFakeDM() *fakeDM {
+	return &fakeDM{devs: map[string]*fakeDev{}, fail: map[uint]error{}, next: 0}
+}
 
 var dmReqNames = map[uint]string{
 	unix.DM_DEV_CREATE: "create", unix.DM_TABLE_LOAD: "load", unix.DM_DEV_SUSPEND: "resume",
@@ -55,7 +57,11 @@ func (f *fakeDM) ioctl(req uint, buf []byte) error {
 		return err
 	}
 	d := f.devs[name]
-	setHdr := func(h unix.DmIoctl) { var b bytes.Buffer; binary.Write(&b, binary.NativeEndian, &h); copy(buf, b.Bytes()) }
+	setHdr := func(h unix.DmIoctl) {
+		var b bytes.Buffer
+		binary.Write(&b, binary.NativeEndian, &h)
+		copy(buf, b.Bytes())
+	}
 	switch req {
 	case unix.DM_DEV_CREATE:
 		if d != nil {
