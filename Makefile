@@ -14,7 +14,7 @@ TEST_PREREQS    :=
 BENCH_TARGETS   :=
 INSTALL_TARGETS :=
 
-.PHONY: all demo build test unit-test vet deps demo bench install clean
+.PHONY: all demo build build-testhooks test unit-test vet deps demo bench install clean
 
 all: build
 
@@ -23,12 +23,20 @@ include $(sort $(wildcard mk/*.mk))
 build:
 	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BIN) -o $(BIN) ./cmd/ext-setup-root
 
+# build-testhooks builds the binary for the crash and fault-injection
+# tests: the same code with the fault hooks armed by environment variables
+# (-tags testhooks, internal/fault). The production binary ignores them.
+TESTHOOKS_BIN := bin/ext-setup-root-testhooks
+build-testhooks:
+	CGO_ENABLED=0 $(GO) build -trimpath -tags testhooks -o $(TESTHOOKS_BIN) ./cmd/ext-setup-root
+
 deps:
 	scripts/ci-deps.sh
 	$(GO) mod download
 
 vet:
 	$(GO) vet ./...
+	$(GO) vet -tags testhooks ./cmd/... ./internal/fault/
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1; }
 
 # test runs every tier: unit tests, root tests (private mount namespace),
@@ -36,8 +44,9 @@ vet:
 # The QEMU boot tests run last, on their own and verbosely, so that their
 # boot times are printed and they do not compete for the 2 CPUs with the
 # root tests.
-TEST_ENV := EXT_SETUP_ROOT_CACHE=$(CACHE) EXT_SETUP_ROOT_BIN=$(CURDIR)/$(BIN)
-test: deps build vet $(TEST_PREREQS)
+TEST_ENV := EXT_SETUP_ROOT_CACHE=$(CACHE) EXT_SETUP_ROOT_BIN=$(CURDIR)/$(BIN) \
+	EXT_SETUP_ROOT_TESTHOOKS_BIN=$(CURDIR)/$(TESTHOOKS_BIN)
+test: deps build build-testhooks vet $(TEST_PREREQS)
 	$(TEST_ENV) $(GO) test -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/test/qemu$$')
 	$(TEST_ENV) $(GO) test -count=1 -v -timeout 60m ./test/qemu/
 

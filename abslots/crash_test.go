@@ -21,7 +21,7 @@ import (
 // image present exactly once and no temporary files left.
 func TestCrashAtEveryStep(t *testing.T) {
 	testutil.RequireRoot(t)
-	bin := testutil.BuildBinary(t)
+	bin := testutil.BuildTestHooksBinary(t)
 	sc := scenarios()[findScenario(t, "2 image on root, previous on OEM")]
 	in := merge(sc.in, tree{
 		"/oem/sysext/migrate-oem-test":                   "",

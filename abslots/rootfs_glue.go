@@ -46,9 +46,6 @@ func (r RootFS) Stat(name string) (fs.FileInfo, error) {
 // isTempName reports rootfs's temporary names.
 func isTempName(name string) bool { return rootfs.IsTempName(name) }
 
-// FaultFromEnv arms rootfs's fault injection (crash tests).
-func (r RootFS) FaultFromEnv(getenv func(string) string) { rootfs.FaultFromEnv(getenv) }
-
 // statInfo is an fs.FileInfo over a unix.Stat_t.
 type statInfo struct {
 	name string

@@ -26,8 +26,9 @@ type Options struct {
 	ConfigFile string
 	// Log receives every operation; nil discards.
 	Log *oplog.Logger
-	// Getenv is used for fault injection (EXT_SETUP_ROOT_KILL_AT_STEP);
-	// nil means os.Getenv.
+	// Getenv is kept for callers; Run reads no environment variable (fault
+	// injection, EXT_SETUP_ROOT_KILL_AT_STEP, is armed only by binaries built
+	// with the testhooks tag, see internal/fault).
 	Getenv func(string) string
 	// Cmdline is the kernel command line; nil reads paths.ProcCmdline
 	// (a missing file is fine offline).
@@ -66,10 +67,6 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 	if log == nil {
 		log = oplog.Discard()
 	}
-	getenv := o.Getenv
-	if getenv == nil {
-		getenv = os.Getenv
-	}
 	cl := readCmdline(o.Cmdline)
 	sw := switchesFrom(cl)
 	if sw.Debug {
@@ -93,7 +90,6 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 		}
 		root = r
 	}
-	setupFaults(root, getenv)
 	cfg, err := loadConfig(root, o.ConfigFile)
 	if err != nil {
 		return nil, err

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -161,6 +162,9 @@ func writeNew(dir *os.File, name, data string) error {
 	defer f.Close()
 	if err := fchmod(fd, 0o644); err != nil {
 		return &os.PathError{Op: "chmod", Path: "meta " + name, Err: err}
+	}
+	if err := fault.Point(fault.Write, "write meta "+name); err != nil {
+		return &os.PathError{Op: "write", Path: "meta " + name, Err: err}
 	}
 	if _, err := f.WriteString(data); err != nil {
 		return &os.PathError{Op: "write", Path: "meta " + name, Err: err}

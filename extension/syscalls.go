@@ -3,6 +3,7 @@ package extension
 import (
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
@@ -30,9 +31,19 @@ func fstat(fd int, st *unix.Stat_t) error {
 }
 
 func fchmod(fd int, mode uint32) error {
-	return sysx.Retry(func() error { return unix.Fchmod(fd, mode) })
+	return sysx.Retry(func() error {
+		if err := fault.Point(fault.Chmod, "fchmod"); err != nil {
+			return err
+		}
+		return unix.Fchmod(fd, mode)
+	})
 }
 
 func mkdirat(dirfd int, name string, mode uint32) error {
-	return sysx.Retry(func() error { return unix.Mkdirat(dirfd, name, mode) })
+	return sysx.Retry(func() error {
+		if err := fault.Point(fault.Mkdir, "mkdir "+name); err != nil {
+			return err
+		}
+		return unix.Mkdirat(dirfd, name, mode)
+	})
 }

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
@@ -71,7 +72,12 @@ func FsconfigFd(fd int, key string, val int) error {
 // FsconfigCreate creates the superblock of the filesystem context fd
 // (FSCONFIG_CMD_CREATE).
 func FsconfigCreate(fd int) error {
-	err := sysx.Retry(func() error { return unix.FsconfigCreate(fd) })
+	err := sysx.Retry(func() error {
+		if err := fault.Point(fault.Mount, "fsconfig create "+fdPath(fd, "")); err != nil {
+			return err
+		}
+		return unix.FsconfigCreate(fd)
+	})
 	if err != nil {
 		return &Error{Op: "fsconfig create", Target: fdPath(fd, ""), Err: err}
 	}
@@ -81,7 +87,12 @@ func FsconfigCreate(fd int) error {
 // Fsmount turns the created filesystem context fd into a detached mount and
 // returns its fd (fsmount(2)); attrs are MOUNT_ATTR_* flags.
 func Fsmount(fd, flags, attrs int) (int, error) {
-	mfd, err := sysx.RetryValue(func() (int, error) { return unix.Fsmount(fd, flags, attrs) })
+	mfd, err := sysx.RetryValue(func() (int, error) {
+		if err := fault.Point(fault.Mount, "fsmount "+fdPath(fd, "")); err != nil {
+			return -1, err
+		}
+		return unix.Fsmount(fd, flags, attrs)
+	})
 	if err != nil {
 		return -1, &Error{Op: "fsmount", Target: fdPath(fd, ""), Flags: uint64(attrs), Err: err}
 	}
@@ -91,7 +102,12 @@ func Fsmount(fd, flags, attrs int) (int, error) {
 // MoveMount attaches or moves a mount (move_mount(2)); flags are
 // MOVE_MOUNT_* including MoveMountBeneath.
 func MoveMount(fromDirfd int, fromPath string, toDirfd int, toPath string, flags int) error {
-	err := sysx.Retry(func() error { return unix.MoveMount(fromDirfd, fromPath, toDirfd, toPath, flags) })
+	err := sysx.Retry(func() error {
+		if err := fault.Point(fault.Mount, "move_mount "+fdPath(fromDirfd, fromPath)+" -> "+fdPath(toDirfd, toPath)); err != nil {
+			return err
+		}
+		return unix.MoveMount(fromDirfd, fromPath, toDirfd, toPath, flags)
+	})
 	if err != nil {
 		return &Error{Op: "move_mount", Source: fdPath(fromDirfd, fromPath), Target: fdPath(toDirfd, toPath), Flags: uint64(flags), Err: err}
 	}
@@ -101,7 +117,14 @@ func MoveMount(fromDirfd int, fromPath string, toDirfd int, toPath string, flags
 // OpenTree opens (or with OPEN_TREE_CLONE, clones as a detached bind mount)
 // the mount at dirfd+path (open_tree(2)).
 func OpenTree(dirfd int, path string, flags uint) (int, error) {
-	fd, err := sysx.RetryValue(func() (int, error) { return unix.OpenTree(dirfd, path, flags) })
+	fd, err := sysx.RetryValue(func() (int, error) {
+		if flags&unix.OPEN_TREE_CLONE != 0 {
+			if err := fault.Point(fault.Mount, "open_tree clone "+fdPath(dirfd, path)); err != nil {
+				return -1, err
+			}
+		}
+		return unix.OpenTree(dirfd, path, flags)
+	})
 	if err != nil {
 		return -1, &Error{Op: "open_tree", Source: fdPath(dirfd, path), Flags: uint64(flags), Err: err}
 	}
@@ -111,7 +134,12 @@ func OpenTree(dirfd int, path string, flags uint) (int, error) {
 // MountSetattr changes mount attributes and propagation of the mount at
 // dirfd+path (mount_setattr(2)).
 func MountSetattr(dirfd int, path string, flags uint, attr *unix.MountAttr) error {
-	err := sysx.Retry(func() error { return unix.MountSetattr(dirfd, path, flags, attr) })
+	err := sysx.Retry(func() error {
+		if err := fault.Point(fault.Mount, "mount_setattr "+fdPath(dirfd, path)); err != nil {
+			return err
+		}
+		return unix.MountSetattr(dirfd, path, flags, attr)
+	})
 	if err != nil {
 		return &Error{Op: "mount_setattr", Target: fdPath(dirfd, path), Flags: uint64(flags),
 			Data: fmt.Sprintf("set=%#x clr=%#x propagation=%#x", attr.Attr_set, attr.Attr_clr, attr.Propagation), Err: err}
@@ -121,7 +149,12 @@ func MountSetattr(dirfd int, path string, flags uint, attr *unix.MountAttr) erro
 
 // Unmount unmounts target (umount2(2)); flags are MNT_* / UMOUNT_*.
 func Unmount(target string, flags int) error {
-	err := sysx.Retry(func() error { return unix.Unmount(target, flags) })
+	err := sysx.Retry(func() error {
+		if err := fault.Point(fault.Unmount, "umount2 "+target); err != nil {
+			return err
+		}
+		return unix.Unmount(target, flags)
+	})
 	if err != nil {
 		return &Error{Op: "umount2", Target: target, Flags: uint64(flags), Err: err}
 	}
@@ -131,7 +164,12 @@ func Unmount(target string, flags int) error {
 // Mount is classic mount(2), kept for propagation changes and remounts,
 // which the new API expresses less directly on paths.
 func Mount(source, target, fstype string, flags uintptr, data string) error {
-	err := sysx.Retry(func() error { return unix.Mount(source, target, fstype, flags, data) })
+	err := sysx.Retry(func() error {
+		if err := fault.Point(fault.Mount, "mount "+source+" "+target); err != nil {
+			return err
+		}
+		return unix.Mount(source, target, fstype, flags, data)
+	})
 	if err != nil {
 		return &Error{Op: "mount", Source: source, Target: target, FSType: fstype, Flags: uint64(flags), Data: data, Err: err}
 	}
@@ -178,7 +216,12 @@ func loopGetFree(ctl int) (int, error) {
 // loopConfigure binds the loop device fd to its backing file and sets its
 // parameters in one step (LOOP_CONFIGURE).
 func loopConfigure(fd int, cfg *unix.LoopConfig) error {
-	return sysx.Retry(func() error { return unix.IoctlLoopConfigure(fd, cfg) })
+	return sysx.Retry(func() error {
+		if err := fault.Point(fault.Loop, "LOOP_CONFIGURE"); err != nil {
+			return err
+		}
+		return unix.IoctlLoopConfigure(fd, cfg)
+	})
 }
 
 // loopClearFd detaches the backing file of the loop device fd

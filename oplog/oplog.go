@@ -9,6 +9,8 @@ import (
 	"io"
 	"sync"
 	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 )
 
 // Level is a message priority; it maps to syslog priorities for the journal
@@ -116,6 +118,10 @@ func (l *Logger) Op(format string, args ...any) *Op {
 	id := l.newOpID()
 	o := &Op{l: l, id: id, desc: fmt.Sprintf(format, args...), start: time.Now()}
 	l.Logf(Info, "op(%d): [started]  %s", id, o.desc)
+	// A fault point for the crash tests of test builds (kill just before
+	// the operation); an operation cannot fail here, so an injected error
+	// is ignored.
+	_ = fault.Point(fault.Op, o.desc)
 	return o
 }
 

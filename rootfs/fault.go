@@ -1,82 +1,63 @@
 package rootfs
 
 import (
-	"fmt"
-	"os"
-	"strconv"
-	"sync"
-	"syscall"
+	"strings"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 )
 
-// Environment variables read by FaultFromEnv.
+// Environment variables of the test builds' fault hook (see package
+// internal/fault), kept here for the crash tests that name them.
 const (
-	// KillAtStepEnv makes the process SIGKILL itself at the Nth step.
-	KillAtStepEnv = "EXT_SETUP_ROOT_KILL_AT_STEP"
-	// StepLogEnv names a file to which every step name is appended.
-	StepLogEnv = "EXT_SETUP_ROOT_STEP_LOG"
+	KillAtStepEnv = fault.KillAtStepEnv
+	StepLogEnv    = fault.StepLogEnv
 )
 
-var (
-	faultMu   sync.Mutex
-	faultHook func(step string)
-)
+// step is called by every mutating method before each side effect on disk
+// (temp create, write, fsync, rename, unlink, mkdir, symlink), naming it; a
+// non-nil result is an error injected by a test, which the caller returns
+// as that side effect's error. Crash tests use it to stop the process at
+// every possible point.
+func step(detail string) error {
+	return fault.Point(stepKind(detail), detail)
+}
 
-// fault is called by every mutating method before each side effect on disk
-// (temp create, write, fsync, rename, unlink, mkdir, symlink), naming it.
-// Crash tests use it to stop the process at every possible point.
-func fault(step string) {
-	faultMu.Lock()
-	h := faultHook
-	faultMu.Unlock()
-	if h != nil {
-		h(step)
+// stepKind classifies a step by its first words.
+func stepKind(detail string) fault.Kind {
+	switch {
+	case strings.HasPrefix(detail, "fsync"):
+		return fault.Fsync
+	case strings.HasPrefix(detail, "mkdir"), strings.HasPrefix(detail, "copy dir"):
+		return fault.Mkdir
+	case strings.HasPrefix(detail, "write"):
+		return fault.Write
+	case strings.HasPrefix(detail, "create"):
+		return fault.Create
+	case strings.HasPrefix(detail, "chmod"):
+		return fault.Chmod
+	case strings.HasPrefix(detail, "rename"):
+		return fault.Rename
+	case strings.HasPrefix(detail, "remove"):
+		return fault.Remove
+	case strings.HasPrefix(detail, "symlink"), strings.HasPrefix(detail, "copy symlink"):
+		return fault.Symlink
 	}
+	return fault.Write
 }
 
 // SetFault installs hook to be called before each disk side effect of this
 // package, with a short description of the step; nil removes it. It is
-// process-wide and meant for tests.
+// process-wide and meant for in-process tests (it replaces any hook of
+// package internal/fault).
 func SetFault(hook func(step string)) {
-	faultMu.Lock()
-	faultHook = hook
-	faultMu.Unlock()
+	if hook == nil {
+		fault.Set(nil)
+		return
+	}
+	fault.Set(func(_ fault.Kind, detail string) error { hook(detail); return nil })
 }
 
-// FaultFromEnv installs a hook driven by the environment, for crash tests
-// that run the real binary: with EXT_SETUP_ROOT_STEP_LOG=FILE every step is
-// appended to FILE as "N step" before it runs; with
-// EXT_SETUP_ROOT_KILL_AT_STEP=N the process sends itself SIGKILL just before
-// the Nth step (counting from 1), so that step's side effect never happens.
-// Without either variable no hook is installed.
-func FaultFromEnv(getenv func(string) string) error {
-	logPath := getenv(StepLogEnv)
-	killAt := 0
-	if s := getenv(KillAtStepEnv); s != "" {
-		n, err := strconv.Atoi(s)
-		if err != nil || n < 1 {
-			return fmt.Errorf("%s=%q: want a step number >= 1", KillAtStepEnv, s)
-		}
-		killAt = n
-	}
-	if logPath == "" && killAt == 0 {
-		return nil
-	}
-	var mu sync.Mutex
-	n := 0
-	SetFault(func(step string) {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		if logPath != "" {
-			if f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
-				fmt.Fprintf(f, "%d %s\n", n, step)
-				f.Close()
-			}
-		}
-		if n == killAt {
-			syscall.Kill(os.Getpid(), syscall.SIGKILL)
-			select {} // never returns: the signal is on its way
-		}
-	})
-	return nil
-}
+// FaultFromEnv installs the environment-driven hook of internal/fault
+// (EXT_SETUP_ROOT_STEP_LOG, EXT_SETUP_ROOT_KILL_AT_STEP, ...). Only tests
+// call it; the binary arms it only when built with the testhooks tag.
+func FaultFromEnv(getenv func(string) string) error { return fault.ArmFromEnv(getenv) }

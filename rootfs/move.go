@@ -41,8 +41,10 @@ func (r *Root) Move(src, dst string) error {
 	defer dp.Close()
 	spfd, dpfd := int(sp.Fd()), int(dp.Fd())
 
-	fault("rename " + src + " -> " + dst)
-	err = renameat(spfd, sbase, dpfd, dbase)
+	err = step("rename " + src + " -> " + dst)
+	if err == nil {
+		err = renameat(spfd, sbase, dpfd, dbase)
+	}
 	if err == nil {
 		if err := r.syncDir(dp, dp.Name()); err != nil {
 			return err
@@ -73,8 +75,11 @@ func (r *Root) Move(src, dst string) error {
 			removeTree(dpfd, tmp, dp.Name()+"/"+tmp, mustMountID(dpfd))
 			return fmt.Errorf("move %s -> %s: copy (source kept): %w", r.display(src), r.display(dst), err)
 		}
-		fault("rename temp to " + dst)
-		if err := renameat(dpfd, tmp, dpfd, dbase); err != nil {
+		err := step("rename temp to " + dst)
+		if err == nil {
+			err = renameat(dpfd, tmp, dpfd, dbase)
+		}
+		if err != nil {
 			removeTree(dpfd, tmp, dp.Name()+"/"+tmp, mustMountID(dpfd))
 			return r.errPath("move: rename temp to", dst, err)
 		}
@@ -98,14 +103,19 @@ func (r *Root) removeSource(sp *os.File, sbase, src string) error {
 		return r.errPath("lstat", src, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		fault("remove " + src)
-		return r.errPath("remove", src, unlinkat(int(sp.Fd()), sbase, 0))
+		err := step("remove " + src)
+		if err == nil {
+			err = unlinkat(int(sp.Fd()), sbase, 0)
+		}
+		return r.errPath("remove", src, err)
 	}
 	tmp := tempName(sbase)
 	if err := r.removeStale(sp, tmp, r.display(src)); err != nil {
 		return err
 	}
-	fault("rename source to temp " + src)
+	if err := step("rename source to temp " + src); err != nil {
+		return r.errPath("rename to temp", src, err)
+	}
 	if err := renameat(int(sp.Fd()), sbase, int(sp.Fd()), tmp); err != nil {
 		return r.errPath("rename to temp", src, err)
 	}
@@ -222,7 +232,9 @@ func copyTree(sdir int, sname string, ddir int, dname, display string) error {
 		if err != nil {
 			return &os.PathError{Op: "readlink", Path: display, Err: err}
 		}
-		fault("copy symlink " + display)
+		if err := step("copy symlink " + display); err != nil {
+			return &os.PathError{Op: "symlink copy of", Path: display, Err: err}
+		}
 		if err := symlinkat(target, ddir, dname); err != nil {
 			return &os.PathError{Op: "symlink copy of", Path: display, Err: err}
 		}
@@ -235,7 +247,9 @@ func copyTree(sdir int, sname string, ddir int, dname, display string) error {
 		}
 		return nil
 	case unix.S_IFDIR:
-		fault("copy dir " + display)
+		if err := step("copy dir " + display); err != nil {
+			return &os.PathError{Op: "mkdir copy of", Path: display, Err: err}
+		}
 		if err := mkdirat(ddir, dname, 0o700); err != nil {
 			return &os.PathError{Op: "mkdir copy of", Path: display, Err: err}
 		}
@@ -263,7 +277,9 @@ func copyTree(sdir int, sname string, ddir int, dname, display string) error {
 		if err := setMeta(dfd, &st); err != nil {
 			return &os.PathError{Op: "set metadata of copy of", Path: display, Err: err}
 		}
-		fault("fsync copy of dir " + display)
+		if err := step("fsync copy of dir " + display); err != nil {
+			return &os.PathError{Op: "fsync copy of", Path: display, Err: err}
+		}
 		if err := fsync(dfd); err != nil {
 			return &os.PathError{Op: "fsync copy of", Path: display, Err: err}
 		}
@@ -281,21 +297,27 @@ func copyFile(sdir int, sname string, ddir int, dname, display string, st *unix.
 	}
 	s := os.NewFile(uintptr(sfd), display)
 	defer s.Close()
-	fault("create copy of " + display)
+	if err := step("create copy of " + display); err != nil {
+		return &os.PathError{Op: "create copy of", Path: display, Err: err}
+	}
 	dfd, err := openat(ddir, dname, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return &os.PathError{Op: "create copy of", Path: display, Err: err}
 	}
 	d := os.NewFile(uintptr(dfd), display)
 	defer d.Close()
-	fault("write copy of " + display)
+	if err := step("write copy of " + display); err != nil {
+		return &os.PathError{Op: "write copy of", Path: display, Err: err}
+	}
 	if _, err := io.Copy(d, s); err != nil {
 		return &os.PathError{Op: "write copy of", Path: display, Err: bareErr(err)}
 	}
 	if err := setMeta(dfd, st); err != nil {
 		return &os.PathError{Op: "set metadata of copy of", Path: display, Err: err}
 	}
-	fault("fsync copy of " + display)
+	if err := step("fsync copy of " + display); err != nil {
+		return &os.PathError{Op: "fsync copy of", Path: display, Err: err}
+	}
 	if err := fsync(dfd); err != nil {
 		return &os.PathError{Op: "fsync copy of", Path: display, Err: err}
 	}

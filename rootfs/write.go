@@ -34,8 +34,11 @@ func IsTempName(name string) bool {
 // syncDir fsyncs the directory d after a fault point, making a completed
 // rename, link or unlink in it durable.
 func (r *Root) syncDir(d *os.File, dir string) error {
-	fault("fsync dir " + dir)
-	return r.errPath("fsync", dir, fsync(int(d.Fd())))
+	err := step("fsync dir " + dir)
+	if err == nil {
+		err = fsync(int(d.Fd()))
+	}
+	return r.errPath("fsync", dir, err)
 }
 
 // removeStale removes a temp name left by an earlier crashed run.
@@ -73,8 +76,10 @@ func (r *Root) MkdirAll(name string, mode os.FileMode) error {
 		p := "/" + strings.Join(comps[:i+1], "/")
 		fd, err := r.openIn(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 		if errors.Is(err, unix.ENOENT) {
-			fault("mkdir " + p)
-			err = mkdirat(int(cur.Fd()), c, uint32(mode.Perm()))
+			err = step("mkdir " + p)
+			if err == nil {
+				err = mkdirat(int(cur.Fd()), c, uint32(mode.Perm()))
+			}
 			if err != nil && !errors.Is(err, unix.EEXIST) {
 				return r.errPath("mkdir", p, err)
 			}
@@ -110,7 +115,9 @@ func (r *Root) WriteFileAtomic(name string, data []byte, mode os.FileMode) error
 		return err
 	}
 	err = r.fillTemp(f, name, func() error {
-		fault("write temp " + name)
+		if err := step("write temp " + name); err != nil {
+			return err
+		}
 		_, err := f.Write(data)
 		return err
 	}, uint32(mode.Perm()), -1, -1)
@@ -131,7 +138,9 @@ func (r *Root) createTemp(parent *os.File, tmp, name string) (*os.File, error) {
 	if err := r.removeStale(parent, tmp, disp); err != nil {
 		return nil, err
 	}
-	fault("create temp for " + name)
+	if err := step("create temp for " + name); err != nil {
+		return nil, r.errPath("create temp for", name, err)
+	}
 	fd, err := openat(int(parent.Fd()), tmp, unix.O_CREAT|unix.O_EXCL|unix.O_WRONLY|unix.O_NOFOLLOW, 0o600)
 	if err != nil {
 		return nil, r.errPath("create temp for", name, err)
@@ -146,7 +155,9 @@ func (r *Root) fillTemp(f *os.File, name string, write func() error, mode uint32
 	if err := write(); err != nil {
 		return r.errPath("write temp for", name, bareErr(err))
 	}
-	fault("chmod temp " + name)
+	if err := step("chmod temp " + name); err != nil {
+		return r.errPath("chmod temp for", name, err)
+	}
 	if err := sysx.Retry(func() error { return unix.Fchmod(int(f.Fd()), mode) }); err != nil {
 		return r.errPath("chmod temp for", name, err)
 	}
@@ -157,7 +168,9 @@ func (r *Root) fillTemp(f *os.File, name string, write func() error, mode uint32
 			return r.errPath("chown temp for", name, err)
 		}
 	}
-	fault("fsync temp " + name)
+	if err := step("fsync temp " + name); err != nil {
+		return r.errPath("fsync temp for", name, err)
+	}
 	if err := fsync(int(f.Fd())); err != nil {
 		return r.errPath("fsync temp for", name, err)
 	}
@@ -176,7 +189,9 @@ func bareErr(err error) error {
 
 // commitTemp renames tmp over base in parent and fsyncs parent.
 func (r *Root) commitTemp(parent *os.File, tmp, base, name string) error {
-	fault("rename temp to " + name)
+	if err := step("rename temp to " + name); err != nil {
+		return r.errPath("rename temp to", name, err)
+	}
 	if err := renameat(int(parent.Fd()), tmp, int(parent.Fd()), base); err != nil {
 		return r.errPath("rename temp to", name, err)
 	}
@@ -200,7 +215,9 @@ func (r *Root) SymlinkAtomic(target, name string) error {
 	if err := r.removeStale(parent, tmp, r.display(name)); err != nil {
 		return err
 	}
-	fault("symlink temp " + name + " -> " + target)
+	if err := step("symlink temp " + name + " -> " + target); err != nil {
+		return r.errPath("symlink temp for", name, err)
+	}
 	if err := symlinkat(target, int(parent.Fd()), tmp); err != nil {
 		return r.errPath("symlink temp for", name, err)
 	}
@@ -224,8 +241,11 @@ func (r *Root) Rename(oldname, newname string) error {
 		return err
 	}
 	defer np.Close()
-	fault("rename " + oldname + " -> " + newname)
-	if err := renameat(int(op.Fd()), obase, int(np.Fd()), nbase); err != nil {
+	err = step("rename " + oldname + " -> " + newname)
+	if err == nil {
+		err = renameat(int(op.Fd()), obase, int(np.Fd()), nbase)
+	}
+	if err != nil {
 		return &os.LinkError{Op: "rename", Old: r.display(oldname), New: r.display(newname), Err: err}
 	}
 	if err := r.syncDir(np, np.Name()); err != nil {
@@ -262,7 +282,9 @@ func (r *Root) Remove(name string) error {
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		flags = unix.AT_REMOVEDIR
 	}
-	fault("remove " + name)
+	if err := step("remove " + name); err != nil {
+		return r.errPath("remove", name, err)
+	}
 	if err := unlinkat(int(parent.Fd()), base, flags); err != nil {
 		return r.errPath("remove", name, err)
 	}
@@ -336,7 +358,9 @@ func removeTree(dirfd int, name, display string, mnt uint64) error {
 		return &os.PathError{Op: "lstat", Path: display, Err: err}
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
-		fault("remove " + display)
+		if err := step("remove " + display); err != nil {
+			return &os.PathError{Op: "remove", Path: display, Err: err}
+		}
 		if err := unlinkat(dirfd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
 			return &os.PathError{Op: "remove", Path: display, Err: err}
 		}
@@ -364,7 +388,9 @@ func removeTree(dirfd int, name, display string, mnt uint64) error {
 			return err
 		}
 	}
-	fault("remove dir " + display)
+	if err := step("remove dir " + display); err != nil {
+		return &os.PathError{Op: "remove", Path: display, Err: err}
+	}
 	if err := unlinkat(dirfd, name, unix.AT_REMOVEDIR); err != nil && !errors.Is(err, unix.ENOENT) {
 		return &os.PathError{Op: "remove", Path: display, Err: err}
 	}

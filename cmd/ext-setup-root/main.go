@@ -105,6 +105,7 @@ func run(env *Env, args []string) error {
 
 func main() {
 	paths.Load(os.Getenv)
+	armTestHooks()
 	env := &Env{
 		Stdout: os.Stdout,
 		Stderr: os.Stderr,
