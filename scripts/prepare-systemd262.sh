@@ -28,8 +28,14 @@ suite=${SYSTEMD262_SUITE:-forky}
 final=$cache/systemd262-root
 stamp=.ext-setup-root-systemd262
 # Packages beyond minbase: systemd itself (systemd-sysext/-confext), the image
-# builders used inside the chroot, xattr tools, and util-linux's mount tools.
-include=systemd,squashfs-tools,erofs-utils,attr,util-linux,mount,kmod
+# builders used inside the chroot, xattr tools, and util-linux's mount tools;
+# systemd-repart, openssl and libcryptsetup12 (repart dlopens it for Verity=)
+# build the signed verity DDIs (--make-ddi) of the
+# image tests and the QEMU verity scenarios.
+include=systemd,squashfs-tools,erofs-utils,attr,util-linux,mount,kmod,systemd-repart,openssl,libcryptsetup12
+# added lists packages later added to $include: a complete chroot that lacks
+# them gets them with apt inside the chroot instead of a rebuild.
+added="systemd-repart openssl libcryptsetup12"
 
 log() { echo "prepare-systemd262: $*" >&2; }
 
@@ -55,6 +61,22 @@ if [ "$(id -u)" != 0 ]; then
 fi
 
 if [ -e "$final/$stamp" ] && [ "${SYSTEMD262_FORCE:-0}" != 1 ]; then
+	missing=()
+	for p in $added; do
+		chroot "$final" dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	if [ ${#missing[@]} -gt 0 ]; then
+		log "adding ${missing[*]} to $final"
+		mkdir -p "$cache"
+		# One writer of the cache at a time (other prepare runs).
+		exec 9>"$cache/.prepare.lock"
+		flock 9
+		chroot "$final" apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
+		DEBIAN_FRONTEND=noninteractive chroot "$final" apt-get -qq -y --no-install-recommends install "${missing[@]}" >&2
+		rm -f "$final"/var/cache/apt/archives/*.deb
+		chroot "$final" dpkg-query -W -f='${Package} ${Version}\n' >"$final/.ext-setup-root-packages"
+		flock -u 9
+	fi
 	log "up to date: $final"
 	check_version "$final"
 	exit 0
