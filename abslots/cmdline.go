@@ -1,82 +1,30 @@
 package abslots
 
 import (
-	"bufio"
-	"io"
-	"strings"
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
 
-// Cmdline is a parsed kernel command line: the last value of each key wins,
-// as for the kernel; a bare switch has the value "1". Keys keep their
-// spelling; lookups treat '-' and '_' alike.
-type Cmdline map[string]string
+// Cmdline is the parsed kernel command line (the module's one parser,
+// internal/kcmdline: '-' and '_' in keys alike, the last occurrence wins).
+type Cmdline = *kcmdline.Cmdline
 
-// ParseCmdline reads a kernel command line. Values may be double-quoted
-// (key="a b"); quotes are removed.
-func ParseCmdline(r io.Reader) (Cmdline, error) {
-	b, err := io.ReadAll(bufio.NewReader(r))
-	if err != nil {
-		return nil, err
-	}
-	c := Cmdline{}
-	s := string(b)
-	for len(s) > 0 {
-		s = strings.TrimLeft(s, " \t\r\n")
-		if s == "" {
-			break
+// ParseCmdline parses a kernel command line from s; the readers of
+// /proc/cmdline go through readCmdline.
+func ParseCmdline(s string) Cmdline { return kcmdline.ParseString(s) }
+
+// switchesFrom reads the abslots kernel command line switches; a switch
+// whose value is not a boolean keeps its default and is returned in
+// problems for the log.
+func switchesFrom(c Cmdline) (sw Switches, problems []string) {
+	flag := func(def bool, key string) bool {
+		v, err := c.Bool(def, key)
+		if err != nil {
+			problems = append(problems, err.Error())
 		}
-		var tok strings.Builder
-		inq := false
-		i := 0
-		for ; i < len(s); i++ {
-			ch := s[i]
-			if ch == '"' {
-				inq = !inq
-				continue
-			}
-			if !inq && (ch == ' ' || ch == '\t' || ch == '\n' || ch == '\r') {
-				break
-			}
-			tok.WriteByte(ch)
-		}
-		s = s[i:]
-		t := tok.String()
-		if k, v, ok := strings.Cut(t, "="); ok {
-			c[canonKey(k)] = v
-		} else {
-			c[canonKey(t)] = "1"
-		}
+		return v
 	}
-	return c, nil
-}
-
-func canonKey(k string) string { return strings.ReplaceAll(k, "-", "_") }
-
-// Get returns the value of key and whether it was given.
-func (c Cmdline) Get(key string) (string, bool) {
-	v, ok := c[canonKey(key)]
-	return v, ok
-}
-
-// Bool reports a switch: present without value, or with a true value
-// (1, yes, true, on). Absent gives def.
-func (c Cmdline) Bool(key string, def bool) bool {
-	v, ok := c.Get(key)
-	if !ok {
-		return def
-	}
-	switch strings.ToLower(v) {
-	case "1", "yes", "true", "on", "y":
-		return true
-	}
-	return false
-}
-
-// switchesFrom reads the abslots kernel command line switches.
-func switchesFrom(c Cmdline) Switches {
-	return Switches{
-		Disabled: !c.Bool("ext-setup-root.abslots", true),
-		DryRun:   c.Bool("ext-setup-root.dry-run", false),
-		Debug:    c.Bool("ext-setup-root.debug", false),
-	}
+	sw.Disabled = !flag(true, "ext-setup-root.abslots")
+	sw.DryRun = flag(false, "ext-setup-root.dry-run")
+	sw.Debug = flag(false, "ext-setup-root.debug")
+	return sw, problems
 }

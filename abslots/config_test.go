@@ -76,13 +76,18 @@ func TestCmdlineSwitches(t *testing.T) {
 		{"ext-setup-root.abslots=0", Switches{Disabled: true}},
 		{"ext_setup_root.abslots=1 ext-setup-root.dry-run ext-setup-root.debug=yes", Switches{DryRun: true, Debug: true}},
 		{`a="b c" ext-setup-root.dry-run=0`, Switches{}},
+		{"ext_setup_root.dry_run ext_setup_root.abslots=maybe", Switches{DryRun: true}},
 	} {
-		c, _ := ParseCmdline(strings.NewReader(tc.in))
-		if got := switchesFrom(c); got != tc.want {
+		c := ParseCmdline(tc.in)
+		got, problems := switchesFrom(c)
+		if got != tc.want {
 			t.Errorf("%q: %+v, want %+v", tc.in, got, tc.want)
 		}
+		if want := strings.Contains(tc.in, "maybe"); want != (len(problems) == 1) {
+			t.Errorf("%q: problems %q", tc.in, problems)
+		}
 	}
-	c, _ := ParseCmdline(strings.NewReader(`x="quoted value" mount.usr=PARTUUID=abc` + "\n"))
+	c := ParseCmdline(`x="quoted value" mount.usr=PARTUUID=abc` + "\n")
 	if v, _ := c.Get("x"); v != "quoted value" {
 		t.Errorf("quoted value: %q", v)
 	}

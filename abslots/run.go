@@ -5,8 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
@@ -67,8 +69,14 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 	if log == nil {
 		log = oplog.Discard()
 	}
-	cl := readCmdline(o.Cmdline)
-	sw := switchesFrom(cl)
+	cl, err := readCmdline(o.Cmdline)
+	if err != nil {
+		log.Warnf("abslots: %v; using an empty kernel command line", err)
+	}
+	sw, problems := switchesFrom(cl)
+	for _, p := range problems {
+		log.Warnf("abslots: %s", p)
+	}
 	if sw.Debug {
 		log.SetDebug(true)
 	}
@@ -138,20 +146,27 @@ func loadConfig(root FS, file string) (*Config, error) {
 	return c, c.Validate()
 }
 
-func readCmdline(r io.Reader) Cmdline {
+// readCmdline parses r, or paths.ProcCmdline when r is nil. On an error
+// it returns an empty command line (no switches, no /usr device) with the
+// error for the log: the selection still runs with its defaults.
+func readCmdline(r io.Reader) (Cmdline, error) {
+	name := "kernel command line"
 	if r == nil {
 		f, err := os.Open(paths.ProcCmdline)
+		if errors.Is(err, fs.ErrNotExist) {
+			return ParseCmdline(""), nil
+		}
 		if err != nil {
-			return Cmdline{}
+			return ParseCmdline(""), err
 		}
 		defer f.Close()
-		r = f
+		r, name = f, paths.ProcCmdline
 	}
-	c, err := ParseCmdline(r)
+	c, err := kcmdline.Parse(r)
 	if err != nil {
-		return Cmdline{}
+		return ParseCmdline(""), fmt.Errorf("reading %s: %w", name, err)
 	}
-	return c
+	return c, nil
 }
 
 func logPlan(log *oplog.Logger, p *Plan) {

@@ -84,17 +84,17 @@ func TestReadSlot(t *testing.T) {
 		"usr=PARTLABEL=USR-A",
 		"mount.usr=/dev/vdz3",
 	} {
-		c, _ := ParseCmdline(strings.NewReader(cl))
+		c := ParseCmdline(cl)
 		s := ReadSlot(c, env)
 		if s == nil || s.Error != "" || s.Label != "USR-A" || s.PartUUID != uuidA || len(s.Partitions) != 2 || !s.Partitions[0].Booted {
 			t.Errorf("%q: %+v", cl, s)
 		}
 	}
-	c, _ := ParseCmdline(strings.NewReader("root=/dev/sda9"))
+	c := ParseCmdline("root=/dev/sda9")
 	if s := ReadSlot(c, env); s != nil {
 		t.Errorf("no usr= on the command line: %+v", s)
 	}
-	c, _ = ParseCmdline(strings.NewReader("usr=PARTUUID=00000000-0000-0000-0000-000000000000"))
+	c = ParseCmdline("usr=PARTUUID=00000000-0000-0000-0000-000000000000")
 	if s := ReadSlot(c, env); s == nil || s.Error == "" {
 		t.Errorf("unknown PARTUUID should give an error: %+v", s)
 	}

@@ -1,12 +1,10 @@
 package boot
 
 import (
-	"bufio"
 	"io"
 	"strings"
-	"unicode"
 
-	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
 
 // Cmdline holds the kernel command line switches the pipeline honours.
@@ -35,86 +33,45 @@ type Cmdline struct {
 	// "" when not given. The value is kept as written so that RunLate can
 	// name a wrong one in its log instead of the boot failing on it.
 	LateRefresh LateRefresh
+	// Problems are the switches whose value could not be read (each kept
+	// its default), for the caller to log.
+	Problems []string
 }
 
 // ParseCmdline reads a kernel command line (the contents of /proc/cmdline)
-// from r. Words are split on white space, double quotes group words as the
-// kernel does; a later occurrence of a switch overrides an earlier one, as
-// in systemd. Unknown words are ignored.
+// from r with the module's one parser (internal/kcmdline): double quotes
+// group words, '-' and '_' in keys are alike, the last occurrence of a
+// switch wins, unknown words are ignored. A switch with an unreadable
+// boolean keeps its default and is listed in Problems for the log.
 func ParseCmdline(r io.Reader) (Cmdline, error) {
 	var c Cmdline
-	b, err := io.ReadAll(bufio.NewReader(r))
+	kc, err := kcmdline.Parse(r)
 	if err != nil {
 		return c, err
 	}
-	for _, w := range splitCmdline(string(b)) {
-		key, val, hasVal := strings.Cut(w, "=")
-		on := func() bool {
-			if !hasVal {
-				return true
-			}
-			v, ok := extension.ParseBoolean(val)
-			return ok && v
+	flag := func(def bool, keys ...string) bool {
+		v, err := kc.Bool(def, keys...)
+		if err != nil {
+			c.Problems = append(c.Problems, err.Error())
 		}
-		switch key {
-		case "systemd.confext", "rd.systemd.confext":
-			if hasVal {
-				if v, ok := extension.ParseBoolean(val); ok {
-					c.ConfextOff = !v
-				}
-			}
-		case "systemd.sysext", "rd.systemd.sysext":
-			if hasVal {
-				if v, ok := extension.ParseBoolean(val); ok {
-					c.SysextOff = !v
-				}
-			}
-		case "ext-setup-root.debug":
-			c.Debug = on()
-		case "ext-setup-root.dry-run", "ext-setup-root.dry_run":
-			c.DryRun = on()
-		case "ext-setup-root.stage.pre":
-			c.PreOff = !on()
-		case "ext-setup-root.stage.post":
-			c.PostOff = !on()
-		case "ext-setup-root.late-refresh", "ext-setup-root.late_refresh":
-			c.LateRefresh = LateRefresh(val)
-		case "ext-setup-root.essential":
-			c.Essential = []string{}
-			for _, p := range strings.Split(val, ",") {
-				if p = strings.TrimSpace(p); p != "" {
-					c.Essential = append(c.Essential, p)
-				}
+		return v
+	}
+	c.ConfextOff = !flag(true, "systemd.confext", "rd.systemd.confext")
+	c.SysextOff = !flag(true, "systemd.sysext", "rd.systemd.sysext")
+	c.Debug = flag(false, "ext-setup-root.debug")
+	c.DryRun = flag(false, "ext-setup-root.dry-run")
+	c.PreOff = !flag(true, "ext-setup-root.stage.pre")
+	c.PostOff = !flag(true, "ext-setup-root.stage.post")
+	if v, ok := kc.Get("ext-setup-root.late-refresh"); ok {
+		c.LateRefresh = LateRefresh(v)
+	}
+	if v, ok := kc.Get("ext-setup-root.essential"); ok {
+		c.Essential = []string{}
+		for _, p := range strings.Split(v, ",") {
+			if p = strings.TrimSpace(p); p != "" {
+				c.Essential = append(c.Essential, p)
 			}
 		}
 	}
 	return c, nil
-}
-
-// splitCmdline splits like the kernel's next_arg: white space separates
-// words, a double quote toggles quoting and is removed.
-func splitCmdline(s string) []string {
-	var words []string
-	var cur strings.Builder
-	inWord, quoted := false, false
-	for _, r := range s {
-		switch {
-		case r == '"':
-			quoted = !quoted
-			inWord = true
-		case unicode.IsSpace(r) && !quoted:
-			if inWord {
-				words = append(words, cur.String())
-				cur.Reset()
-				inWord = false
-			}
-		default:
-			cur.WriteRune(r)
-			inWord = true
-		}
-	}
-	if inWord {
-		words = append(words, cur.String())
-	}
-	return words
 }

@@ -26,6 +26,12 @@ func TestParseCmdline(t *testing.T) {
 		{"ext-setup-root.late-refresh=ours", Cmdline{LateRefresh: LateOurs}},
 		{"ext-setup-root.late-refresh=ours ext-setup-root.late_refresh=stock", Cmdline{LateRefresh: LateStock}},
 		{"ext-setup-root.late-refresh=bogus", Cmdline{LateRefresh: "bogus"}},
+		// One parser for the whole binary: abslots and boot agree that
+		// '-' and '_' are alike in every key (issue 8 item 8).
+		{"ext_setup_root.dry_run ext_setup_root.debug=1 ext_setup_root.stage.pre=0", Cmdline{DryRun: true, Debug: true, PreOff: true}},
+		{"ext-setup-root.essential", Cmdline{Essential: []string{}}},
+		// An unreadable boolean keeps the default and is reported.
+		{"ext-setup-root.stage.pre=bogus", Cmdline{Problems: []string{"kernel command line: ext-setup-root.stage.pre=bogus is not a boolean (1/yes/true/on or 0/no/false/off); using true"}}},
 	} {
 		got, err := ParseCmdline(strings.NewReader(tc.in))
 		if err != nil {

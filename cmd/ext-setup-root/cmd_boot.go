@@ -116,6 +116,9 @@ func runBoot(env *Env, args []string) error {
 	if err != nil {
 		return fmt.Errorf("parsing kernel command line %s: %w", paths.ProcCmdline, err)
 	}
+	for _, p := range cl.Problems {
+		env.Log.Warnf("%s", p)
+	}
 	if *debug || cl.Debug {
 		env.Log.SetDebug(true)
 	}
