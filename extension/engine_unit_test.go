@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/sys/unix"
@@ -51,19 +52,33 @@ func TestOverlayOptions(t *testing.T) {
 	}
 }
 
+// TestWorkName: every run gets its own work dir name (issue 8 item 1: two
+// racing refreshes both took the plain name and shared one work dir), and
+// only names of that shape or systemd's plain one count as work dirs.
 func TestWorkName(t *testing.T) {
-	if n := workName("/etc", "/", ""); n != ".systemd-etc-workdir" {
-		t.Fatalf("fresh: %q", n)
+	seen := map[string]bool{}
+	for i := 0; i < 1000; i++ {
+		n := workName("/etc")
+		if len(n) != len(".systemd-etc-workdir-")+16 || !strings.HasPrefix(n, ".systemd-etc-workdir-") {
+			t.Fatalf("workName = %q", n)
+		}
+		if seen[n] {
+			t.Fatalf("workName repeated %q", n)
+		}
+		seen[n] = true
+		if !isWorkName("/etc", n) {
+			t.Fatalf("isWorkName(%q) = false", n)
+		}
 	}
-	n := workName("/etc", "/", ".systemd-etc-workdir")
-	if len(n) != len(".systemd-etc-workdir-")+16 {
-		t.Fatalf("replacement of the canonical one: %q", n)
+	for _, n := range []string{".systemd-etc-workdir", ".systemd-usr-workdir-0123456789abcdef"} {
+		if want := strings.Contains(n, "etc"); isWorkName("/etc", n) != want {
+			t.Errorf("isWorkName(/etc, %q) != %v", n, want)
+		}
 	}
-	if n := workName("/etc", "/", ".systemd-etc-workdir-0123456789abcdef"); n != ".systemd-etc-workdir" {
-		t.Fatalf("replacement of a unique one: %q", n)
-	}
-	if n := workName("/etc", "/var/lib/extensions.mutable", ".systemd-etc-workdir"); n != ".systemd-etc-workdir" {
-		t.Fatalf("separate upper: %q", n)
+	for _, n := range []string{"victim", "", ".systemd-etc-workdir-", ".systemd-etc-workdir-0123456789ABCDEF", ".systemd-etc-workdir-0123456789abcdeg", ".systemd-etc-workdir-0123456789abcdef0", "../.systemd-etc-workdir"} {
+		if isWorkName("/etc", n) {
+			t.Errorf("isWorkName(/etc, %q) = true", n)
+		}
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
@@ -20,14 +21,34 @@ import (
 
 // Merge merges the class's images into its hierarchies, like
 // `systemd-<class> merge`: it fails if a hierarchy already carries a merge.
-func Merge(ctx context.Context, opt Options) (*Result, error) { return run(ctx, opt, false) }
+func Merge(ctx context.Context, opt Options) (*Result, error) { return runRetry(ctx, opt, false) }
 
 // Refresh brings the merge in line with the installed images, like
 // `systemd-<class> refresh`: it skips when the origin record is unchanged
 // (and, beyond systemd, no directory image was edited in place), replaces
 // an existing merge atomically otherwise, merges if nothing is merged, and
 // unmerges when mode is "no" and no image is left.
-func Refresh(ctx context.Context, opt Options) (*Result, error) { return run(ctx, opt, true) }
+func Refresh(ctx context.Context, opt Options) (*Result, error) { return runRetry(ctx, opt, true) }
+
+// changedRetries bounds how often a call starts over because the merge it
+// inspected was replaced by someone not taking our lock (systemd-<class>)
+// before it could attach its own.
+const changedRetries = 5
+
+// runRetry is run, started over (lock, inspection, decision) when the
+// re-check right before attaching found the hierarchy changed by another
+// tool; nothing was attached then.
+func runRetry(ctx context.Context, opt Options, refresh bool) (*Result, error) {
+	for i := 0; ; i++ {
+		res, err := run(ctx, opt, refresh)
+		if !errors.Is(err, errMergeChanged) || i >= changedRetries {
+			return res, err
+		}
+		if opt.Log != nil {
+			opt.Log.Warnf("%v; starting over", err)
+		}
+	}
+}
 
 // Merged reports whether any hierarchy of the class carries a merge (ours
 // or systemd's) in opt.Root.
@@ -67,6 +88,27 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		return nil, err
 	}
 	defer e.close()
+	// Read-decide-modify under the hierarchy locks (lock.go). A call that
+	// waited and finds the merge replaced meanwhile by the holder skips
+	// when that merge is what it would make, even with AlwaysRefresh: the
+	// refresh it was asked for has just happened.
+	before := e.topMountIDs()
+	locks, err := e.lockHierarchies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer locks.release()
+	alwaysRefresh := opt.AlwaysRefresh
+	if locks.waited && alwaysRefresh && !sameIDs(before, e.topMountIDs()) {
+		e.log.Infof("the merge was replaced while this call waited for the lock: refreshing only if it differs")
+		alwaysRefresh = false
+	}
+	return e.runLocked(ctx, refresh, alwaysRefresh)
+}
+
+// runLocked is run's read-decide-modify, with the hierarchy locks held.
+func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*Result, error) {
+	opt := e.opt
 	res := &Result{}
 	mode, err := e.mutableMode()
 	if err != nil {
@@ -133,7 +175,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 
 	// Fast path: every image's verdict is known from the last run for the
 	// same identity, so "unchanged" is decided without any loop device.
-	if refresh && old != nil && !opt.AlwaysRefresh && e.knownVerdicts(cands, prev, hh) {
+	if refresh && old != nil && !alwaysRefresh && e.knownVerdicts(cands, prev, hh) {
 		for _, c := range cands {
 			if !c.accepted && e.essential(c.img.Name) {
 				return nil, &imageError{c.img.Name, e.display(c.img.Path), "essential image rejected: " + c.reason, nil}
@@ -158,7 +200,7 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 			return res, err
 		}
 	}
-	if refresh && old != nil && !opt.AlwaysRefresh && e.unchanged(old, oldFrom, doc, cands, prev) {
+	if refresh && old != nil && !alwaysRefresh && e.unchanged(old, oldFrom, doc, cands, prev) {
 		e.infof("Skipping extension refresh because no change was found, use --always-refresh=yes to always do a refresh.")
 		res.Unchanged = true
 		res.Merged = acceptedNames(cands)
@@ -200,10 +242,23 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 	doc.Extensions = originExtensions(cands)
 	originBytes := doc.MarshalSystemd()
 
+	// Stage every hierarchy before attaching any (all-or-nothing, like
+	// systemd 262, which builds all of them before moving any into place).
+	plans := make([]*hierPlan, 0, len(states))
+	defer func() {
+		for _, p := range plans {
+			p.discard()
+		}
+	}()
 	for _, s := range states {
-		if err := e.mergeHierarchy(s, mode, cands, res.Merged, originBytes, res); err != nil {
+		p, err := e.stageHierarchy(s, mode, cands, res.Merged, originBytes)
+		if err != nil {
 			return res, err
 		}
+		plans = append(plans, p)
+	}
+	if err := e.applyPlans(plans, res); err != nil {
+		return res, err
 	}
 	e.saveState(e.newState(cands, hh))
 	return res, nil
@@ -254,10 +309,40 @@ func acceptedNames(cands []*candidate) []string {
 	return n
 }
 
-// mergeHierarchy builds, assembles and places the new overlay of one
-// hierarchy. On any failure before placing, the merge in place (if any)
-// is untouched and the error says what failed.
-func (e *engine) mergeHierarchy(s *hierState, mode string, cands []*candidate, names []string, origin []byte, res *Result) error {
+// hierPlan is one hierarchy's part of a merge or refresh, staged before
+// anything is attached.
+type hierPlan struct {
+	s *hierState
+	// unmerge: mode "no" and no image has this hierarchy, so the merge in
+	// place (if any) is removed, as systemd does.
+	unmerge bool
+	b       *build
+	mnt     *os.File // the assembled detached overlay
+	placed  bool
+}
+
+// discard releases what the plan holds; a build that was not placed also
+// removes the work dir it created (abort works on the build's open fds,
+// so it must come before close).
+func (p *hierPlan) discard() {
+	if p.mnt != nil {
+		p.mnt.Close()
+		p.mnt = nil
+	}
+	if p.b != nil {
+		if p.placed {
+			p.b.close()
+		} else {
+			p.b.abort()
+		}
+		p.b = nil
+	}
+}
+
+// stageHierarchy builds and assembles the new overlay of one hierarchy,
+// detached. Nothing visible changes; on failure the plan is discarded and
+// the error says what failed.
+func (e *engine) stageHierarchy(s *hierState, mode string, cands []*candidate, names []string, origin []byte) (*hierPlan, error) {
 	var layers []*os.File
 	defer func() {
 		for _, l := range layers {
@@ -271,59 +356,122 @@ func (e *engine) mergeHierarchy(s *hierState, mode string, cands []*candidate, n
 		}
 		l, err := c.opened.layer(s.h)
 		if err != nil {
-			return &imageError{c.img.Name, e.display(c.img.Path), "cannot open hierarchy " + s.h + " in image", err}
+			return nil, &imageError{c.img.Name, e.display(c.img.Path), "cannot open hierarchy " + s.h + " in image", err}
 		}
 		if l != nil {
 			layers = append(layers, l)
 		}
 	}
+	p := &hierPlan{s: s}
 	if len(layers) == 0 && mode == "no" {
-		// Nothing for this hierarchy; systemd unmerges the old merge of it.
-		if s.ours {
+		p.unmerge = true
+		return p, nil
+	}
+	b, err := e.prepare(s, mode)
+	if err != nil {
+		return nil, fmt.Errorf("prepare merge of %s: %w", s.display, err)
+	}
+	p.b = b
+	mnt, err := e.assemble(b, layers, names, origin)
+	if err != nil {
+		p.discard()
+		return nil, fmt.Errorf("assemble merge of %s (the merge in place, if any, is unchanged): %w", s.display, err)
+	}
+	p.mnt = mnt
+	return p, nil
+}
+
+// applyPlans attaches the staged overlays. All-or-nothing as far as the
+// kernel lets us: every hierarchy was staged (decided, built, assembled)
+// before this runs, so the usual failures (an unusable mutable dir, a bad
+// image) change nothing. The attaches then run fresh merges first, which
+// can be undone, replacements after (an atomic replacement detaches the old
+// merge, which cannot be put back) and removals last. If an attach fails,
+// the fresh merges this call attached are detached again and their work
+// dirs removed; replacements already made stay (each hierarchy consistent
+// on its own) and the error names them.
+func (e *engine) applyPlans(plans []*hierPlan, res *Result) error {
+	order := make([]*hierPlan, 0, len(plans))
+	for _, pass := range []func(*hierPlan) bool{
+		func(p *hierPlan) bool { return !p.unmerge && !p.s.ours },
+		func(p *hierPlan) bool { return !p.unmerge && p.s.ours },
+		func(p *hierPlan) bool { return p.unmerge },
+	} {
+		for _, p := range plans {
+			if pass(p) {
+				order = append(order, p)
+			}
+		}
+	}
+	var replaced []string
+	for _, p := range order {
+		s := p.s
+		if p.unmerge {
+			if !s.ours {
+				continue
+			}
 			n, err := e.unmergeHierarchy(s.h)
 			if err != nil {
-				return err
+				return e.rollback(order, replaced, err)
 			}
 			if n > 0 {
 				res.Replaced = true
 			}
+			continue
 		}
-		return nil
-	}
-	b, err := e.prepare(s, mode)
-	if err != nil {
-		return fmt.Errorf("prepare merge of %s: %w", s.display, err)
-	}
-	mnt, err := e.assemble(b, layers, names, origin)
-	if err != nil {
-		b.abort()
-		return fmt.Errorf("assemble merge of %s (the merge in place, if any, is unchanged): %w", s.display, err)
-	}
-	defer mnt.Close()
-	gap, err := e.place(s, mnt)
-	workRel := b.workRel
-	if err == nil && b.metaDot != nil {
-		e.opt.Records.put(e.rootPath, e.cls.Name, s.h, b.metaDot)
-		b.metaDot = nil
-	}
-	b.close()
-	if err != nil {
-		if !gap {
-			b.abort()
+		gap, err := e.place(s, p.mnt)
+		if err != nil {
+			if gap {
+				// The old merge is gone and the new one is not attached:
+				// nothing of this hierarchy can be undone any more.
+				replaced = append(replaced, s.display+" (left unmerged)")
+			}
+			return e.rollback(order, replaced, err)
 		}
-		return err
+		p.placed = true
+		if p.b.metaDot != nil {
+			e.opt.Records.put(e.rootPath, e.cls.Name, s.h, p.b.metaDot)
+			p.b.metaDot = nil
+		}
+		res.Hierarchies = append(res.Hierarchies, s.display)
+		if gap {
+			res.Gap = true
+		}
+		if s.ours {
+			replaced = append(replaced, s.display)
+			res.Replaced = true
+			e.infof("Unmerged '%s'.", s.display)
+			e.cleanOldWork(s.oldWork, p.b.workRel)
+		}
+		e.infof("Merged extensions into '%s'.", s.display)
+		if p.b.workRel != "" {
+			e.sweepWork(s.h, p.b.workRel)
+		}
 	}
-	res.Hierarchies = append(res.Hierarchies, s.display)
-	if gap {
-		res.Gap = true
-	}
-	if s.ours {
-		res.Replaced = true
-		e.infof("Unmerged '%s'.", s.display)
-		e.cleanOldWork(s.oldWork, workRel)
-	}
-	e.infof("Merged extensions into '%s'.", s.display)
 	return nil
+}
+
+// rollback detaches the fresh merges (no merge was in place) that this
+// call attached, after err ended applyPlans, and removes their work dirs.
+func (e *engine) rollback(order []*hierPlan, replaced []string, err error) error {
+	for i := len(order) - 1; i >= 0; i-- {
+		p := order[i]
+		if !p.placed || p.s.ours {
+			continue
+		}
+		op := e.log.Op("undo the merge at %s (another hierarchy of this call failed)", p.s.display)
+		if uerr := op.Finish(mount.UnmountFd(p.mnt, unix.MNT_DETACH)); uerr != nil {
+			e.log.Errorf("%s stays merged: %v", p.s.display, uerr)
+			replaced = append(replaced, p.s.display+" (could not be undone)")
+			continue
+		}
+		e.mi = nil
+		p.placed = false // discard now removes its work dir
+	}
+	if len(replaced) > 0 {
+		return fmt.Errorf("%w (already replaced, kept: %s)", err, strings.Join(replaced, ", "))
+	}
+	return err
 }
 
 // check opens and validates one image (unless its verdict is known) and

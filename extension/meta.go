@@ -8,6 +8,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/fault"
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -54,6 +55,9 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	defer metaDir.Close()
 	if err := mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
 		return nil, &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
+	}
+	if err := makeOpaque(metaDir, e.cls.DotDir); err != nil {
+		return nil, err
 	}
 
 	spec := mount.OverlaySpec{Source: e.cls.Name}
@@ -190,4 +194,22 @@ func (e *engine) protectMeta(mnt *os.File) error {
 		return err
 	}
 	return mount.Attach(bind, dot, false)
+}
+
+// makeOpaque marks dir/name opaque for overlayfs (trusted.overlay.opaque
+// "y"), set before the overlay is mounted: the merged .systemd-<C> then
+// shows only what this meta layer holds, never a .systemd-<C>/ shipped in
+// an image below it. Without it an image's etc/.systemd-confext/work_dir
+// (a non-mutable merge writes none of its own) was read by unmerge as the
+// work dir to remove.
+func makeOpaque(dir *os.File, name string) error {
+	d, err := rootfs.OpenIn(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := sysx.Retry(func() error { return unix.Fsetxattr(int(d.Fd()), "trusted.overlay.opaque", []byte("y"), 0) }); err != nil {
+		return &os.PathError{Op: "setxattr trusted.overlay.opaque", Path: "meta layer " + name, Err: err}
+	}
+	return nil
 }

@@ -328,21 +328,37 @@ func fchmodPath(f *os.File, mode uint32) error {
 	return nil
 }
 
-// workName picks the work dir name: systemd's ".systemd-<h>-workdir",
-// or, when the merge in place uses that one, a unique sibling.
-func workName(h, parentRel, oldWork string) string {
-	name := WorkDirName(h)
-	if strings.TrimPrefix(path.Join(parentRel, name), "/") != oldWork {
-		return name
-	}
+// workName picks a work dir name unique to this run:
+// ".systemd-<h>-workdir-<16 hex digits>". systemd uses the plain
+// ".systemd-<h>-workdir"; a name of our own per run means that no other
+// merge, in place or under construction (ours, or systemd's racing us), can
+// share our work dir: overlayfs empties the work dir's "work" subdir at
+// mount time, under the feet of any other overlay using it. The name
+// in use is recorded in work_dir, which systemd's unmerge reads as well.
+func workName(h string) string {
 	// Not crypto/rand: getrandom(2) blocks until the kernel's CRNG is
 	// ready, which in an early initrd without a hardware RNG took 1.4 s
-	// under QEMU. The name only has to differ from the old work dir's;
-	// math/rand/v2 is seeded from the kernel's AT_RANDOM bytes and never
-	// blocks.
+	// under QEMU. The name only has to be unlikely to repeat (a clash is
+	// caught by mkdir's EEXIST); math/rand/v2 is seeded from the kernel's
+	// AT_RANDOM bytes and never blocks.
 	var r [8]byte
 	binary.LittleEndian.PutUint64(r[:], rand.Uint64())
-	return name + "-" + hex.EncodeToString(r[:])
+	return WorkDirName(h) + "-" + hex.EncodeToString(r[:])
+}
+
+// isWorkName reports whether name is a work dir name of hierarchy h that
+// this tool (workName) or systemd (WorkDirName) creates.
+func isWorkName(h, name string) bool {
+	base := WorkDirName(h)
+	if name == base {
+		return true
+	}
+	suf, ok := strings.CutPrefix(name, base+"-")
+	if !ok || len(suf) != 16 {
+		return false
+	}
+	_, err := hex.DecodeString(suf)
+	return err == nil && strings.ToLower(suf) == suf
 }
 
 // hostWorkDir places the work dir next to the hierarchy when the
@@ -386,17 +402,23 @@ func (e *engine) makeWorkDir(s *hierState, b *build, parent *os.File, parentRel 
 	if pst.Dev != ust.Dev {
 		return fmt.Errorf("unable to find a suitable workdir location for upperdir of %s: parent directory of the upperdir is in a different filesystem: %w", s.h, unix.EXDEV)
 	}
-	name := workName(s.h, parentRel, s.oldWork)
 	pd, err := reopen(parent, unix.O_RDONLY|unix.O_DIRECTORY)
 	if err != nil {
 		return err
 	}
 	defer pd.Close()
-	err = mkdirat(int(pd.Fd()), name, 0o700)
-	if err != nil && !errors.Is(err, unix.EEXIST) {
+	var name string
+	for i := 0; ; i++ {
+		name = workName(s.h)
+		err = mkdirat(int(pd.Fd()), name, 0o700)
+		if err == nil || !errors.Is(err, unix.EEXIST) || i >= 3 {
+			break
+		}
+	}
+	if err != nil {
 		return &os.PathError{Op: "mkdir", Path: e.display(path.Join(parentRel, name)), Err: err}
 	}
-	b.workNew = err == nil
+	b.workNew = true
 	b.workParent, b.workName = parent, name
 	w, err := rootfs.OpenIn(parent, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {

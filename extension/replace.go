@@ -44,7 +44,42 @@ func (e *engine) place(s *hierState, mnt *os.File) (gap bool, err error) {
 	return gap, op.Finish(err)
 }
 
+// errMergeChanged is returned by place when the hierarchy no longer shows
+// the mount the call inspected: another tool (one that does not take our
+// lock, such as systemd-<class>) merged, replaced or unmerged it meanwhile.
+// Nothing was attached; the call starts over (runRetry).
+var errMergeChanged = errors.New("the hierarchy changed since it was inspected (another tool merged or unmerged it)")
+
+// recheckTop re-opens the hierarchy and compares the mount it shows with
+// the one inspected (s.top), by mount id: a merge that changed hands since
+// must be neither stacked over nor detached.
+func (e *engine) recheckTop(s *hierState) error {
+	if s.top == nil {
+		return nil
+	}
+	now, err := openDirIn(e.root, s.h)
+	if err != nil {
+		return fmt.Errorf("%s: %w (%v)", s.display, errMergeChanged, err)
+	}
+	defer now.Close()
+	a, err := sysx.MountID(int(s.top.Fd()), "")
+	if err != nil {
+		return &os.PathError{Op: "statx", Path: s.display, Err: err}
+	}
+	b, err := sysx.MountID(int(now.Fd()), "")
+	if err != nil {
+		return &os.PathError{Op: "statx", Path: s.display, Err: err}
+	}
+	if a != b {
+		return fmt.Errorf("%s: %w (mount id %d, inspected %d)", s.display, errMergeChanged, b, a)
+	}
+	return nil
+}
+
 func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
+	if err := e.recheckTop(s); err != nil {
+		return false, err
+	}
 	if !s.ours {
 		target := s.top
 		if target == nil {
@@ -109,4 +144,37 @@ func (e *engine) cleanOldWork(old, cur string) {
 	}
 	op := e.log.Op("remove old work dir %s", e.display(old))
 	op.Finish(e.rfs.RemoveAll(path.Clean("/" + old)))
+}
+
+// sweepWork removes per-run work dirs of h (workName's suffixed names) that
+// the merge in place does not use (keep, root-relative; "" after an
+// unmerge): left behind by a crash, a kill or a failed call. Only called
+// under the hierarchy lock, so no call of ours is building with one;
+// systemd only ever uses the plain name, which is left alone.
+func (e *engine) sweepWork(h, keep string) {
+	keep = path.Clean("/" + keep)
+	dirs := []string{path.Dir(path.Clean(h)), path.Dir(mutablePath(h))}
+	if mp, ok, err := e.resolveMutable(h); err == nil && ok {
+		dirs = append(dirs, path.Dir(path.Clean("/"+mp)))
+	}
+	seen := map[string]bool{}
+	for _, d := range dirs {
+		if seen[d] {
+			continue
+		}
+		seen[d] = true
+		ents, err := e.rfs.ReadDir(d)
+		if err != nil {
+			continue
+		}
+		for _, ent := range ents {
+			n := ent.Name()
+			p := path.Join(d, n)
+			if n == WorkDirName(h) || !isWorkName(h, n) || !ent.IsDir() || p == keep {
+				continue
+			}
+			op := e.log.Op("remove stale work dir %s", e.display(p))
+			op.Finish(e.rfs.RemoveAll(p))
+		}
+	}
 }

@@ -96,6 +96,11 @@ func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
 	if opt.Records == nil {
 		return nil, fmt.Errorf("rerecord %s: no Records to find the merge's meta layer in", e.cls.Name)
 	}
+	locks, err := e.lockHierarchies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer locks.release()
 	res := &RerecordResult{}
 	mode, err := e.mutableMode()
 	if err != nil {

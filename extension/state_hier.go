@@ -98,7 +98,12 @@ func (e *engine) inspect(h string) (*hierState, error) {
 	}
 	s.ours = true
 	if b, err := readFileIn(top, path.Join(e.cls.DotDir, "work_dir")); err == nil {
-		s.oldWork = cunescape(strings.TrimRight(firstLine(b), "\n"))
+		w := cunescape(strings.TrimRight(firstLine(b), "\n"))
+		if e.trustedWorkDir(h, w) {
+			s.oldWork = w
+		} else {
+			e.log.Warnf("ignoring %s/%s/work_dir %q: not a work dir this tool or systemd creates for %s (nothing will be removed because of it)", s.display, e.cls.DotDir, w, h)
+		}
 	}
 	s.origin, _ = readFileIn(top, path.Join(e.cls.DotDir, "origin"))
 	if b, err := readFileIn(top, path.Join(e.cls.DotDir, e.cls.Plural)); err == nil {
@@ -216,4 +221,27 @@ func cunescape(s string) string {
 		}
 	}
 	return b.String()
+}
+
+// trustedWorkDir reports whether w, read from a merge's work_dir file, names
+// a work dir that a merge of hierarchy h can have: a name workName or
+// systemd gives, next to the hierarchy or next to its mutable dir. The
+// file is read through the merged tree, so whatever is above our meta
+// layer (a mutable merge's upper dir, written while nothing was merged)
+// could supply it; unmerge removes the directory it names, and a name
+// outside this set must never steer that removal. (The meta layer's
+// .systemd-<C> is opaque, so the image layers below it cannot.)
+func (e *engine) trustedWorkDir(h, w string) bool {
+	w = path.Clean("/" + w)
+	if !isWorkName(h, path.Base(w)) {
+		return false
+	}
+	dir := path.Dir(w)
+	if dir == path.Dir(path.Clean(h)) || dir == path.Dir(mutablePath(h)) {
+		return true
+	}
+	if mp, ok, err := e.resolveMutable(h); err == nil && ok && dir == path.Dir(path.Clean("/"+mp)) {
+		return true
+	}
+	return false
 }

@@ -19,6 +19,11 @@ func Unmerge(ctx context.Context, opt Options) (*Result, error) {
 		return nil, err
 	}
 	defer e.close()
+	locks, err := e.lockHierarchies(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer locks.release()
 	res := &Result{}
 	return res, e.unmergeAll(ctx, res)
 }
@@ -54,6 +59,9 @@ func (e *engine) unmergeHierarchy(h string) (int, error) {
 		}
 		if !s.ours {
 			s.close()
+			if n > 0 {
+				e.sweepWork(h, "")
+			}
 			return n, nil
 		}
 		subs, err := e.collectSubmounts(s)
