@@ -70,10 +70,14 @@ type Image struct {
 func (i Image) FileName() string { return path.Base(i.Path) }
 
 // SkippedEntry is a search directory entry that is not an image, with the
-// reason, for debug logs.
+// reason. Problem marks an entry that could not be examined (an I/O or
+// permission error, a symlink loop): an image may be missing because of it,
+// so the engine logs it as a warning; the others (a temp file, a name
+// without .raw, a shadowed name) are expected and logged at debug level.
 type SkippedEntry struct {
-	Path   string
-	Reason string
+	Path    string
+	Reason  string
+	Problem bool
 }
 
 // IsInitrd reports whether /etc/initrd-release exists inside the root
@@ -156,24 +160,29 @@ func (d *discoverer) skip(p, format string, args ...any) {
 	d.skipped = append(d.skipped, SkippedEntry{Path: p, Reason: fmt.Sprintf(format, args...)})
 }
 
+// problem is skip for an entry that could not be examined.
+func (d *discoverer) problem(p, format string, args ...any) {
+	d.skipped = append(d.skipped, SkippedEntry{Path: p, Reason: fmt.Sprintf(format, args...), Problem: true})
+}
+
 func (d *discoverer) searchDir(s string) error {
 	resolved, err := d.root.Resolve(s)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		d.skip(s, "cannot resolve search directory: %v", err)
+		d.problem(s, "cannot resolve search directory: %v", err)
 		return nil
 	}
 	dir, err := d.root.Open(resolved, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		d.skip(s, "cannot open search directory: %v", err)
+		d.problem(s, "cannot open search directory: %v", err)
 		return nil
 	}
 	ents, err := dir.ReadDir(-1) // directory order, as readdir(3) gives systemd
 	dir.Close()
 	if err != nil {
-		d.skip(s, "cannot read search directory: %v", err)
+		d.problem(s, "cannot read search directory: %v", err)
 		return nil
 	}
 	for _, e := range ents {
@@ -199,12 +208,12 @@ func (d *discoverer) entry(searchDir, resolvedDir, fname string) error {
 		return nil
 	}
 	if err != nil {
-		d.skip(p, "cannot resolve inside the root: %v", err)
+		d.problem(p, "cannot resolve inside the root: %v", err)
 		return nil
 	}
 	st, err := d.root.Lstat(target)
 	if err != nil {
-		d.skip(p, "cannot stat %s: %v", target, err)
+		d.problem(p, "cannot stat %s: %v", target, err)
 		return nil
 	}
 	img := Image{SearchDir: searchDir, Entry: fname, Path: target}
@@ -281,13 +290,13 @@ func (d *discoverer) versioned(img Image, p, nov string) error {
 	}
 	dir, err := d.root.Open(p, unix.O_RDONLY|unix.O_DIRECTORY, 0)
 	if err != nil {
-		d.skip(p, "cannot open versioned directory: %v", err)
+		d.problem(p, "cannot open versioned directory: %v", err)
 		return nil
 	}
 	r, ok, err := vpick.Pick(dir, vpick.Filter{Basename: stem, Suffix: suffix})
 	dir.Close()
 	if err != nil {
-		d.skip(p, "%v", err)
+		d.problem(p, "%v", err)
 		return nil
 	}
 	if !ok {
@@ -297,12 +306,12 @@ func (d *discoverer) versioned(img Image, p, nov string) error {
 	picked := path.Join(p, r.Name)
 	target, err := d.root.Resolve(picked)
 	if err != nil {
-		d.skip(picked, "cannot resolve picked entry: %v", err)
+		d.problem(picked, "cannot resolve picked entry: %v", err)
 		return nil
 	}
 	st, err := d.root.Lstat(target)
 	if err != nil {
-		d.skip(picked, "cannot stat picked entry: %v", err)
+		d.problem(picked, "cannot stat picked entry: %v", err)
 		return nil
 	}
 	ft := st.Mode & unix.S_IFMT
@@ -328,4 +337,18 @@ func (d *discoverer) versioned(img Image, p, nov string) error {
 // identity and mounting.
 func OpenImage(root *rootfs.Root, img Image) (*os.File, error) {
 	return root.OpenPath(img.Path)
+}
+
+// discover is DiscoverAll for the engine's class and root, with every
+// skipped entry logged: problems as warnings, the rest at debug level.
+func (e *engine) discover() ([]Image, error) {
+	imgs, skipped, err := DiscoverAll(e.rfs, e.cls, e.initrd)
+	for _, s := range skipped {
+		if s.Problem {
+			e.log.Warnf("%s: skipped %s: %s", e.cls.Name, e.display(s.Path), s.Reason)
+		} else {
+			e.log.Debugf("%s: skipped %s: %s", e.cls.Name, e.display(s.Path), s.Reason)
+		}
+	}
+	return imgs, err
 }

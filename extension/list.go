@@ -21,7 +21,7 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 		return nil, err
 	}
 	defer e.close()
-	imgs, err := Discover(e.rfs, e.cls, e.initrd)
+	imgs, err := e.discover()
 	if err != nil {
 		return nil, err
 	}

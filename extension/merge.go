@@ -141,7 +141,7 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 		old, oldFrom = s.origin, e.display(s.h)+"/"+e.cls.DotDir+"/origin"
 	}
 
-	imgs, err := Discover(e.rfs, e.cls, e.initrd)
+	imgs, err := e.discover()
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}

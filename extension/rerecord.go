@@ -132,7 +132,7 @@ func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
 		return res, nil
 	}
 
-	imgs, err := Discover(e.rfs, e.cls, e.initrd)
+	imgs, err := e.discover()
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
