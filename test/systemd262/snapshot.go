@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"syscall"
@@ -166,6 +167,28 @@ func mountShape(m MountEntry) string {
 	return fmt.Sprintf("%s root=%s opts=%s %s src=%s super=%s upper=%v", m.MountPoint, m.Root, m.Options, m.FSType, m.Source, super, upper)
 }
 
+// workSuffix is the per-run part of ext-setup-root's work dir names
+// (".systemd-etc-workdir-<16 hex>"; systemd uses the plain name).
+var workSuffix = regexp.MustCompile(`(\.systemd-[^/]*-workdir)-[0-9a-f]{16}`)
+
+// plainWorkDir returns a copy of s whose work_dir names systemd's plain
+// work dir name: where the work dir lives is compared, not its per-run
+// suffix.
+func (s *Snapshot) plainWorkDir() *Snapshot {
+	w, ok := s.Meta["work_dir"]
+	if !ok {
+		return s
+	}
+	c := *s
+	c.Meta = make(map[string]FileInfo, len(s.Meta))
+	for k, v := range s.Meta {
+		c.Meta[k] = v
+	}
+	w.Content = workSuffix.ReplaceAllString(w.Content, "$1")
+	c.Meta["work_dir"] = w
+	return &c
+}
+
 // Diff lists the differences between two snapshots of the same inputs,
 // a ("systemd") and b ("ours"). dev is compared by format and by its match
 // with st_dev, not by value (each overlay gets a fresh anonymous device).
@@ -201,6 +224,7 @@ func Diff(a, b *Snapshot, aName, bName string) []string {
 		}
 	}
 	cmpMaps("tree", a.Tree, b.Tree, nil)
+	a, b = a.plainWorkDir(), b.plainWorkDir()
 	// origin is compared as JSON below, dev by semantics.
 	cmpMaps("meta", a.Meta, b.Meta, func(k string) bool { return k == "origin" || k == "dev" })
 	for _, s := range []struct {
