@@ -82,39 +82,55 @@ func dirIsEmpty(f *os.File) (bool, error) {
 	return len(names) == 0, nil
 }
 
-// readFileIn reads a small file inside root.
+// maxSmallFile bounds readFileIn: the meta files it reads (dev, work_dir,
+// origin, the image list) are a few KiB at most.
+const maxSmallFile = 16 << 20
+
+// readFileIn reads a small file inside root. A read error or a file larger
+// than maxSmallFile is an error: callers never see a truncated file as if
+// it were whole.
 func readFileIn(root *os.File, p string) ([]byte, error) {
 	f, err := rootfs.OpenIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, err
 	}
 	defer f.Close()
-	var b []byte
-	buf := make([]byte, 4096)
-	for {
-		n, err := f.Read(buf)
-		b = append(b, buf[:n]...)
-		if err != nil || n == 0 {
-			break
-		}
-		if len(b) > 16<<20 {
-			return nil, &os.PathError{Op: "read", Path: f.Name(), Err: errors.New("file too large")}
-		}
+	return readSmall(f)
+}
+
+// readSmall reads f whole, up to maxSmallFile bytes.
+func readSmall(f io.Reader) ([]byte, error) {
+	name := "file"
+	if n, ok := f.(interface{ Name() string }); ok {
+		name = n.Name()
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSmallFile+1))
+	if err != nil {
+		return nil, &os.PathError{Op: "read", Path: name, Err: err}
+	}
+	if len(b) > maxSmallFile {
+		return nil, &os.PathError{Op: "read", Path: name, Err: fmt.Errorf("file larger than %d bytes", maxSmallFile)}
 	}
 	return b, nil
 }
 
-// stripRoot turns a kernel-reported absolute path into an in-root path.
-func stripRoot(root *os.File, abs string) string {
+// stripRoot turns abs, a path the kernel reported for an fd below root
+// (fdPath), into the same path inside root. A path that is not below root
+// (the object was moved out of it, or lives on a mount not reachable from
+// root's path) is an error, never returned as is: a host path must not be
+// used as an in-root path.
+func stripRoot(root *os.File, abs string) (string, error) {
 	rp, err := fdPath(root)
-	if err != nil || rp == "/" {
-		return abs
+	if err != nil {
+		return "", err
 	}
-	if abs == rp {
-		return "/"
+	switch {
+	case rp == "/":
+		return abs, nil
+	case abs == rp:
+		return "/", nil
+	case strings.HasPrefix(abs, rp+"/"):
+		return abs[len(rp):], nil
 	}
-	if strings.HasPrefix(abs, rp+"/") {
-		return abs[len(rp):]
-	}
-	return abs
+	return "", fmt.Errorf("%s is not below the root %s", abs, rp)
 }
