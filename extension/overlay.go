@@ -159,7 +159,11 @@ func (e *engine) resolveMutable(h string) (string, bool, error) {
 	if err != nil {
 		return "", false, err
 	}
-	return stripRoot(e.root, p), true, nil
+	in, err := stripRoot(e.root, p)
+	if err != nil {
+		return "", false, fmt.Errorf("mutable directory %s: %w", e.display(mutablePath(h)), err)
+	}
+	return in, true, nil
 }
 
 // mutableDirForOrigin computes origin's mutableDirs entry of h for mode,
@@ -231,8 +235,12 @@ func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 				return nil, fmt.Errorf("create mutable directory %s: %w", e.display(mutablePath(s.h)), err)
 			}
 			b.upper = b.keep(d)
-			if p, err := fdPath(d); err == nil {
-				mp = stripRoot(e.root, p)
+			p, err := fdPath(d)
+			if err == nil {
+				mp, err = stripRoot(e.root, p)
+			}
+			if err != nil {
+				return nil, fmt.Errorf("mutable directory %s: %w", e.display(mutablePath(s.h)), err)
 			}
 		}
 		if err := fchmodPath(b.upper, b.hostMode); err != nil {
@@ -458,6 +466,7 @@ func (e *engine) ephemeralUpper(b *build) error {
 	if err != nil {
 		return err
 	}
+	b.upper = b.keep(u) // kept at once: closed by abort if what follows fails
 	if err := fchmodPath(u, b.hostMode); err != nil {
 		return err
 	}
@@ -465,7 +474,7 @@ func (e *engine) ephemeralUpper(b *build) error {
 	if err != nil {
 		return err
 	}
-	b.upper, b.work = b.keep(u), b.keep(w)
+	b.work = b.keep(w)
 	return nil
 }
 

@@ -67,8 +67,14 @@ func firstOrigin(states []*hierState) *hierState {
 // inspect opens a hierarchy and decides, as systemd's is_our_mount_point
 // does, whether it carries a merge of this class: it is a mount point, its
 // .systemd-<C>/dev parses as MAJ:MIN and equals its st_dev.
-func (e *engine) inspect(h string) (*hierState, error) {
+// On an error it returns nil and closes what it opened.
+func (e *engine) inspect(h string) (_ *hierState, err error) {
 	s := &hierState{h: h, display: e.display(h)}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
 	top, err := openDirIn(e.root, h)
 	if err != nil {
 		if errors.Is(err, unix.ENOENT) {
@@ -78,8 +84,11 @@ func (e *engine) inspect(h string) (*hierState, error) {
 	}
 	s.top = top
 	mp, err := mount.IsMountPoint(top)
-	if err != nil || !mp {
-		return s, err
+	if err != nil {
+		return nil, err
+	}
+	if !mp {
+		return s, nil
 	}
 	dev, err := readFileIn(top, path.Join(e.cls.DotDir, "dev"))
 	if err != nil {

@@ -32,11 +32,10 @@ func Status(ctx context.Context, opt Options) ([]HierarchyStatus, error) {
 		if err != nil {
 			return nil, err
 		}
+		missing := s.top == nil
 		s.close()
-		if s.top == nil && !s.ours {
-			if _, err := openDirIn(e.root, h); err != nil {
-				continue
-			}
+		if missing {
+			continue // systemd lists only hierarchies that exist
 		}
 		row := HierarchyStatus{Hierarchy: h, Merged: s.ours}
 		if s.ours {
