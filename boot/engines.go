@@ -45,6 +45,9 @@ type ExtResult struct {
 	// Unchanged is set when a refresh found nothing to do and kept the
 	// existing merge.
 	Unchanged bool
+	// Gaps counts hierarchies replaced by unmount-then-mount (a kernel
+	// without MOVE_MOUNT_BENEATH): each left the path bare for a moment.
+	Gaps int
 }
 
 // Extensions is the extension engine as the pipeline uses it. Merge and

@@ -110,6 +110,7 @@ func convert(res *extension.Result, err error) (ExtResult, error) {
 	if res != nil {
 		r.Merged = res.Merged
 		r.Unchanged = res.Unchanged
+		r.Gaps = res.Gaps
 		for _, s := range res.Skipped {
 			r.Skipped = append(r.Skipped, Skip{Name: s.Name, Reason: s.Reason})
 		}

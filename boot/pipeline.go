@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
 
@@ -46,6 +47,10 @@ type Options struct {
 	Log             *oplog.Logger
 	// Now is time.Now unless a test sets it.
 	Now func() time.Time
+	// Kernel is the kernel feature table; nil probes the running kernel
+	// (mount.Kernel). Below mount.MinKernel the stage fails before any
+	// change.
+	Kernel *mount.Features
 }
 
 // Summary is what a stage did, logged as its last line.
@@ -111,6 +116,9 @@ func extParts(r *ExtResult) string {
 	if r.Unchanged {
 		s += ", unchanged"
 	}
+	if r.Gaps > 0 {
+		s += fmt.Sprintf(", %d replaced with a gap (no MOVE_MOUNT_BENEATH)", r.Gaps)
+	}
 	return s
 }
 
@@ -125,11 +133,17 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	start := o.Now()
 	s := &Summary{Stage: o.Stage}
-	var err error
-	switch o.Stage {
-	case StagePre:
+	kern := o.Kernel
+	if kern == nil {
+		kern = mount.Kernel()
+	}
+	o.Log.Debugf("kernel features: %s", kern)
+	err := mount.CheckKernel(kern)
+	switch {
+	case err != nil:
+	case o.Stage == StagePre:
 		err = runPre(ctx, &o, s)
-	case StagePost:
+	case o.Stage == StagePost:
 		err = runPost(ctx, &o, s)
 	default:
 		err = fmt.Errorf("unknown stage %q (want pre or post)", o.Stage)

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
 
@@ -372,4 +373,15 @@ func TestFailurePolicy(t *testing.T) {
 			t.Fatal("no error")
 		}
 	})
+}
+
+// TestRunRefusesOldKernel: below the minimum kernel a stage fails with one
+// clear error before any change (the engines are never called).
+func TestRunRefusesOldKernel(t *testing.T) {
+	for _, st := range []Stage{StagePre, StagePost} {
+		s, err := Run(context.Background(), Options{Stage: st, Root: t.TempDir(), Kernel: mount.Expected([2]int{5, 15})})
+		if !errors.Is(err, mount.ErrKernelTooOld) || s.Confext != nil || s.Links != nil || !strings.Contains(s.String(), "5.15") {
+			t.Errorf("%s on 5.15: %v, summary %s", st, err, s)
+		}
+	}
 }

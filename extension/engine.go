@@ -8,6 +8,7 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"golang.org/x/sys/unix"
 
@@ -54,6 +55,11 @@ type Options struct {
 	// Records, if set, keeps the meta layer of every merge this call
 	// makes, for a later Rerecord in the same process.
 	Records *Records
+	// Kernel is the feature table the engine follows (overlay layer
+	// passing, MOVE_MOUNT_BENEATH); nil means the running kernel's, probed
+	// once per process (mount.Kernel). Tests pass an older kernel's table
+	// (mount.Expected) to run its fallbacks on a newer kernel.
+	Kernel *mount.Features
 }
 
 // Skip is an image that was found but left out, with the logged reason.
@@ -79,6 +85,8 @@ type Result struct {
 	// Gap is set when a replacement had to unmount the old merge before
 	// mounting the new one (no MOVE_MOUNT_BENEATH, or forced).
 	Gap bool
+	// Gaps counts the hierarchies replaced that way.
+	Gaps int
 	// Unmerged is set when the call removed a merge (unmerge, or a
 	// refresh that found no images in mode "no").
 	Unmerged bool
@@ -96,6 +104,7 @@ type engine struct {
 	hiers    []string
 	initrd   bool
 	info     io.Writer
+	kern     *mount.Features
 	// mi caches one parse of the mount table for this call; place()
 	// drops it after changing the mounts.
 	mi []mount.Info
@@ -127,6 +136,18 @@ func newEngine(opt Options) (*engine, error) {
 	}
 	if e.info == nil {
 		e.info = io.Discard
+	}
+	e.kern = opt.Kernel
+	if e.kern == nil {
+		e.kern = mount.Kernel()
+		kernelLogged.Do(func() { e.logKernel() })
+	} else {
+		e.logKernel()
+	}
+	// Below the minimum nothing is attempted: one clear error before
+	// any change.
+	if err := mount.CheckKernel(e.kern); err != nil {
+		return nil, err
 	}
 	rp := opt.Root
 	if rp == "" {
@@ -166,6 +187,16 @@ func newEngine(opt Options) (*engine, error) {
 		return nil, &os.PathError{Op: "stat", Path: path.Join(abs, sysx.InitrdRelease), Err: err}
 	}
 	return e, nil
+}
+
+// kernelLogged makes the probed table appear once per process.
+var kernelLogged sync.Once
+
+func (e *engine) logKernel() {
+	e.log.Debugf("kernel features: %s", e.kern)
+	if fb := e.kern.Fallbacks(); fb != "" {
+		e.log.Debugf("kernel fallbacks in use: %s", fb)
+	}
 }
 
 func (e *engine) close() {

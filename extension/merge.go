@@ -419,7 +419,7 @@ func (e *engine) applyPlans(plans []*hierPlan, res *Result) error {
 			}
 			continue
 		}
-		gap, err := e.place(s, p.mnt)
+		gap, err := e.place(s, p.mnt, p.b.protectLater)
 		if err != nil {
 			if gap {
 				// The old merge is gone and the new one is not attached:
@@ -436,6 +436,7 @@ func (e *engine) applyPlans(plans []*hierPlan, res *Result) error {
 		res.Hierarchies = append(res.Hierarchies, s.display)
 		if gap {
 			res.Gap = true
+			res.Gaps++
 		}
 		if s.ours {
 			replaced = append(replaced, s.display)

@@ -60,7 +60,7 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 		return nil, err
 	}
 
-	spec := mount.OverlaySpec{Source: e.cls.Name}
+	spec := mount.OverlaySpec{Source: e.cls.Name, Features: e.kern}
 	spec.Lower = append(spec.Lower, mount.Layer{File: meta})
 	for _, f := range b.imports {
 		spec.Lower = append(spec.Lower, mount.Layer{File: f})
@@ -139,8 +139,14 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 		}
 	}
 	if b.upper != nil {
-		if err := e.protectMeta(mnt); err != nil {
-			return nil, err
+		if e.kern.DetachedTree {
+			if err := e.protectMeta(mnt); err != nil {
+				return nil, err
+			}
+		} else {
+			// Before Linux 6.15 nothing can be bound into a detached
+			// mount: place() does it right after attaching.
+			b.protectLater = true
 		}
 	}
 	ok = true
@@ -176,7 +182,7 @@ func writeNew(dir *os.File, name, data string) error {
 	return nil
 }
 
-// protectMeta bind-mounts .systemd-<C> of the detached overlay onto itself
+// protectMeta bind-mounts .systemd-<C> of the (detached) overlay onto itself
 // read-only, so that writes through a mutable merge cannot alter the
 // metadata (which would make systemd think the merge is not its own).
 func (e *engine) protectMeta(mnt *os.File) error {

@@ -50,6 +50,9 @@ type build struct {
 	backing    uint64 // st_dev of host when it is a block-backed lower
 	files      []*os.File
 	metaDot    *os.File // .systemd-<C> of the meta layer, for Options.Records
+	// protectLater: the read-only bind of .systemd-<C> is made once the
+	// merge is attached (kernels without mount.Features.DetachedTree).
+	protectLater bool
 }
 
 func (b *build) keep(f *os.File) *os.File {

@@ -16,9 +16,13 @@ import (
 // of ours covers it, the new overlay goes BENEATH the old one
 // (MOVE_MOUNT_BENEATH), then the old one (with its .systemd-<C> bind) is
 // detached: the hierarchy shows the old merge, then the new one, never the
-// bare directory. Without MOVE_MOUNT_BENEATH (EINVAL on kernels before
-// 6.5) or when forced, the old one is detached first and the new one
-// mounted after: a short gap, which is logged and reported.
+// bare directory. Only when the kernel lacks MOVE_MOUNT_BENEATH (the
+// feature table says so, or the attach reports mount.ErrBeneathUnsupported;
+// kernels before 6.5) or when forced, the old one is detached first and
+// the new one mounted after: a short gap, which is logged and counted. Any
+// other refusal of the beneath attach fails the call with the old merge
+// untouched. protect makes the read-only bind of .systemd-<C> once mnt is
+// attached (kernels without mount.Features.DetachedTree).
 //
 // Propagation: the new mount inherits its propagation from where it is
 // attached, exactly like systemd's bind of its staging overlay: under a
@@ -28,9 +32,9 @@ import (
 // /etc; under a private parent (a test namespace, a private /sysroot) it
 // stays private. The detached pieces (meta tmpfs, image mounts, clones)
 // are private and invisible until then, so nothing leaks while building.
-func (e *engine) place(s *hierState, mnt *os.File) (gap bool, err error) {
+func (e *engine) place(s *hierState, mnt *os.File, protect bool) (gap bool, err error) {
 	op := e.log.Op("attach %s overlay at %s (replace existing merge: %v)", e.cls.Name, s.display, s.ours)
-	gap, err = e.placeInner(s, mnt)
+	gap, err = e.placeInner(s, mnt, protect)
 	e.mi = nil
 	if err == nil {
 		// The mount id survives switch-root (the tree is moved, not
@@ -76,7 +80,19 @@ func (e *engine) recheckTop(s *hierState) error {
 	return nil
 }
 
-func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
+// protectAttached makes the deferred read-only bind of .systemd-<C> on the
+// now attached mnt.
+func (e *engine) protectAttached(mnt *os.File, protect bool) error {
+	if !protect {
+		return nil
+	}
+	if err := e.protectMeta(mnt); err != nil {
+		return fmt.Errorf("protect %s metadata: %w", e.cls.DotDir, err)
+	}
+	return nil
+}
+
+func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool) (bool, error) {
 	if err := e.recheckTop(s); err != nil {
 		return false, err
 	}
@@ -91,37 +107,39 @@ func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
 			defer d.Close()
 			target = d
 		}
-		return false, mount.Attach(mnt, target, false)
+		if err := mount.Attach(mnt, target, false); err != nil {
+			return false, err
+		}
+		if err := e.protectAttached(mnt, protect); err != nil {
+			// Nothing was there before: take the new merge away again.
+			if uerr := mount.UnmountFd(mnt, unix.MNT_DETACH); uerr != nil {
+				return false, fmt.Errorf("%w; and removing the new merge from %s failed: %w", err, s.display, uerr)
+			}
+			return false, err
+		}
+		return false, nil
 	}
 	subs, err := e.collectSubmounts(s)
 	if err != nil {
 		return false, err
 	}
 	defer closeSubmounts(subs)
-	if !e.noBeneath() {
-		err := mount.Attach(mnt, s.top, true)
+	if !e.noBeneath() && e.kern.Beneath {
+		err := attachBeneath(mnt, s.top)
 		if err == nil {
-			// The new merge is attached (covered by the old one): give it
-			// the old one's sub-mounts before the old one goes.
-			if serr := e.attachSubmounts(mnt, s.display, subs); serr != nil {
-				e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
-			}
-			if uerr := mount.UnmountFd(s.top, unix.MNT_DETACH); uerr != nil {
-				// The new merge is in place below; the old one still
-				// covers it. Report: the call failed to replace.
-				return false, fmt.Errorf("new merge mounted beneath %s but the old one could not be detached: %w", s.display, uerr)
-			}
-			return false, nil
+			return false, e.finishBeneath(s, mnt, subs, protect)
 		}
-		if !errors.Is(err, mount.ErrBeneathUnsupported) && !errors.Is(err, unix.EINVAL) {
-			return false, err
+		if !errors.Is(err, mount.ErrBeneathUnsupported) {
+			// A kernel that has MOVE_MOUNT_BENEATH refused this attach
+			// (the top mount changed, a race, ...): nothing was changed,
+			// and opening a gap for it would only make things worse.
+			return false, fmt.Errorf("mount the new merge beneath %s (the merge in place is unchanged): %w", s.display, err)
 		}
-		e.log.Warnf("MOVE_MOUNT_BENEATH not usable at %s (%v); falling back to unmount-then-mount", s.display, err)
+		e.log.Warnf("MOVE_MOUNT_BENEATH not supported at %s (%v); falling back to unmount-then-mount", s.display, err)
+	} else if !e.kern.Beneath {
+		e.log.Warnf("this kernel (%s) has no MOVE_MOUNT_BENEATH (Linux >= 6.5)", e.kern.Release)
 	}
 	e.log.Warnf("replacing the merge at %s with a gap: the old merge is unmounted before the new one is mounted", s.display)
-	if serr := e.attachSubmounts(mnt, s.display, subs); serr != nil {
-		e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
-	}
 	if err := mount.UnmountFd(s.top, unix.MNT_DETACH); err != nil {
 		return false, err
 	}
@@ -133,8 +151,77 @@ func (e *engine) placeInner(s *hierState, mnt *os.File) (bool, error) {
 	if err := mount.Attach(mnt, target, false); err != nil {
 		return true, fmt.Errorf("%s left unmerged after removing the old merge: %w", s.display, err)
 	}
+	// Sub-mounts go onto the attached merge: before Linux 6.15 nothing
+	// can be attached onto a detached mount.
+	if serr := e.attachSubmounts(mnt, s.display, subs); serr != nil {
+		e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
+	}
+	if err := e.protectAttached(mnt, protect); err != nil {
+		e.log.Warnf("%s merged, but its metadata is not protected: %v", s.display, err)
+	}
 	return true, nil
 }
+
+// finishBeneath completes a replacement after the new merge mnt was
+// attached beneath the old one: sub-mounts and the metadata bind go onto
+// the new merge while the old one still covers it, then the old one is
+// detached.
+//
+// After MOVE_MOUNT_BENEATH the old merge sits on the root of the new one
+// (it is its child), so the new one cannot be taken away alone: an
+// unmount through its fd reaches the old one on top, and a detach of the
+// new tree would take both. So when the old one is not detached, the
+// state is re-read by mount id: if the old merge is gone meanwhile (another
+// caller detached it), the new one is in place alone; else its detach is
+// retried once. Only if that fails too are two merges left stacked, and
+// the error says so (unmerge clears it).
+func (e *engine) finishBeneath(s *hierState, mnt *os.File, subs []submount, protect bool) error {
+	if serr := e.attachSubmounts(mnt, s.display, subs); serr != nil {
+		e.log.Warnf("some sub-mounts of %s were not kept: %v", s.display, serr)
+	}
+	if err := e.protectAttached(mnt, protect); err != nil {
+		// The old merge still covers the new one: retract by detaching
+		// the old one would expose an unprotected merge, so keep going
+		// and only report.
+		e.log.Warnf("%s: %v", s.display, err)
+	}
+	uerr := detachOld(s.top)
+	if uerr == nil {
+		return nil
+	}
+	e.log.Warnf("new merge mounted beneath %s but the old one could not be detached: %v", s.display, uerr)
+	oldID, ierr := mountIDOf(int(s.top.Fd()))
+	if ierr == nil {
+		e.mi = nil
+		infos, rerr := e.mountinfo()
+		if rerr == nil && !hasMountID(infos, oldID) {
+			e.log.Noticef("the old merge at %s is no longer mounted: the new merge is in place alone", s.display)
+			return nil
+		}
+	}
+	if rerr := detachOld(s.top); rerr == nil {
+		e.log.Noticef("second detach of the old merge at %s succeeded", s.display)
+		return nil
+	}
+	return fmt.Errorf("new merge mounted beneath %s but the old one could not be detached (two merges are stacked there; unmerge clears them): %w", s.display, uerr)
+}
+
+func hasMountID(infos []mount.Info, id uint64) bool {
+	for _, in := range infos {
+		if uint64(in.ID) == id {
+			return true
+		}
+	}
+	return false
+}
+
+// Seams for the tests of this package only (no other package can set
+// them, and nothing in a production build does): the beneath attach and
+// the detach of the old merge.
+var (
+	attachBeneath = func(mnt, top *os.File) error { return mount.Attach(mnt, top, true) }
+	detachOld     = func(top *os.File) error { return mount.UnmountFd(top, unix.MNT_DETACH) }
+)
 
 // cleanOldWork removes the work dir of a replaced merge when the new merge
 // uses another one (systemd's unmerge removes it the same way).

@@ -65,16 +65,15 @@ func oddName(i int) string {
 
 func TestOverlay128LayersOddNames(t *testing.T) {
 	for _, mode := range []struct {
-		name   string
-		byFd   bool
-		useFds bool
-		flags  int
-	}{{"paths", false, true, 0}, {"fds", true, true, os.O_RDONLY}, {"opath-fds", true, true, unix.O_PATH},
-		{"proc-fd-fallback", true, false, os.O_RDONLY}} {
+		name  string
+		byFd  bool
+		feat  *Features
+		flags int
+	}{{"paths", false, nil, 0}, {"fds", true, nil, os.O_RDONLY}, {"opath-fds", true, nil, unix.O_PATH},
+		{"proc-fd-6.12", true, Expected([2]int{6, 12}), os.O_RDONLY},
+		{"proc-fd-6.13", true, Expected([2]int{6, 13}), unix.O_PATH}} {
 		t.Run(mode.name, func(t *testing.T) {
 			base := testutil.Tmpfs(t)
-			defer func(v bool) { useLayerFds = v }(useLayerFds)
-			useLayerFds = mode.useFds
 			const n = 128
 			var lower []Layer
 			for i := 0; i < n; i++ {
@@ -97,7 +96,7 @@ func TestOverlay128LayersOddNames(t *testing.T) {
 			if total := n * len(filepath.Join(base, oddName(0))); total <= 4096 {
 				t.Fatalf("layer paths only %d bytes, test would not exceed a page", total)
 			}
-			mnt, err := MountOverlay(OverlaySpec{Source: "odd,source", Lower: lower, Attrs: unix.MOUNT_ATTR_NODEV})
+			mnt, err := MountOverlay(OverlaySpec{Source: "odd,source", Lower: lower, Attrs: unix.MOUNT_ATTR_NODEV, Features: mode.feat})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -31,6 +31,9 @@ var (
 	// (EXT_SETUP_ROOT_STATE_DIR). It lives under /run so that it is carried
 	// across switch-root with /run and never persists across boots.
 	StateDir = "/run/ext-setup-root"
+	// Run is the runtime tmpfs; mount stages detached overlay layers in a
+	// private tmpfs below it on kernels before 6.15.
+	Run = "/run"
 	// Sysroot is the default target root in the initrd (EXT_SETUP_ROOT_SYSROOT).
 	Sysroot = "/sysroot"
 )
