@@ -190,7 +190,7 @@ func (e *engine) finishBeneath(s *hierState, mnt *os.File, subs []submount, prot
 		return nil
 	}
 	e.log.Warnf("new merge mounted beneath %s but the old one could not be detached: %v", s.display, uerr)
-	oldID, ierr := mountIDOf(int(s.top.Fd()))
+	oldID, ierr := sysx.MountID(int(s.top.Fd()), "")
 	if ierr == nil {
 		e.mi = nil
 		infos, rerr := e.mountinfo()

@@ -9,6 +9,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // MinKernel is the oldest Linux release this package supports (Debian 12's
@@ -281,11 +283,11 @@ func probeDirs() (a, b *os.File, closeAll func(), err error) {
 		}
 	}
 	for _, n := range []string{"a", "b"} {
-		if err := retry(func() error { return unix.Mkdirat(int(t.Fd()), n, 0o755) }); err != nil {
+		if err := sysx.Retry(func() error { return unix.Mkdirat(int(t.Fd()), n, 0o755) }); err != nil {
 			closeAll()
 			return nil, nil, nil, &os.PathError{Op: "mkdir", Path: "probe tmpfs/" + n, Err: err}
 		}
-		fd, err := retryFd(func() (int, error) {
+		fd, err := sysx.RetryValue(func() (int, error) {
 			return unix.Openat(int(t.Fd()), n, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 		})
 		if err != nil {

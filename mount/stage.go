@@ -9,6 +9,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
+
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
@@ -104,7 +106,7 @@ func stageDetached(layers []Layer) (st *staging, err error) {
 			return nil, err
 		}
 		name := strconv.Itoa(len(done))
-		err = retry(func() error { return unix.Mkdirat(int(st.root.Fd()), name, 0o700) })
+		err = sysx.Retry(func() error { return unix.Mkdirat(int(st.root.Fd()), name, 0o700) })
 		if err == nil {
 			err = MoveMount(int(top.Fd()), "", int(st.root.Fd()), name, unix.MOVE_MOUNT_F_EMPTY_PATH)
 		}
@@ -122,7 +124,7 @@ func stageDetached(layers []Layer) (st *staging, err error) {
 // the detached tree f is on, found by walking ".." until it stays put (a
 // detached mount's root is its own parent).
 func topOfDetached(f *os.File) (*os.File, error) {
-	fd, err := retryFd(func() (int, error) {
+	fd, err := sysx.RetryValue(func() (int, error) {
 		return unix.Open(procFdPath(f), unix.O_PATH|unix.O_CLOEXEC|unix.O_DIRECTORY, 0)
 	})
 	runtime.KeepAlive(f)
@@ -143,7 +145,7 @@ func topOfDetached(f *os.File) (*os.File, error) {
 		if self.Mnt_id == parent.Mnt_id && self.Ino == parent.Ino && self.Dev_major == parent.Dev_major && self.Dev_minor == parent.Dev_minor {
 			return os.NewFile(uintptr(fd), "top of "+f.Name()), nil
 		}
-		up, err := retryFd(func() (int, error) { return unix.Openat(fd, "..", unix.O_PATH|unix.O_CLOEXEC|unix.O_DIRECTORY, 0) })
+		up, err := sysx.RetryValue(func() (int, error) { return unix.Openat(fd, "..", unix.O_PATH|unix.O_CLOEXEC|unix.O_DIRECTORY, 0) })
 		unix.Close(fd)
 		if err != nil {
 			return nil, &os.PathError{Op: "open", Path: f.Name() + "/..", Err: err}
