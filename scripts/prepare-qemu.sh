@@ -116,6 +116,32 @@ fetch_kernel() {
 }
 
 # --- rootfs ----------------------------------------------------------------------
+# Packages added to the rootfs after its first recipe: libcryptsetup12, which
+# systemd-confext/-sysext 262 dlopen to set up dm-verity images (the signed
+# default confext of the verity scenarios), and systemd-cryptsetup, which
+# dracut's systemd-veritysetup module (a dependency of its systemd-sysext
+# module, the systemd-confext-sysroot.service comparison) requires. A cached
+# rootfs that lacks them gets them with apt inside it (ensure_rootfs_added).
+ROOTFS_ADDED="libcryptsetup12 systemd-cryptsetup"
+ROOTFS_ADDED_COMMA=${ROOTFS_ADDED// /,}
+
+ensure_rootfs_added() {
+	local missing=() p
+	for p in $ROOTFS_ADDED; do
+		chroot rootfs dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+	done
+	[ ${#missing[@]} -gt 0 ] || return 0
+	log "adding ${missing[*]} to the cached rootfs"
+	# The rootfs's own sources.list (mmdebstrap wrote it for $MIRROR).
+	env -u APT_CONFIG chroot rootfs apt-get -qq -o Acquire::Check-Valid-Until=false update >&2
+	env -u APT_CONFIG DEBIAN_FRONTEND=noninteractive chroot rootfs apt-get -qq -y --no-install-recommends \
+		-o Dpkg::Options::=--path-exclude=/usr/share/man/* -o Dpkg::Options::=--path-exclude=/usr/share/doc/* \
+		install "${missing[@]}" >&2
+	rm -rf rootfs/var/cache/apt/* rootfs/var/lib/apt/lists/*
+	chroot rootfs dpkg-query -W -f='${Package} ${Version}\n' >rootfs.manifest.tmp
+	mv rootfs.manifest.tmp rootfs.manifest
+}
+
 fetch_rootfs() {
 	log "mmdebstrap $SUITE rootfs"
 	rm -rf rootfs.tmp
@@ -130,7 +156,7 @@ fetch_rootfs() {
 		--dpkgopt='path-exclude=/usr/share/locale/*' \
 		--dpkgopt='path-exclude=/usr/share/lintian/*' \
 		--dpkgopt='path-exclude=/usr/lib/firmware/*' \
-		--include=systemd,systemd-sysv,udev,dracut,kmod,squashfs-tools,erofs-utils,e2fsprogs,zstd \
+		--include=systemd,systemd-sysv,udev,dracut,kmod,squashfs-tools,erofs-utils,e2fsprogs,zstd,$ROOTFS_ADDED_COMMA \
 		--customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" >"$1/.manifest"' \
 		--customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
 		"$SUITE" rootfs.tmp "$MIRROR"
@@ -148,6 +174,7 @@ rc=0
 wait $kpid || rc=$?
 wait $rpid || rc=$?
 [ $rc = 0 ] || { log "failed (rc $rc)"; exit $rc; }
+ensure_rootfs_added
 
 {
 	echo "# QEMU test inputs prepared by scripts/prepare-qemu.sh from $MIRROR $SUITE"

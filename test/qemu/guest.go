@@ -54,6 +54,13 @@ for f in /etc/extsr/default.conf /etc/issue.extsr /etc/extsr/persist; do
 done
 if touch /etc/.extsr-writable 2>/dev/null; then r etc_writable yes; rm -f /etc/.extsr-writable; else r etc_writable no; fi
 r usr_ext "$(ls /usr/lib/extsr-ext 2>/dev/null | tr '\n' ' ')"
+# Device-mapper and loop devices: which verity devices serve which image
+# (names, dm uuids, the devices under them) and what the loops back.
+for d in /sys/block/dm-*; do [ -e "$d/dm/name" ] && r dm "$(cat "$d/dm/name") uuid=$(cat "$d/dm/uuid") slaves=$(ls "$d/slaves" | tr '\n' ',')"; done
+for l in /sys/block/loop*; do [ -e "$l/loop/backing_file" ] && r loop "${l##*/} diskseq=$(cat "$l/diskseq" 2>/dev/null) $(cat "$l/loop/backing_file")"; done
+# Unit start/finish lines (monotonic time) of the merges, ours and systemd's.
+each unit_time sh -c 'journalctl -b -o short-monotonic --no-pager -u ext-setup-root-pre.service -u systemd-confext-sysroot.service -u systemd-confext.service | grep -aE "Starting |Finished |Failed to start "'
+each sysroot_journal journalctl -b -o cat -u systemd-confext-sysroot.service --no-pager
 each failed systemctl --failed --plain --no-legend --no-pager
 r system_state "$(systemctl is-system-running 2>&1)"
 # sh, not exec: a confext /etc is mounted noexec, like systemd-confext's.

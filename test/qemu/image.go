@@ -42,7 +42,7 @@ var guestModules = []string{"kernel/fs", "kernel/lib", "kernel/crypto", "kernel/
 
 var (
 	usrMu    sync.Mutex
-	usrCache = map[string]string{} // version -> erofs image
+	usrCache = map[string]string{} // version (+ "-verity") -> erofs image
 )
 
 // imageFormat changes whenever USRImage's recipe changes in a way the hashed
@@ -55,9 +55,26 @@ const imageFormat = "usr-v2"
 // its inputs, so only the first run (about 10 s per version) builds it.
 func USRImage(t testing.TB, in *Inputs, version string) string {
 	t.Helper()
+	return usrImage(t, in, version, false)
+}
+
+// usrImage builds the /usr image; with verity the default confext is a
+// signed DDI (systemd-repart --make-ddi=confext, Flatcar's recipe) signed
+// by the "vendor" test key, whose certificate the image ships in
+// /usr/lib/verity.d for the booted systemd-confext.
+func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
+	t.Helper()
+	var vendor SigningKey
+	if verity {
+		vendor = TestKey(t, "vendor") // before usrMu: it has its own lock
+	}
 	usrMu.Lock()
 	defer usrMu.Unlock()
-	if p, ok := usrCache[version]; ok {
+	key := version
+	if verity {
+		key += "-verity"
+	}
+	if p, ok := usrCache[key]; ok {
 		return p
 	}
 	// The OS /usr carries what `make install` installs (binary, host
@@ -69,9 +86,12 @@ func USRImage(t testing.TB, in *Inputs, version string) string {
 	if m, err := os.ReadFile(filepath.Join(in.Cache, "rootfs.manifest")); err == nil {
 		h.Write(m)
 	}
-	img := filepath.Join(in.Cache, "usr", "usr-"+version+"-"+hex.EncodeToString(h.Sum(nil))[:16]+".erofs")
+	if verity {
+		fmt.Fprintf(h, "verity ddi-v1\n%s", vendor.CertPEM(t))
+	}
+	img := filepath.Join(in.Cache, "usr", "usr-"+key+"-"+hex.EncodeToString(h.Sum(nil))[:16]+".erofs")
 	if _, err := os.Stat(img); err == nil {
-		usrCache[version] = img
+		usrCache[key] = img
 		return img
 	}
 	mkdirs(t, filepath.Dir(img))
@@ -132,15 +152,21 @@ func USRImage(t testing.TB, in *Inputs, version string) string {
 	writeFile(t, tree, "share/flatcar/oems/"+OEMID, "/etc/extsr-oem-legacy.conf\n", 0o644)
 
 	// The default confext, shipped in /usr like Flatcar's.
-	DefaultConfext(version).Build(t, filepath.Join(tree, "lib/confexts/00-flatcar-default.raw"))
+	if verity {
+		DefaultConfext(version).BuildDDI(t, filepath.Join(tree, "lib/confexts/00-flatcar-default.raw"), DDIOptions{Key: &vendor})
+		writeFile(t, tree, "lib/verity.d/extsr-vendor.crt", vendor.CertPEM(t), 0o644)
+	} else {
+		DefaultConfext(version).Build(t, filepath.Join(tree, "lib/confexts/00-flatcar-default.raw"))
+	}
 
 	tmp := filepath.Join(scratch, "usr.erofs")
 	run(t, "mkfs.erofs", "--quiet", "-T0", tmp, tree)
 	if err := os.Rename(tmp, img); err != nil {
 		t.Fatal(err)
 	}
-	prune(filepath.Join(filepath.Dir(img), "usr-"+version+"-*.erofs"), 2)
-	usrCache[version] = img
+	// [0-9a-f]: the plain image's pattern must not match "-verity-".
+	prune(filepath.Join(filepath.Dir(img), "usr-"+key+"-[0-9a-f]*.erofs"), 2)
+	usrCache[key] = img
 	return img
 }
 
@@ -248,6 +274,8 @@ type DiskSpec struct {
 	Root       string // staged ROOT tree
 	OEM        string // staged OEM tree
 	OEMMiB     int    // OEM partition size (default 32)
+	// Verity: the slots' default confexts are signed verity DDIs.
+	Verity bool
 	RootMiB    int    // ROOT partition size (default 640)
 }
 
@@ -274,7 +302,7 @@ func Disk(t testing.TB, in *Inputs, spec DiskSpec) string {
 	usrPart := func(num int, label, version string) part {
 		p := part{num: num, label: label, typ: typeUSR, sizeMiB: 16}
 		if version != "" {
-			p.img = USRImage(t, in, version)
+			p.img = usrImage(t, in, version, spec.Verity)
 			st, err := os.Stat(p.img)
 			if err != nil {
 				t.Fatal(err)

@@ -45,8 +45,21 @@ Type=ext4
 
 var (
 	initrdMu    sync.Mutex
-	initrdCache = map[bool]string{}
+	initrdCache = map[string]string{}
 )
+
+// InitrdSpec selects what the test initramfs carries beyond the base
+// module set.
+type InitrdSpec struct {
+	Ours bool // our dracut module (--add ext-setup-root)
+	// Certs go to the initrd's /etc/verity.d, where the root hash
+	// signature of a verity image is verified in userspace.
+	Certs []SigningKey
+	// SysextSysroot adds dracut's systemd-sysext module (systemd 262's
+	// systemd-confext-sysroot.service, the peer we compare against) and
+	// the dm-verity modules it needs.
+	SysextSysroot bool
+}
 
 // repoRoot finds the module root (go.mod) above the test's directory.
 func repoRoot(t testing.TB) string {
@@ -75,13 +88,33 @@ func repoRoot(t testing.TB) string {
 // installed, the module set and the inputs, so repeated runs reuse it.
 func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	t.Helper()
+	return InitrdFor(t, in, InitrdSpec{Ours: withOurs})
+}
+
+// InitrdFor is Initrd with certificates and the systemd-sysext module.
+func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
+	t.Helper()
+	withOurs := spec.Ours
+	modules, drivers := dracutModules, dracutDrivers
+	if spec.SysextSysroot {
+		modules += " systemd-sysext"
+		drivers += " dm-mod dm-verity"
+	}
+	var certs strings.Builder
+	for _, c := range spec.Certs {
+		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
+	}
+	ckey := fmt.Sprintf("%v|%v|%s", spec.Ours, spec.SysextSysroot, certs.String())
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
-	if p, ok := initrdCache[withOurs]; ok {
+	if p, ok := initrdCache[ckey]; ok {
 		return p
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", dracutModules, dracutDrivers, in.KVer, withOurs, oemMountUnit)
+	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, withOurs, oemMountUnit)
+	if certs.Len() > 0 {
+		fmt.Fprintf(h, "certs=%s", certs.String())
+	}
 	if m, err := os.ReadFile(filepath.Join(in.Cache, "rootfs.manifest")); err == nil {
 		h.Write(m)
 	}
@@ -95,7 +128,7 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	out := filepath.Join(in.Cache, "initrd", "initrd-"+sum+".img")
 	if _, err := os.Stat(out); err == nil {
 		t.Logf("initrd: cached %s", out)
-		initrdCache[withOurs] = out
+		initrdCache[ckey] = out
 		return out
 	}
 
@@ -135,8 +168,11 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	inc := filepath.Join(merged, "tmp/extsr-include")
 	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", oemMountUnit, 0o644)
 	symlink(t, inc, "usr/lib/systemd/system/initrd-fs.target.wants/sysroot-oem.mount", "../sysroot-oem.mount")
+	for _, c := range spec.Certs {
+		writeFile(t, inc, "etc/verity.d/extsr-"+c.Name+".crt", c.CertPEM(t), 0o644)
+	}
 	args := []string{merged, "dracut", "--include", "/tmp/extsr-include", "/", "--force", "--quiet", "--no-hostonly", "--no-hostonly-cmdline", "--kver", in.KVer,
-		"--drivers", dracutDrivers, "--filesystems", "ext4 erofs", "-m", dracutModules, "--compress", "zstd"}
+		"--drivers", drivers, "--filesystems", "ext4 erofs", "-m", modules, "--compress", "zstd"}
 	if withOurs {
 		args = append(args, "--add", ourModule)
 	}
@@ -148,10 +184,10 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 	if err := os.Rename(tmp, out); err != nil {
 		t.Fatal(err)
 	}
-	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 4)
+	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 6)
 	st, _ := os.Stat(out)
 	t.Logf("initrd: built %s (%d KiB)", out, st.Size()>>10)
-	initrdCache[withOurs] = out
+	initrdCache[ckey] = out
 	return out
 }
 

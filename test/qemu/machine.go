@@ -21,8 +21,14 @@ type Machine struct {
 // NewMachine builds the initramfs (cached) and the disk of spec.
 func NewMachine(t *testing.T, in *Inputs, spec DiskSpec) *Machine {
 	t.Helper()
+	return NewMachineWith(t, in, spec, InitrdSpec{Ours: true})
+}
+
+// NewMachineWith is NewMachine with a chosen initramfs.
+func NewMachineWith(t *testing.T, in *Inputs, spec DiskSpec, is InitrdSpec) *Machine {
+	t.Helper()
 	start := time.Now()
-	initrd := Initrd(t, in, true)
+	initrd := InitrdFor(t, in, is)
 	disk := Disk(t, in, spec)
 	t.Logf("image build: %.1f s (initramfs and disk)", time.Since(start).Seconds())
 	return &Machine{t: t, in: in, initrd: initrd, disk: disk}
