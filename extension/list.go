@@ -27,7 +27,12 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 	}
 	out := make([]ImageInfo, 0, len(imgs))
 	for _, img := range imgs {
-		id, _ := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
+		id, err := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
+		if err != nil {
+			// The row is still listed (systemd lists what it discovers);
+			// its time is unknown, and the reason is in the log.
+			e.log.Warnf("%s: cannot identify %s, listing it without a time: %v", e.cls.Name, e.display(img.Path), err)
+		}
 		t := id.Mtime
 		if t == 0 {
 			t = id.Crtime

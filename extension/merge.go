@@ -502,7 +502,7 @@ func (e *engine) check(c *candidate, host release.Host, scope string) error {
 	c.accepted = true
 	if c.img.Type == ImageDirectory && c.fp == "" {
 		// The fast path may have walked it already; once per run is enough.
-		c.fp, _ = fingerprintOpened(o.tree)
+		c.fp = e.fingerprint(c.img, o.tree)
 	}
 	return nil
 }
@@ -608,20 +608,17 @@ func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*can
 		if !ok || rec.Fingerprint == "" {
 			continue
 		}
-		fp := c.fp
-		if fp == "" {
-			dir, err := openDirIn(e.root, c.img.Path)
-			if err != nil {
-				return false
-			}
-			fp, err = fingerprintOpened(dir)
-			dir.Close()
-			if err != nil {
-				return false
-			}
-			c.fp = fp
+		if rec.Fingerprint == fingerprintUnknown {
+			e.log.Noticef("directory image %s could not be fingerprinted last time; refreshing", c.img.Name)
+			return false
 		}
-		if fp != rec.Fingerprint {
+		if c.fp == "" {
+			c.fp = e.fingerprint(c.img, nil)
+		}
+		if c.fp == fingerprintUnknown {
+			return false // logged by fingerprint: cannot show it is unchanged
+		}
+		if c.fp != rec.Fingerprint {
 			if !c.edited {
 				e.log.Noticef("directory image %s changed in place; refreshing", c.img.Name)
 				c.edited = true
@@ -641,14 +638,39 @@ func (e *engine) newState(cands []*candidate, hh string) *runState {
 		}
 		fp := c.fp
 		if c.accepted && c.img.Type == ImageDirectory && fp == "" {
-			if dir, err := openDirIn(e.root, c.img.Path); err == nil {
-				fp, _ = fingerprintOpened(dir)
-				dir.Close()
-			}
+			fp = e.fingerprint(c.img, nil)
 		}
 		st.Images[c.img.Name] = imageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
 	}
 	return st
+}
+
+// fingerprintUnknown is recorded (and compared) when a directory image
+// could not be fingerprinted. Without a fingerprint an in-place edit of
+// the image cannot be detected, so the conservative reading is "changed":
+// the next refresh replaces the merge instead of skipping.
+const fingerprintUnknown = "unknown"
+
+// fingerprint returns the DirFingerprint of the directory image img, from
+// tree when it is already open (else opened here), or fingerprintUnknown
+// with a warning when that fails.
+func (e *engine) fingerprint(img Image, tree *os.File) string {
+	fp, err := func() (string, error) {
+		if tree != nil {
+			return fingerprintOpened(tree)
+		}
+		dir, err := openDirIn(e.root, img.Path)
+		if err != nil {
+			return "", err
+		}
+		defer dir.Close()
+		return fingerprintOpened(dir)
+	}()
+	if err != nil {
+		e.log.Warnf("cannot fingerprint directory image %s (in-place edits of it cannot be detected, so a refresh will not skip): %v", e.display(img.Path), err)
+		return fingerprintUnknown
+	}
+	return fp
 }
 
 // fingerprintOpened is DirFingerprint for a directory image opened by

@@ -3,6 +3,7 @@ package extension
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -449,4 +450,62 @@ func TestReplacementWindow(t *testing.T) {
 		t.Fatal("forced fallback did not report a gap")
 	}
 	checkDev(t, r)
+}
+
+// TestRefreshFingerprintUnknown: a directory image that could not be
+// fingerprinted is recorded as "unknown", and a refresh facing that record
+// replaces the merge instead of skipping (issue 8 item 8: the error used to
+// be dropped, recording no fingerprint, which silently turned off in-place
+// edit detection for that image).
+func TestRefreshFingerprintUnknown(t *testing.T) {
+	r := testRoot(t, "symlink")
+	dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
+	ctx := context.Background()
+	_, err := Merge(ctx, opts(r, "yes"))
+	must(t, err)
+	files, _ := filepath.Glob(filepath.Join(paths.StateDir, "confext-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state files %v", files)
+	}
+	b, err := os.ReadFile(files[0])
+	must(t, err)
+	var st runState
+	must(t, json.Unmarshal(b, &st))
+	rec := st.Images["dir1"]
+	if rec.Fingerprint == "" || rec.Fingerprint == fingerprintUnknown {
+		t.Fatalf("merge recorded fingerprint %q", rec.Fingerprint)
+	}
+	rec.Fingerprint = fingerprintUnknown
+	st.Images["dir1"] = rec
+	b, _ = json.Marshal(st)
+	must(t, os.WriteFile(files[0], b, 0o600))
+	var logb bytes.Buffer
+	o := opts(r, "yes")
+	o.Log = oplog.New(oplog.WriterSink{W: &logb})
+	res, err := Refresh(ctx, o)
+	must(t, err)
+	if res.Unchanged || !res.Replaced || !strings.Contains(logb.String(), "could not be fingerprinted") {
+		t.Fatalf("refresh skipped over an unknown fingerprint: %+v\n%s", res, logb.String())
+	}
+	res, err = Refresh(ctx, opts(r, "yes"))
+	must(t, err)
+	if !res.Unchanged {
+		t.Fatal("the refresh after did not skip: the fingerprint was not recorded again")
+	}
+}
+
+// TestFingerprintFailure: a failed fingerprint is a warning and the
+// conservative "unknown", never "" (which means "nothing to compare").
+func TestFingerprintFailure(t *testing.T) {
+	var logb bytes.Buffer
+	e := &engine{log: oplog.New(oplog.WriterSink{W: &logb}), rootPath: "/"}
+	f, err := os.Open("/proc/self/status") // not a directory: reopen fails
+	must(t, err)
+	defer f.Close()
+	if fp := e.fingerprint(Image{Name: "x", Type: ImageDirectory, Path: "/x"}, f); fp != fingerprintUnknown {
+		t.Fatalf("fingerprint = %q", fp)
+	}
+	if !strings.Contains(logb.String(), "warning: cannot fingerprint directory image /x") {
+		t.Fatalf("no warning: %q", logb.String())
+	}
 }
