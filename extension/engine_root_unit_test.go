@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 // failingReader returns some data, then an error: readSmall must not hand
@@ -124,5 +126,35 @@ func TestNoFdLeak(t *testing.T) {
 	}
 	if after := openFds(t); after > before {
 		t.Fatalf("%d fds open after 20 rounds of status, list, merged; %d before", after, before)
+	}
+}
+
+// TestRewriteInPlace: the origin rewrite keeps the inode (the overlay
+// serves that one) and ends with exactly the new bytes, longer or shorter.
+func TestRewriteInPlace(t *testing.T) {
+	dir := t.TempDir()
+	p := filepath.Join(dir, "origin")
+	os.WriteFile(p, []byte("old record, quite long\n"), 0o644)
+	var before, after unix.Stat_t
+	unix.Stat(p, &before)
+	d, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	for _, want := range []string{"short\n", "a much longer record than before\n"} {
+		if err := rewriteInPlace(d, "origin", []byte(want)); err != nil {
+			t.Fatal(err)
+		}
+		if b, _ := os.ReadFile(p); string(b) != want {
+			t.Fatalf("content %q, want %q", b, want)
+		}
+	}
+	unix.Stat(p, &after)
+	if before.Ino != after.Ino {
+		t.Fatal("inode changed: the overlay would keep serving the old file")
+	}
+	if err := rewriteInPlace(d, "missing", []byte("x")); err == nil {
+		t.Fatal("rewrite of a missing file succeeded")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"path"
 	"sort"
@@ -237,17 +238,42 @@ func sameFile(a, b OriginExtension) bool {
 }
 
 // rewriteInPlace replaces the contents of the existing file name in dir,
-// keeping its inode: a lower layer's file that an overlay already looked up
-// stays the same object, so the overlay serves the new bytes.
+// keeping its inode.
+//
+// Why not temp + fsync + rename, the rule for every other write: an
+// overlay does not revalidate the dentries it cached from a lower layer,
+// and inspect has read origin through the overlay before we get here. A
+// file renamed over origin in the meta layer stays invisible through the
+// overlay (it serves the old, unlinked inode) until the dentry cache is
+// dropped, so the booted refresh would read the stale record and remount;
+// TestRerecordAfterEtcReplaced fails with a rename. Rewriting the same
+// inode is what the overlay serves at once.
+//
+// What this gives up is small: the meta layer is a tmpfs, so a crash loses
+// the whole merge and no torn file survives one; a concurrent reader can
+// see a mix of old and new bytes, which never equals the new record unless
+// it is the new record, so a reader can at worst refresh needlessly, never
+// skip wrongly. The file is never empty in between: the new bytes are
+// written over the old ones from offset 0 in one pwrite and only then cut
+// to length (not O_TRUNC first), and a short write is an error.
 func rewriteInPlace(dir *os.File, name string, data []byte) error {
-	fd, err := openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_TRUNC|unix.O_NOFOLLOW, 0)
+	fd, err := openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return &os.PathError{Op: "open", Path: "meta " + name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
 	defer f.Close()
-	if _, err := f.Write(data); err != nil {
+	if n, err := f.WriteAt(data, 0); err != nil || n != len(data) {
+		if err == nil {
+			err = io.ErrShortWrite
+		}
 		return &os.PathError{Op: "write", Path: "meta " + name, Err: err}
+	}
+	if err := f.Truncate(int64(len(data))); err != nil {
+		return &os.PathError{Op: "truncate", Path: "meta " + name, Err: err}
+	}
+	if err := f.Sync(); err != nil {
+		return &os.PathError{Op: "fsync", Path: "meta " + name, Err: err}
 	}
 	return nil
 }
