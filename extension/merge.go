@@ -369,13 +369,13 @@ func (e *engine) stageHierarchy(s *hierState, mode string, cands []*candidate, n
 	}
 	b, err := e.prepare(s, mode)
 	if err != nil {
-		return nil, fmt.Errorf("prepare merge of %s: %w", s.display, err)
+		return nil, e.changedOr(s, fmt.Errorf("prepare merge of %s: %w", s.display, err))
 	}
 	p.b = b
 	mnt, err := e.assemble(b, layers, names, origin)
 	if err != nil {
 		p.discard()
-		return nil, fmt.Errorf("assemble merge of %s (the merge in place, if any, is unchanged): %w", s.display, err)
+		return nil, e.changedOr(s, fmt.Errorf("assemble merge of %s (the merge in place, if any, is unchanged): %w", s.display, err))
 	}
 	p.mnt = mnt
 	return p, nil

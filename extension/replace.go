@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -90,6 +91,30 @@ func (e *engine) protectAttached(mnt *os.File, protect bool) error {
 		return fmt.Errorf("protect %s metadata: %w", e.cls.DotDir, err)
 	}
 	return nil
+}
+
+// changedOr returns errMergeChanged (wrapping err) when the hierarchy no
+// longer looks as inspected: another mount on top, or the same mount now
+// recognised differently (systemd writes its metadata around the move of
+// its overlay into place). Staging that failed on such a moving target is
+// started over rather than reported. Otherwise it returns err.
+func (e *engine) changedOr(s *hierState, err error) error {
+	now, ierr := e.inspect(s.h)
+	if ierr != nil {
+		return err
+	}
+	defer now.close()
+	var a, b uint64
+	if s.top != nil {
+		a, _ = sysx.MountID(int(s.top.Fd()), "")
+	}
+	if now.top != nil {
+		b, _ = sysx.MountID(int(now.top.Fd()), "")
+	}
+	if a != b || s.ours != now.ours || !bytes.Equal(s.origin, now.origin) {
+		return fmt.Errorf("%s: %w: %w", s.display, errMergeChanged, err)
+	}
+	return err
 }
 
 func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool) (bool, error) {
