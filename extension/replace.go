@@ -158,7 +158,7 @@ func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool) (bool, err
 			// A kernel that has MOVE_MOUNT_BENEATH refused this attach
 			// (the top mount changed, a race, ...): nothing was changed,
 			// and opening a gap for it would only make things worse.
-			return false, fmt.Errorf("mount the new merge beneath %s (the merge in place is unchanged): %w", s.display, err)
+			return false, e.changedOr(s, fmt.Errorf("mount the new merge beneath %s (the merge in place is unchanged): %w", s.display, err))
 		}
 		e.log.Warnf("MOVE_MOUNT_BENEATH not supported at %s (%v); falling back to unmount-then-mount", s.display, err)
 	} else if !e.kern.Beneath {
