@@ -1,0 +1,139 @@
+package prepare
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path"
+
+	"golang.org/x/sys/unix"
+)
+
+// maxListSize bounds the vendor's whiteout list.
+const maxListSize = 1 << 20
+
+// whiteouts removes user whiteouts that would hide a default the boot
+// needs: a 0:0 character device (what overlayfs leaves in the upper dir
+// when a lower file is deleted) at a path of the vendor's list, and any
+// character device at the Always paths (the user databases must be
+// regular files before tmpfiles and Ignition write them). Only the entry
+// itself is looked at (no symlink is followed, unlike the script's test -c).
+func (r *run) whiteouts(ctx context.Context) error {
+	c := &r.o.Config.Whiteouts
+	var list []string
+	if c.ListFile != "" {
+		b, err := r.readSmall(r.live, c.ListFile, maxListSize)
+		switch {
+		case errors.Is(err, unix.ENOENT):
+			r.log.Infof("prepare: no whiteout list %s", r.display(c.ListFile))
+		case err != nil:
+			return err
+		default:
+			list = parseList(b)
+		}
+	}
+	var errs []error
+	for _, p := range list {
+		if err := r.whiteout(p, true, "vendor list "+c.ListFile); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	for _, p := range c.Always {
+		if err := r.whiteout(p, false, "must be a regular file"); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// parseList returns the absolute paths of a list, one a line; other lines
+// (empty, comments, relative paths, which the script never matches
+// either) are ignored.
+func parseList(b []byte) []string {
+	var out []string
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 4096), maxListSize)
+	for sc.Scan() {
+		l := sc.Text()
+		if len(l) > 1 && l[0] == '/' && path.Clean(l) != "/" {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+// whiteout removes p if it is a character device (a 0:0 one with zeroOnly).
+func (r *run) whiteout(p string, zeroOnly bool, why string) error {
+	dir, base, err := r.openParent(p)
+	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) || errors.Is(err, unix.EINVAL) {
+		return nil
+	}
+	if err != nil {
+		return pathErr("open parent of", r.display(p), err)
+	}
+	defer closeFd(dir)
+	var st unix.Stat_t
+	if err := fstatat(dir, base, &st); err != nil {
+		if errors.Is(err, unix.ENOENT) {
+			return nil
+		}
+		return pathErr("stat", r.display(p), err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFCHR || (zeroOnly && st.Rdev != 0) {
+		return nil
+	}
+	a := Action{Duty: "whiteout", Op: "remove", Path: path.Clean(p), Why: fmt.Sprintf("character device %d:%d; %s", unix.Major(st.Rdev), unix.Minor(st.Rdev), why)}
+	if !r.o.DryRun {
+		fault("whiteout " + p)
+		if err := removeName(dir, base, &st, 0); err != nil {
+			if errors.Is(err, unix.ENOENT) {
+				return nil
+			}
+			return pathErr("remove", r.display(p), err)
+		}
+	}
+	r.act(a)
+	r.res.Whiteouts++
+	return nil
+}
+
+// errTooBig is returned by readSmall for a file over its limit.
+var errTooBig = errors.New("file too large")
+
+// readSmall reads the in-root file p below dir (following symlinks inside
+// the root), refusing files larger than max.
+func (r *run) readSmall(dir int, p string, max int64) ([]byte, error) {
+	disp := r.display(path.Clean("/" + p))
+	if dir == r.base || dir == r.live {
+		// Resolve /etc paths against the /etc being worked on.
+		if d, rel := r.splitIn(p); d == r.etc {
+			dir, p = d, rel
+		}
+	}
+	fd, err := openIn(dir, p, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, false)
+	if err != nil {
+		return nil, pathErr("open", disp, err)
+	}
+	defer closeFd(fd)
+	var st unix.Stat_t
+	if err := fstat(fd, &st); err != nil {
+		return nil, pathErr("stat", disp, err)
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, pathErr("read", disp, fmt.Errorf("not a regular file"))
+	}
+	if st.Size > max {
+		return nil, pathErr("read", disp, fmt.Errorf("%w: %d bytes, more than %d", errTooBig, st.Size, max))
+	}
+	buf := make([]byte, st.Size+1)
+	n, err := readFullAt(fd, buf, 0)
+	if err != nil {
+		return nil, pathErr("read", disp, err)
+	}
+	if int64(n) > max {
+		return nil, pathErr("read", disp, fmt.Errorf("%w: grew past %d bytes", errTooBig, max))
+	}
+	return buf[:n], nil
+}
