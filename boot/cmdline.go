@@ -24,6 +24,9 @@ type Cmdline struct {
 	// ext-setup-root.stage.post=0: the stage logs that it is disabled and
 	// succeeds without doing anything.
 	PreOff, PostOff bool
+	// PrepareOff is ext-setup-root.prepare=0: the pre stage's /etc
+	// hygiene and first-boot duties (package prepare) are not run.
+	PrepareOff bool
 	// Essential is ext-setup-root.essential=NAME[,NAME...]: replaces the
 	// essential confext patterns; nil when not given, empty for
 	// "ext-setup-root.essential=" (nothing essential).
@@ -62,6 +65,7 @@ func ParseCmdline(r io.Reader) (Cmdline, error) {
 	c.DryRun = flag(false, "ext-setup-root.dry-run")
 	c.PreOff = !flag(true, "ext-setup-root.stage.pre")
 	c.PostOff = !flag(true, "ext-setup-root.stage.post")
+	c.PrepareOff = !flag(true, "ext-setup-root.prepare")
 	if v, ok := kc.Get("ext-setup-root.late-refresh"); ok {
 		c.LateRefresh = LateRefresh(v)
 	}

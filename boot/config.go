@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ext-setup-root/ext-setup-root/prepare"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -30,6 +31,9 @@ type Config struct {
 	// EssentialConfexts is nil when the file does not set it.
 	EssentialConfexts []string `toml:"essential_confexts"`
 	EssentialSysexts  []string `toml:"essential_sysexts"`
+	// Prepare configures the pre stage's prepare step ([prepare] table;
+	// keys left out keep prepare.Default(), Flatcar's layout).
+	Prepare prepare.Config `toml:"prepare"`
 	// File is the in-root path the config came from ("" if none).
 	File string `toml:"-"`
 }
@@ -37,7 +41,7 @@ type Config struct {
 // ParseConfig decodes boot.toml from r; name is used in errors. Unknown
 // keys are errors, so a typo does not silently drop an essential image.
 func ParseConfig(r io.Reader, name string) (Config, error) {
-	var c Config
+	c := DefaultConfig()
 	md, err := toml.NewDecoder(r).Decode(&c)
 	if err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
@@ -47,7 +51,10 @@ func ParseConfig(r io.Reader, name string) (Config, error) {
 		for i, k := range u {
 			keys[i] = k.String()
 		}
-		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts)", name, strings.Join(keys, ", "))
+		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts, [prepare] and its tables, see docs/prepare.md)", name, strings.Join(keys, ", "))
+	}
+	if err := c.Prepare.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
 	for _, p := range append(append([]string(nil), c.EssentialConfexts...), c.EssentialSysexts...) {
 		if _, err := path.Match(p, ""); err != nil {
@@ -58,12 +65,18 @@ func ParseConfig(r io.Reader, name string) (Config, error) {
 	return c, nil
 }
 
+// DefaultConfig is the configuration without a boot.toml.
+func DefaultConfig() Config {
+	return Config{Prepare: prepare.Default()}
+}
+
 // LoadConfig reads the first boot.toml found in ConfigDirs inside root,
-// resolved by file descriptor inside the root. No file is not an error.
+// resolved by file descriptor inside the root. No file is not an error:
+// the result is then DefaultConfig.
 func LoadConfig(root string) (Config, error) {
 	r, err := rootfs.Open(root)
 	if err != nil {
-		return Config{}, err
+		return DefaultConfig(), err
 	}
 	defer r.Close()
 	for _, d := range ConfigDirs {
@@ -77,5 +90,5 @@ func LoadConfig(root string) (Config, error) {
 		}
 		return ParseConfig(strings.NewReader(string(b)), name)
 	}
-	return Config{}, nil
+	return DefaultConfig(), nil
 }

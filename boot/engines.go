@@ -1,6 +1,10 @@
 package boot
 
-import "context"
+import (
+	"context"
+
+	"github.com/ext-setup-root/ext-setup-root/prepare"
+)
 
 // Class names the extension class a request is about.
 type Class string
@@ -28,6 +32,10 @@ type ExtRequest struct {
 	// Essential lists name patterns (path.Match syntax) of images that must
 	// not be skipped.
 	Essential []string
+	// AlwaysRefresh makes a refresh replace the merge even when its record
+	// is unchanged: the prepare step changed the upper dir underneath a
+	// merged /etc, which the overlay may not show until it is remounted.
+	AlwaysRefresh bool
 }
 
 // Skip is an image the engine left out, with the reason it logged.
@@ -99,4 +107,10 @@ type RootOps interface {
 	// SysextMasked reports whether systemd-sysext.service is masked in the
 	// root's /etc/systemd/system.
 	SysextMasked(root string) (bool, error)
+}
+
+// Preparer runs the /etc hygiene and first-boot duties (package prepare)
+// on root; the result is reported in the stage summary.
+type Preparer interface {
+	Prepare(ctx context.Context, root string, dryRun bool) (*prepare.Result, error)
 }

@@ -8,6 +8,7 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/extension"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
+	"github.com/ext-setup-root/ext-setup-root/prepare"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -79,6 +80,7 @@ func (e ExtEngine) Refresh(ctx context.Context, r ExtRequest) (ExtResult, error)
 func (e ExtEngine) request(r ExtRequest) (extension.Options, error) {
 	o := e.options(r.Root, r.Class)
 	o.Mutable, o.Essential = r.Mutable, r.Essential
+	o.AlwaysRefresh = r.AlwaysRefresh
 	if o.Mutable != "" || r.DefaultMutable == "" {
 		return o, nil
 	}
@@ -168,4 +170,15 @@ func (s AbslotsSelector) Select(ctx context.Context, root string, dryRun bool) (
 // kernel command line and log.
 func RealEngines(getenv func(string) string, cmdline string, log *oplog.Logger) (Extensions, Selector, error) {
 	return ExtEngine{Getenv: getenv, Log: log, Records: &extension.Records{}}, AbslotsSelector{Getenv: getenv, Cmdline: cmdline, Log: log}, nil
+}
+
+// RealPreparer is the Preparer backed by package prepare.
+type RealPreparer struct {
+	Config prepare.Config
+	Log    *oplog.Logger
+}
+
+// Prepare implements Preparer.
+func (p RealPreparer) Prepare(ctx context.Context, root string, dryRun bool) (*prepare.Result, error) {
+	return prepare.Run(ctx, prepare.Options{Root: root, Config: p.Config, DryRun: dryRun, Log: p.Log})
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
+	"github.com/ext-setup-root/ext-setup-root/prepare"
 )
 
 // Stage is one of the two pipeline stages.
@@ -43,8 +44,10 @@ type Options struct {
 	SysextEssential []string
 	Ext             Extensions
 	Sel             Selector
-	RootOps         RootOps
-	Log             *oplog.Logger
+	// Prep runs the prepare step of the pre stage; nil skips it.
+	Prep    Preparer
+	RootOps RootOps
+	Log     *oplog.Logger
 	// Now is time.Now unless a test sets it.
 	Now func() time.Time
 	// Kernel is the kernel feature table; nil probes the running kernel
@@ -59,9 +62,13 @@ type Summary struct {
 	Duration time.Duration
 	Disabled string // why the stage did nothing, if it was disabled
 	Link     string // mutable link state (pre)
-	Links    *SelectResult
-	Confext  *ExtResult
-	Sysext   *ExtResult
+	// Prepare is what the prepare step did (pre); PrepareNote says why
+	// it did not run or failed.
+	Prepare     *prepare.Result
+	PrepareNote string
+	Links       *SelectResult
+	Confext     *ExtResult
+	Sysext      *ExtResult
 	// ConfextFinal is the confext refresh after a sysext merge changed /usr.
 	ConfextFinal *ExtResult
 	// SysextRecord says whether the sysext origin record was corrected
@@ -83,6 +90,11 @@ func (s *Summary) String() string {
 	var parts []string
 	if s.Disabled != "" {
 		parts = append(parts, "disabled by "+s.Disabled)
+	}
+	if s.Prepare != nil {
+		parts = append(parts, "prepare: "+s.Prepare.Summary())
+	} else if s.PrepareNote != "" {
+		parts = append(parts, "prepare: "+s.PrepareNote)
 	}
 	if s.Link != "" {
 		parts = append(parts, "mutable link: "+s.Link)
@@ -173,6 +185,9 @@ func runPre(ctx context.Context, o *Options, s *Summary) error {
 		s.Disabled = "ext-setup-root.stage.pre=0"
 		return nil
 	}
+	// The /etc hygiene and first-boot duties come first, so that the
+	// merge and then provisioning see a clean /etc.
+	changedBelow := runPrepare(ctx, o, s)
 	if o.Cmdline.ConfextOff {
 		s.Disabled = "systemd.confext=0"
 		return nil
@@ -180,9 +195,37 @@ func runPre(ctx context.Context, o *Options, s *Summary) error {
 	if err := ensureLink(o, s); err != nil {
 		return err
 	}
-	res, err := confext(ctx, o, "merge")
+	res, err := confextReq(ctx, o, "merge", changedBelow)
 	s.Confext = res
 	return err
+}
+
+// runPrepare runs the prepare step and reports whether it changed the
+// real /etc underneath an existing merge (a rerun), which the refresh
+// must then remount. Its problems are warnings: the boot goes on, and
+// /etc is merged either way.
+func runPrepare(ctx context.Context, o *Options, s *Summary) bool {
+	switch {
+	case o.Prep == nil:
+		return false
+	case o.Cmdline.PrepareOff:
+		s.PrepareNote = "disabled by ext-setup-root.prepare=0"
+		return false
+	}
+	op := o.Log.Op("prepare %s: /etc hygiene and first-boot duties", o.Root)
+	res, err := o.Prep.Prepare(ctx, o.Root, o.DryRun)
+	if op.Finish(err) != nil {
+		s.PrepareNote = "failed"
+		o.Log.Errorf("prepare step failed, continuing with the merge: %v", err)
+		return false
+	}
+	s.Prepare = res
+	if o.DryRun && res != nil {
+		for _, line := range strings.Split(strings.TrimRight(res.String(), "\n"), "\n") {
+			o.Log.Infof("dry run: %s", line)
+		}
+	}
+	return res != nil && res.BelowMerge && res.Changed() && !o.DryRun
 }
 
 func runPost(ctx context.Context, o *Options, s *Summary) error {
@@ -292,7 +335,13 @@ func ensureLink(o *Options, s *Summary) error {
 // upper dir. A merge that finds a merge already in place refreshes
 // instead, so a rerun converges without unmounting /etc.
 func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
-	req := ExtRequest{Class: Confext, Root: o.Root, DefaultMutable: "auto", Essential: o.essential()}
+	return confextReq(ctx, o, verb, false)
+}
+
+// confextReq is confext; with always, a refresh replaces the merge even
+// when nothing in its record changed.
+func confextReq(ctx context.Context, o *Options, verb string, always bool) (*ExtResult, error) {
+	req := ExtRequest{Class: Confext, Root: o.Root, DefaultMutable: "auto", Essential: o.essential(), AlwaysRefresh: always}
 	merged, err := o.Ext.Merged(ctx, o.Root, Confext)
 	if err != nil {
 		return nil, fmt.Errorf("confext status in %s: %w", o.Root, err)

@@ -272,6 +272,9 @@ func (d *deduper) remove(dir int, p, name string, st *unix.Stat_t, flags int) bo
 		op = "rmdir"
 	}
 	a := Action{Duty: "dedup", Op: op, Path: p, Why: "identical to the vendor default"}
+	if d.r.planned[p] {
+		return true // a dry run's reset has it already
+	}
 	if d.r.o.DryRun {
 		d.r.act(a)
 		d.r.res.Dedup++

@@ -239,3 +239,11 @@ func runOurs(t testing.TB, root string, cfg Config, dry bool) (*Result, string) 
 	}
 	return res, log.String()
 }
+
+func runCmd(t testing.TB, name string, args ...string) {
+	t.Helper()
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("%s %v: %v: %s", name, args, err, out)
+	}
+}

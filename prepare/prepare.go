@@ -127,6 +127,8 @@ type run struct {
 	// mounts are the in-root paths of mount points below the root (other
 	// than a merged /etc), which the reset neither enters nor removes.
 	mounts map[string]bool
+	// planned are the in-root paths a dry run has planned to remove.
+	planned map[string]bool
 }
 
 func (r *run) problem(format string, args ...any) {

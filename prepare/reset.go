@@ -163,8 +163,13 @@ func (w *resetter) entry(ctx context.Context, dir int, p, name string) bool {
 		// The script's rmdir refuses a symlink to a directory: kept. The
 		// target is resolved in the root as mounted (/bin -> usr/bin).
 		if t, err := openIn(w.r.live, p, unix.O_PATH|unix.O_DIRECTORY, false); err == nil {
+			target := strings.TrimPrefix(fdName(t), strings.TrimSuffix(fdName(w.r.live), "/"))
 			closeFd(t)
-			return false
+			// In a dry run, a directory the walk would have removed by now
+			// is gone too.
+			if !w.r.planned[target] {
+				return false
+			}
 		}
 		return w.remove(dir, p, name, &st, 0)
 	default:
@@ -181,6 +186,7 @@ func (w *resetter) remove(dir int, p, name string, st *unix.Stat_t, flags int) b
 		op = "rmdir"
 	}
 	a := Action{Duty: "reset", Op: op, Path: p, Why: "not matched by the keep regex"}
+	w.r.planRemoved(p)
 	if !w.r.o.DryRun {
 		fault("reset " + p)
 		err := removeName(dir, name, st, flags)
@@ -200,9 +206,22 @@ func (w *resetter) remove(dir int, p, name string, st *unix.Stat_t, flags int) b
 	return true
 }
 
+// planRemoved notes an in-root path that a dry run plans to remove.
+func (r *run) planRemoved(p string) {
+	if r.o.DryRun {
+		if r.planned == nil {
+			r.planned = map[string]bool{}
+		}
+		r.planned[p] = true
+	}
+}
+
 // removeFile removes the in-root name p (any type but a directory; a
 // symlink itself), as rm -f: a missing one is no error.
 func (r *run) removeFile(duty, p, why string) error {
+	if r.planned[path.Clean(p)] {
+		return nil
+	}
 	dir, base, err := r.openParent(p)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return nil
@@ -228,6 +247,7 @@ func (r *run) removeFile(duty, p, why string) error {
 		}
 	}
 	r.act(Action{Duty: duty, Op: "remove", Path: path.Clean(p), Why: why})
+	r.planRemoved(path.Clean(p))
 	return nil
 }
 

@@ -4,7 +4,7 @@
 # by the prepare scripts into their own cache directories.
 set -euo pipefail
 pkgs=(qemu-system-x86 cpio mmdebstrap debootstrap e2fsprogs squashfs-tools erofs-utils zstd kmod
-      gdisk fdisk dosfstools attr xz-utils hyperfine
+      gdisk fdisk dosfstools attr acl xz-utils hyperfine
       make systemd   # make: units tests run `make install`; systemd: systemctl --root in units tests
       time)          # time: GNU /usr/bin/time for peak RSS in make bench (bench/confext)
 missing=()

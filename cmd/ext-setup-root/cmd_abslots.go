@@ -10,7 +10,9 @@ import (
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
+	"github.com/ext-setup-root/ext-setup-root/boot"
 	"github.com/ext-setup-root/ext-setup-root/paths"
+	"github.com/ext-setup-root/ext-setup-root/prepare"
 )
 
 // abslotsCmd holds the flags shared by `links` and `plan`.
@@ -100,8 +102,27 @@ func init() {
 				}
 			} else {
 				fmt.Fprint(env.Stdout, p.String())
+				// The pre stage's prepare step, as a dry run.
+				if res, perr := planPrepare(c.root); perr != nil {
+					fmt.Fprintf(env.Stdout, "prepare: cannot plan: %v\n", perr)
+				} else if res != nil {
+					fmt.Fprint(env.Stdout, res.String())
+				}
 			}
 			return err
 		},
 	})
+}
+
+// planPrepare computes what the pre stage's prepare step would do in
+// root, with the root's boot.toml; nil when it is disabled.
+func planPrepare(root string) (*prepare.Result, error) {
+	cfg, err := boot.LoadConfig(root)
+	if err != nil {
+		return nil, err
+	}
+	if !cfg.Prepare.Enabled {
+		return nil, nil
+	}
+	return prepare.Run(context.Background(), prepare.Options{Root: root, Config: cfg.Prepare, DryRun: true})
 }

@@ -139,7 +139,8 @@ func runBoot(env *Env, args []string) error {
 		cfg, cerr = boot.LoadConfig(*root)
 	}
 	if cerr != nil {
-		log.Errorf("%v; ignoring the file, using the default essential patterns", cerr)
+		log.Errorf("%v; ignoring the file, using the defaults (essential patterns, prepare step)", cerr)
+		cfg = boot.DefaultConfig()
 	} else if cfg.File != "" {
 		log.Infof("using %s%s", strings.TrimSuffix(*root, "/"), cfg.File)
 	}
@@ -152,6 +153,9 @@ func runBoot(env *Env, args []string) error {
 	}
 	if sysEssential.set {
 		o.SysextEssential = sysEssential.v
+	}
+	if st == boot.StagePre {
+		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log}
 	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)

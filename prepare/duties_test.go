@@ -1,0 +1,131 @@
+package prepare
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+)
+
+// TestDryRunIsThePlan: a dry run changes nothing and lists exactly the
+// actions a real run then takes.
+func TestDryRunIsThePlan(t *testing.T) {
+	testutil.RequireRoot(t)
+	testutil.RequireTool(t, "setfacl")
+	for _, sc := range []scenario{dedupScenario(), whiteoutScenario(), resetScenario(`/etc(/ssh(/.*)?)?|/home(/core(/.*)?)?`)} {
+		t.Run(sc.name, func(t *testing.T) {
+			root := setupRoot(t, sc)
+			before := snapshot(t, root, "/usr")
+			plan, _ := runOurs(t, root, diffConfig(), true)
+			if d := diffSnap(before, snapshot(t, root, "/usr")); d != "" {
+				t.Fatalf("dry run changed the tree:\n%s", d)
+			}
+			done, _ := runOurs(t, root, diffConfig(), false)
+			p, d := actionSet(plan), actionSet(done)
+			if p != d {
+				t.Fatalf("plan:\n%s\ndone:\n%s", p, d)
+			}
+			if !strings.Contains(plan.String(), "prepare: ") || len(plan.Actions) == 0 {
+				t.Fatalf("plan text: %s", plan)
+			}
+		})
+	}
+}
+
+func actionSet(r *Result) string {
+	var s []string
+	for _, a := range r.Actions {
+		s = append(s, a.String())
+	}
+	sort.Strings(s)
+	return strings.Join(s, "\n")
+}
+
+// TestTmpfilesRunsRootConfigs: the vendor commands and systemd-tmpfiles
+// run with --root and only the configs the root has; a missing binary is
+// noted, not an error.
+func TestTmpfilesRunsRootConfigs(t *testing.T) {
+	testutil.RequireRoot(t)
+	root := setupRoot(t, scenario{usr: []ent{{path: "lib/tmpfiles.d/baselayout.conf", kind: 'f', data: "d /var/log/journal\n"},
+		{path: "share/flatcar/etc", kind: 'd'}}, root: []ent{{path: "etc/tmpfiles.d/base_image_var.conf", kind: 'f'}}})
+	bin := t.TempDir()
+	rec := filepath.Join(bin, "calls")
+	script := fmt.Sprintf("#!/bin/sh\necho \"$0 $*\" >> %s\n", rec)
+	for _, n := range []string{"systemd-tmpfiles", "flatcar-tmpfiles"} {
+		must(t, os.WriteFile(filepath.Join(bin, n), []byte(script), 0o755))
+	}
+	c := Default()
+	c.Reset.Enabled, c.Dedup.Enabled, c.Whiteouts.Enabled, c.OEM.Enabled, c.MachineID.Enabled = false, false, false, false, false
+	c.Tmpfiles.Binary = filepath.Join(bin, "systemd-tmpfiles")
+	c.Tmpfiles.Commands = [][]string{{filepath.Join(bin, "flatcar-tmpfiles"), "{ROOT}"}, {"/nonexistent/tool"}}
+	res, log := runOurs(t, root, c, false)
+	b, _ := os.ReadFile(rec)
+	want := fmt.Sprintf("%s/flatcar-tmpfiles %s\n%s/systemd-tmpfiles --root=%s --create baselayout.conf base_image_var.conf\n", bin, root, bin, root)
+	if string(b) != want || res.Tmpfiles != "ran" || len(res.Problems) != 0 {
+		t.Fatalf("calls:\n%s\nwant:\n%s\nresult %+v\n%s", b, want, res, log)
+	}
+	c.Tmpfiles.Binary = "/nonexistent/systemd-tmpfiles"
+	if res, _ := runOurs(t, root, c, false); res.Tmpfiles != "not present" || len(res.Problems) != 0 {
+		t.Fatalf("missing binary: %+v", res)
+	}
+	c.Tmpfiles.Binary = filepath.Join(bin, "systemd-tmpfiles")
+	must(t, os.WriteFile(c.Tmpfiles.Binary, []byte("#!/bin/sh\nexit 65\n"), 0o755))
+	if res, _ := runOurs(t, root, c, false); res.Tmpfiles != "failed" || len(res.Problems) != 1 {
+		t.Fatalf("failing binary: %+v", res)
+	}
+	c.Tmpfiles.Configs = []string{"absent.conf"}
+	if res, _ := runOurs(t, root, c, false); res.Tmpfiles != "nothing to do" {
+		t.Fatalf("no config: %+v", res)
+	}
+}
+
+// TestMachineIDAndOEM: the blank machine-id goes, a real one stays; the
+// initrd's OEM tree is copied into a mounted /oem only.
+func TestMachineIDAndOEM(t *testing.T) {
+	testutil.RequireRoot(t)
+	src := t.TempDir()
+	writeEnts(t, src, []ent{{path: "oem-release", kind: 'f', data: "ID=pxe\n"}, {path: "bin/run", kind: 'f', data: "#!/bin/sh\n", mode: 0o755},
+		{path: "link", kind: 'l', data: "bin/run"}, {path: "grub.cfg", kind: 'f', data: "set linux_append=x\n", uid: 500, mode: 0o600}})
+	c := Default()
+	c.Reset.Enabled, c.Dedup.Enabled, c.Whiteouts.Enabled, c.Tmpfiles.Enabled = false, false, false, false
+	c.OEM.Source = src
+	for _, mounted := range []bool{false, true} {
+		root := setupRoot(t, scenario{usr: []ent{{path: "share/flatcar/etc", kind: 'd'}},
+			root: []ent{{path: "etc/machine-id", kind: 'f', data: blank}, {path: "oem", kind: 'd'}, {path: "oem/grub.cfg", kind: 'f', data: "old"}}})
+		if mounted {
+			oem := filepath.Join(root, "oem")
+			must(t, unix.Mount("tmpfs", oem, "tmpfs", 0, "mode=0755"))
+			t.Cleanup(func() { unix.Unmount(oem, unix.MNT_DETACH) })
+		}
+		res, log := runOurs(t, root, c, false)
+		if _, err := os.Stat(filepath.Join(root, "etc/machine-id")); !os.IsNotExist(err) || !res.MachineID {
+			t.Fatalf("blank machine-id kept: %v %+v", err, res)
+		}
+		got := snapshot(t, filepath.Join(root, "oem"))
+		if !mounted {
+			if res.OEM != 0 || len(got) != 1 {
+				t.Fatalf("copied into an unmounted /oem: %v", got)
+			}
+			continue
+		}
+		if d := diffSnap(snapshot(t, src), got); d != "" || res.OEM != 5 {
+			t.Fatalf("OEM copy differs (%d copied):\n%s\n%s", res.OEM, d, log)
+		}
+		// Rerun: same tree.
+		runOurs(t, root, c, false)
+		if d := diffSnap(snapshot(t, src), snapshot(t, filepath.Join(root, "oem"))); d != "" {
+			t.Fatalf("rerun:\n%s", d)
+		}
+	}
+	root := setupRoot(t, scenario{usr: []ent{{path: "share/flatcar/etc", kind: 'd'}},
+		root: []ent{{path: "etc/machine-id", kind: 'f', data: "0123456789abcdef0123456789abcdef\n"}}})
+	if res, _ := runOurs(t, root, c, false); res.MachineID {
+		t.Fatalf("real machine-id removed")
+	}
+}
