@@ -21,7 +21,7 @@ type openedImage struct {
 	tree    *os.File
 	usrOnly bool // GPT usr partition: tree is the image's /usr
 	closers []func() error
-	// verityHash is the root hash when the image was opened with
+	// verityHash is the root hash when the image was opened through
 	// dm-verity (see image_verity.go); it replaces the weak identity in
 	// origin, as systemd does.
 	verityHash []byte
@@ -81,17 +81,27 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot open image file", err}
 	}
 	defer f.Close()
-	o := &openedImage{img: img}
-	if v, err := e.verityFor(img, f); err != nil {
-		return nil, &imageError{img.Name, e.display(img.Path), "dm-verity setup", err}
-	} else if v != nil {
-		o.verityHash = v
+	d, hashFile, err := backend.dissect(e, img, f)
+	if hashFile != nil {
+		defer hashFile.Close()
 	}
-	fstype, err := detectFS(f, 0)
 	if err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "cannot dissect image", err}
+	}
+	if d != nil && d.Verity != nil {
+		return e.openVerity(img, f, d, hashFile)
+	}
+	o := &openedImage{img: img}
+	var fstype string
+	var offset, size uint64
+	if d != nil {
+		fstype, offset, size, o.usrOnly = d.Data.FSType, d.Data.Region.Offset, d.Data.Region.Size, d.UsrOnly
+		if d.Data.UUID == "" && offset == 0 {
+			size = 0 // a bare file system: the whole file
+		}
+	} else if fstype, err = detectFS(f, 0); err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot read image header", err}
 	}
-	var offset, size uint64
 	if fstype == "" {
 		part, perr := findGPTPartition(f, e.cls)
 		if perr != nil {

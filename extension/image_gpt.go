@@ -27,6 +27,31 @@ var gptUsrTypes = map[string]string{
 	"arm64": "b0e01050-ee5f-4390-949a-9101b17104e9",
 }
 
+// Verity hash partition types of the native architecture (root-verity,
+// usr-verity).
+var gptVerityTypes = map[string][]string{
+	"amd64": {"2c7357ed-ebd2-46d9-aec1-23d437ec2bf5", "77ff5f63-e7b6-4633-acf4-1565b864c0e6"},
+	"arm64": {"df3300ce-d69f-4c92-978c-9bfb0f38d820", "6e11a4e7-fbca-4ded-b9e9-e1a512bb664e"},
+}
+
+// gptHasVerity reports whether f is a GPT disk image with a verity hash
+// partition of the native architecture.
+func gptHasVerity(f *os.File) (bool, error) {
+	t, err := gpt.Table(f, gpt.HeaderOff)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range t.Parts {
+		typ := strings.ToLower(guidString(p.PartGUID))
+		for _, v := range gptVerityTypes[runtime.GOARCH] {
+			if typ == v {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}
+
 // guidString formats a GPT GUID in the usual textual form.
 func guidString(g gpt.GUID) string {
 	return fmt.Sprintf("%08x-%04x-%04x-%x-%x", g.L, g.W1, g.W2, g.B[0:2], g.B[2:])

@@ -27,7 +27,7 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 	}
 	out := make([]ImageInfo, 0, len(imgs))
 	for _, img := range imgs {
-		id, err := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
+		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			// The row is still listed (systemd lists what it discovers);
 			// its time is unknown, and the reason is in the log.

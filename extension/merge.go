@@ -155,7 +155,7 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 		}
 	}()
 	for _, img := range imgs {
-		id, err := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
+		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			if e.essential(img.Name) {
 				return nil, &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}

@@ -146,7 +146,7 @@ func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
 		if err := ctx.Err(); err != nil {
 			return nil, err
 		}
-		id, err := ImageIdentity(e.rfs, img, IdentityOptions{Getenv: e.getenv})
+		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			res.Reason = fmt.Sprintf("image %s cannot be identified: %v", img.Name, err)
 			return res, nil

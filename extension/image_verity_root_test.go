@@ -1,0 +1,120 @@
+package extension
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/oplog"
+)
+
+// withBackend replaces the image backend for one test.
+func withBackend(t *testing.T, b imageBackend) {
+	t.Helper()
+	old := backend
+	backend = b
+	t.Cleanup(func() { backend = old })
+}
+
+// fakeVerity dissects every raw image as a verity image whose data is the
+// whole file (a bare erofs) with the given root hash.
+func fakeVerity(hash []byte) func(*engine, Image, *os.File) (*image.Dissected, *os.File, error) {
+	return func(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
+		st, err := f.Stat()
+		if err != nil {
+			return nil, nil, err
+		}
+		return &image.Dissected{
+			Data: image.Partition{Designator: "root", Region: image.Region{Size: uint64(st.Size())}, FSType: "erofs"},
+			Verity: &image.Verity{
+				Superblock: image.VeritySuperblock{HashType: 1, Algorithm: "sha256", DataBlockSize: 4096, HashBlockSize: 4096, DataBlocks: 1},
+				RootHash:   hash, HashPath: "x.verity",
+			},
+		}, nil, nil
+	}
+}
+
+// On this host there is no device-mapper: a verity image is refused with
+// an error naming the image and the rule, and never mounted without
+// verity; the merge goes on with the other images.
+func TestVerityImageRefusedWithoutDeviceMapper(t *testing.T) {
+	if _, err := os.Stat("/dev/mapper/control"); err == nil {
+		t.Skip("this kernel has device-mapper; the QEMU verity scenarios cover it")
+	}
+	r := testRoot(t, "symlink")
+	rawImage(t, r, "erofs", "ver")
+	dirImage(t, r, "plain", "ID=_any\n")
+	hash := bytes.Repeat([]byte{0xab}, 32)
+	var setupErr error
+	withBackend(t, imageBackend{
+		dissect: fakeVerity(hash),
+		setup: func(f *os.File, d *image.Dissected, o image.SetupOptions) (*image.Device, error) {
+			d.Verity.HashPath = "" // the real set-up, which opens device-mapper first
+			dev, err := image.SetupVerity(f, d, o)
+			setupErr = err
+			return dev, err
+		},
+		verify: verifySignature,
+	})
+	var log bytes.Buffer
+	o := opts(r, "yes")
+	o.Log = oplog.New(oplog.WriterSink{W: &log})
+	res, err := Merge(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Unmerge(context.Background(), opts(r, "yes"))
+	if setupErr == nil || !strings.Contains(setupErr.Error(), "cannot initialize device-mapper") {
+		t.Errorf("set-up error %v, want systemd's 'cannot initialize device-mapper'", setupErr)
+	}
+	if strings.Join(res.Merged, ",") != "plain" {
+		t.Errorf("merged %q, want only the directory image", res.Merged)
+	}
+	var reason string
+	for _, s := range res.Skipped {
+		if s.Name == "ver" {
+			reason = s.Reason
+		}
+	}
+	for _, want := range []string{"ver", "dm-verity set-up failed", "never mounted without it", "device-mapper"} {
+		if !strings.Contains(reason+" "+log.String(), want) {
+			t.Errorf("refusal does not say %q: reason %q", want, reason)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(r, "etc/ver.conf")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the verity image's file is visible in /etc (mounted unverified): %v", err)
+	}
+	if origin, _ := readMeta(t, r, "origin"); strings.Contains(origin, "\"ver\"") {
+		t.Errorf("origin records the refused image: %s", origin)
+	}
+}
+
+// Without the dissection wired in, an image whose root hash comes from a
+// sidecar is refused, not mounted unverified (the state before issue 7:
+// it was mounted from its loop device and recorded with its root hash).
+func TestVeritySidecarImageNeverMountedUnverified(t *testing.T) {
+	r := testRoot(t, "symlink")
+	img := rawImage(t, r, "squashfs", "side")
+	write(t, strings.TrimSuffix(img, ".raw")+".roothash", strings.Repeat("cd", 32)+"\n")
+	res, err := Merge(context.Background(), opts(r, "yes"))
+	if err == nil {
+		defer Unmerge(context.Background(), opts(r, "yes"))
+	}
+	if _, serr := os.Stat(filepath.Join(r, "etc/side.conf")); !errors.Is(serr, os.ErrNotExist) {
+		t.Fatalf("image with a .roothash sidecar mounted without dm-verity (merge %v, %v)", res, err)
+	}
+	found := false
+	if res != nil {
+		for _, s := range res.Skipped {
+			found = found || (s.Name == "side" && strings.Contains(s.Reason, "verity"))
+		}
+	}
+	if !found && (err == nil || !strings.Contains(err.Error(), "verity")) {
+		t.Errorf("no refusal naming verity: res %+v err %v", res, err)
+	}
+}
