@@ -275,8 +275,8 @@ type DiskSpec struct {
 	OEM        string // staged OEM tree
 	OEMMiB     int    // OEM partition size (default 32)
 	// Verity: the slots' default confexts are signed verity DDIs.
-	Verity bool
-	RootMiB    int    // ROOT partition size (default 640)
+	Verity  bool
+	RootMiB int // ROOT partition size (default 640)
 }
 
 // Disk builds a GPT disk image from spec and returns its path: every
