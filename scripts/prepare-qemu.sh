@@ -6,21 +6,31 @@
 #   kernel/vmlinux          uncompressed forky kernel (PVH entry, no decompressor under TCG)
 #   kernel/modules/VER/...  its modules (as shipped, .ko.xz) with modules.dep
 #   kernel/version          the kernel release string
+#   kernel-SUITE/...        the same for the kernel matrix: Debian's kernels of
+#                           each suite in $EXT_SETUP_ROOT_QEMU_KERNELS (default
+#                           "bookworm trixie": Linux 6.1 and 6.12 LTS)
 #   rootfs/                 minimal forky root: systemd 262, udev, dracut, kmod,
 #                           squashfs-tools, erofs-utils, e2fsprogs (no kernel package)
 #   manifest.txt            package versions of everything above
 #
 # It never touches the host's apt configuration: the kernel packages are fetched
-# with a private apt config/state dir, the rootfs with mmdebstrap. Every piece
+# with a private apt config/state dir per suite, the rootfs with mmdebstrap.
+# The mirror is the machine's own, read from its apt configuration
+# (scripts/lib/debian-mirror.sh; EXT_SETUP_ROOT_DEBIAN_MIRROR overrides).
+# Writers of the cache hold $EXT_SETUP_ROOT_CACHE/.prepare.lock. Every piece
 # is built in a temporary directory and renamed into place when complete, so a
 # rerun after an interruption restarts only the unfinished piece, and a rerun
 # after success does nothing (idempotent). Set EXT_SETUP_ROOT_QEMU_REFRESH=1 to
 # rebuild everything.
 set -euo pipefail
 
-CACHE=${EXT_SETUP_ROOT_CACHE:-/var/cache/ext-setup-root}/qemu
-MIRROR=${EXT_SETUP_ROOT_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+BASE=${EXT_SETUP_ROOT_CACHE:-/var/cache/ext-setup-root}
+CACHE=$BASE/qemu
+# shellcheck source=lib/debian-mirror.sh
+. "$(dirname "$0")/lib/debian-mirror.sh"
+MIRROR=$(debian_mirror)
 SUITE=${EXT_SETUP_ROOT_DEBIAN_SUITE:-forky}
+KERNELS=${EXT_SETUP_ROOT_QEMU_KERNELS-bookworm trixie}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 start=$(date +%s)
 
@@ -34,7 +44,11 @@ need() {
 		exit 1
 	fi
 }
-need mmdebstrap apt-get dpkg-deb zstd depmod
+need mmdebstrap apt-get dpkg-deb zstd xz depmod flock
+
+mkdir -p "$BASE"
+exec 9>"$BASE/.prepare.lock"
+flock 9
 
 if [ "${EXT_SETUP_ROOT_QEMU_REFRESH:-0}" = 1 ]; then
 	log "refresh requested: removing $CACHE"
@@ -43,11 +57,14 @@ fi
 mkdir -p "$CACHE"
 cd "$CACHE"
 
-# --- private apt state for forky (kernel packages) ---------------------------
-APTDIR=$CACHE/apt
-mkdir -p "$APTDIR"/{lists/partial,cache/archives/partial,etc/apt.conf.d,etc/preferences.d}
-echo "deb [signed-by=$KEYRING] $MIRROR $SUITE main" >"$APTDIR/sources.list"
-cat >"$APTDIR/apt.conf" <<EOF
+# --- private apt state per suite (kernel packages) ------------------------------
+# apt_for SUITE DIR writes a private apt config for SUITE under DIR and exports
+# APT_CONFIG (call it in the subshell that fetches).
+apt_for() {
+	local suite=$1 APTDIR=$2
+	mkdir -p "$APTDIR"/{lists/partial,cache/archives/partial,etc/apt.conf.d,etc/preferences.d,state}
+	echo "deb [signed-by=$KEYRING] $MIRROR $suite main" >"$APTDIR/sources.list"
+	cat >"$APTDIR/apt.conf" <<EOF
 Dir::Etc::sourcelist "$APTDIR/sources.list";
 Dir::Etc::sourceparts "/nonexistent";
 Dir::Etc::parts "$APTDIR/etc/apt.conf.d";
@@ -61,13 +78,36 @@ APT::Architecture "amd64";
 APT::Architectures "amd64";
 APT::Sandbox::User "root";
 EOF
-mkdir -p "$APTDIR/state"
-touch "$APTDIR/state/status"
-export APT_CONFIG=$APTDIR/apt.conf
+	touch "$APTDIR/state/status"
+	export APT_CONFIG=$APTDIR/apt.conf
+}
+
+# extract_vmlinux BZIMAGE OUT cuts the uncompressed ELF vmlinux out of a
+# bzImage: it finds the payload by the magic of each compressor Debian has
+# used (zstd since trixie, xz before) and decompresses from there (the
+# decompressor stops at the end of its stream and ignores the trailing data
+# with a warning).
+extract_vmlinux() {
+	local img=$1 out=$2 magic tool off
+	for m in 'zstd:\x28\xb5\x2f\xfd' 'xz:\xfd\x37\x7a\x58\x5a\x00' 'gzip:\x1f\x8b\x08'; do
+		tool=${m%%:*} magic=${m#*:}
+		for off in $(LC_ALL=C grep -obUaP "$magic" "$img" | head -3 | cut -d: -f1); do
+			tail -c +$((off + 1)) "$img" | "$tool" -dcq 2>/dev/null >"$out" || true
+			if head -c 4 "$out" | grep -q $'\x7fELF'; then
+				return 0
+			fi
+		done
+	done
+	log "vmlinux extraction from $img failed"
+	exit 1
+}
 
 # --- kernel --------------------------------------------------------------------
+# fetch_kernel SUITE DIR APTDIR: Debian's current kernel of SUITE into DIR.
 fetch_kernel() {
-	log "apt-get update (private state in $APTDIR)"
+	local suite=$1 dest=$2 APTDIR=$3
+	apt_for "$suite" "$APTDIR"
+	log "$suite: apt-get update (private state in $APTDIR)"
 	apt-get -qq update
 	local img bin mods
 	img=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1)
@@ -80,39 +120,33 @@ fetch_kernel() {
 		apt-cache show "$p" >/dev/null 2>&1 && pkgs+=("$p")
 	done
 	[ ${#pkgs[@]} -gt 0 ] || pkgs=("$img")
-	log "kernel $kver: downloading ${pkgs[*]}"
-	rm -rf kernel.tmp && mkdir -p kernel.tmp/debs kernel.tmp/x
-	(cd kernel.tmp/debs && apt-get -qq download "${pkgs[@]}")
-	for d in kernel.tmp/debs/*.deb; do
-		dpkg-deb -x "$d" kernel.tmp/x
-		dpkg-deb -W --showformat='${Package} ${Version}\n' "$d" >>kernel.tmp/manifest.txt
+	log "$suite kernel $kver: downloading ${pkgs[*]}"
+	local tmp=$dest.tmp
+	rm -rf "$tmp" && mkdir -p "$tmp/debs" "$tmp/x"
+	(cd "$tmp"/debs && apt-get -qq download "${pkgs[@]}")
+	for d in "$tmp"/debs/*.deb; do
+		dpkg-deb -x "$d" "$tmp"/x
+		dpkg-deb -W --showformat='${Package} ${Version}\n' "$d" >>"$tmp"/manifest.txt
 	done
-	local mdir=kernel.tmp/x/usr/lib/modules/$kver
-	[ -d "$mdir" ] || mdir=kernel.tmp/x/lib/modules/$kver
+	local mdir="$tmp"/x/usr/lib/modules/$kver
+	[ -d "$mdir" ] || mdir="$tmp"/x/lib/modules/$kver
 	local vmlinuz=$mdir/vmlinuz
-	[ -f "$vmlinuz" ] || vmlinuz=kernel.tmp/x/boot/vmlinuz-$kver
-	# Extract the uncompressed ELF vmlinux: find the zstd frame magic in the
-	# bzImage and decompress from there (zstd stops at the frame end and
-	# ignores the trailing data with a warning).
-	local off
-	off=$(LC_ALL=C grep -obUaP '\x28\xb5\x2f\xfd' "$vmlinuz" | head -1 | cut -d: -f1)
-	[ -n "$off" ] || { log "no zstd payload in $vmlinuz"; exit 1; }
-	tail -c +$((off + 1)) "$vmlinuz" | zstd -dcq 2>/dev/null >kernel.tmp/vmlinux || true
-	head -c 4 kernel.tmp/vmlinux | grep -q $'\x7fELF' || { log "vmlinux extraction failed"; exit 1; }
-	mkdir -p kernel.tmp/modules
-	mv "$mdir" "kernel.tmp/modules/$kver"
-	rm -f "kernel.tmp/modules/$kver/vmlinuz"
+	[ -f "$vmlinuz" ] || vmlinuz="$tmp"/x/boot/vmlinuz-$kver
+	extract_vmlinux "$vmlinuz" "$tmp/vmlinux"
+	mkdir -p "$tmp"/modules
+	mv "$mdir" "$tmp/modules/$kver"
+	rm -f "$tmp/modules/$kver/vmlinuz"
 	# depmod -b expects <base>/lib/modules; run it on a symlinked layout.
-	mkdir -p kernel.tmp/depmod/lib
-	ln -sfn ../../modules kernel.tmp/depmod/lib/modules
-	depmod -b kernel.tmp/depmod "$kver" 2>/dev/null
-	rm -rf kernel.tmp/depmod
-	echo "$kver" >kernel.tmp/version
-	rm -rf kernel.tmp/debs kernel.tmp/x
-	rm -rf kernel && mv kernel.tmp kernel
+	mkdir -p "$tmp"/depmod/lib
+	ln -sfn ../../modules "$tmp"/depmod/lib/modules
+	depmod -b "$tmp"/depmod "$kver" 2>/dev/null
+	rm -rf "$tmp"/depmod
+	echo "$kver" >"$tmp"/version
+	rm -rf "$tmp"/debs "$tmp"/x
+	rm -rf "$dest" && mv "$tmp" "$dest"
 	# The package lists are only needed to fetch; drop them (about 190 MB).
 	rm -rf "$APTDIR"/lists/* "$APTDIR"/cache/*.bin
-	log "kernel ready: $(du -sh kernel | cut -f1)"
+	log "$suite kernel ready: $(du -sh "$dest" | cut -f1)"
 }
 
 # --- rootfs ----------------------------------------------------------------------
@@ -166,13 +200,17 @@ fetch_rootfs() {
 	log "rootfs ready: $(du -sh rootfs | cut -f1)"
 }
 
-[ -f kernel/version ] && [ -f kernel/vmlinux ] || fetch_kernel &
-kpid=$!
+pids=()
+[ -f kernel/version ] && [ -f kernel/vmlinux ] || fetch_kernel "$SUITE" kernel "$CACHE/apt" &
+pids+=($!)
 [ -x rootfs/usr/bin/dracut ] && [ -f rootfs.manifest ] || fetch_rootfs &
-rpid=$!
+pids+=($!)
+for k in $KERNELS; do
+	[ -f "kernel-$k/version" ] && [ -f "kernel-$k/vmlinux" ] || fetch_kernel "$k" "kernel-$k" "$CACHE/apt-$k" &
+	pids+=($!)
+done
 rc=0
-wait $kpid || rc=$?
-wait $rpid || rc=$?
+for p in "${pids[@]}"; do wait "$p" || rc=$?; done
 [ $rc = 0 ] || { log "failed (rc $rc)"; exit $rc; }
 ensure_rootfs_added
 
@@ -180,7 +218,11 @@ ensure_rootfs_added
 	echo "# QEMU test inputs prepared by scripts/prepare-qemu.sh from $MIRROR $SUITE"
 	echo "kernel $(cat kernel/version)"
 	sed 's/^/kernel-pkg /' kernel/manifest.txt
+	for k in $KERNELS; do
+		echo "kernel-$k $(cat "kernel-$k/version")"
+		sed "s/^/kernel-$k-pkg /" "kernel-$k/manifest.txt"
+	done
 	grep -E '^(systemd|udev|dracut|kmod|squashfs-tools|erofs-utils|e2fsprogs|libc6) ' rootfs.manifest | sed 's/^/rootfs-pkg /'
 } >manifest.txt.tmp
 mv manifest.txt.tmp manifest.txt
-log "done in $(($(date +%s) - start)) s: $CACHE ($(du -sh "$CACHE" --exclude=apt | cut -f1))"
+log "done in $(($(date +%s) - start)) s: $CACHE ($(du -sh "$CACHE" --exclude='apt*' | cut -f1))"

@@ -17,13 +17,16 @@
 #
 # Environment:
 #   EXT_SETUP_ROOT_CACHE   cache root (default /var/cache/ext-setup-root)
-#   DEBIAN_MIRROR          mirror URL (default http://deb.debian.org/debian)
+#   EXT_SETUP_ROOT_DEBIAN_MIRROR  mirror URL (default: the machine's apt
+#                          configuration, see scripts/lib/debian-mirror.sh)
 #   SYSTEMD262_SUITE       suite (default forky)
 #   SYSTEMD262_FORCE=1     rebuild even if a complete chroot exists
 set -euo pipefail
 
 cache=${EXT_SETUP_ROOT_CACHE:-/var/cache/ext-setup-root}
-mirror=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+# shellcheck source=lib/debian-mirror.sh
+. "$(dirname "$0")/lib/debian-mirror.sh"
+mirror=$(debian_mirror)
 suite=${SYSTEMD262_SUITE:-forky}
 final=$cache/systemd262-root
 stamp=.ext-setup-root-systemd262
