@@ -1,0 +1,75 @@
+package image
+
+import (
+	"encoding/hex"
+	"os"
+	"testing"
+)
+
+func dissectFile(t *testing.T, p string, o DissectOptions) (*Dissected, error) {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	fi, _ := f.Stat()
+	return Dissect(f, fi.Size(), o)
+}
+
+func TestDissectRepartDDIs(t *testing.T) {
+	for _, s := range []ddiSpec{
+		{Class: "confext", FS: "erofs", Signed: true},
+		{Class: "confext", FS: "squashfs", Signed: true},
+		{Class: "confext", FS: "erofs"},
+		{Class: "confext", FS: "squashfs"},
+		{Class: "sysext", FS: "erofs", Signed: true},
+		{Class: "sysext", FS: "squashfs"},
+		{Class: "sysext", FS: "erofs", Signed: true, Arch: "arm64"},
+	} {
+		name := s.Class + "-" + s.FS + map[bool]string{true: "-signed", false: ""}[s.Signed] + s.Arch
+		t.Run(name, func(t *testing.T) {
+			b := buildDDI(t, s)
+			arch := s.Arch
+			if arch == "" {
+				arch = "x86-64"
+			}
+			d, err := dissectFile(t, b.Path, DissectOptions{Architecture: arch, AllowUsr: s.Class == "sysext"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Data.Designator != "root" || d.Data.FSType != s.FS || !d.Data.ReadOnly {
+				t.Errorf("data partition %+v, want read-only root %s", d.Data, s.FS)
+			}
+			if d.Verity == nil {
+				t.Fatal("no verity")
+			}
+			if got := hex.EncodeToString(d.Verity.RootHash); got != b.RootHash {
+				t.Errorf("root hash %s (from %s), repart says %s", got, d.Verity.RootHashSource, b.RootHash)
+			}
+			want := "partition UUIDs"
+			if s.Signed {
+				want = "root-verity-sig partition"
+			}
+			if d.Verity.RootHashSource != want {
+				t.Errorf("root hash source %q, want %q", d.Verity.RootHashSource, want)
+			}
+			if (d.Verity.Signature != nil) != s.Signed {
+				t.Errorf("signature %v, signed %v", d.Verity.Signature != nil, s.Signed)
+			}
+			sb := d.Verity.Superblock
+			if sb.Algorithm != "sha256" || sb.HashType != 1 || sb.DataBlockSize != 4096 || sb.HashBlockSize != 4096 || len(sb.Salt) != 32 {
+				t.Errorf("superblock %+v", sb)
+			}
+			if sb.DataBlocks*uint64(sb.DataBlockSize) > d.Data.Region.Size {
+				t.Errorf("data blocks beyond the partition")
+			}
+			if s.Arch == "arm64" {
+				// The x86-64 table must not see an arm64 image's root.
+				if _, err := dissectFile(t, b.Path, DissectOptions{Architecture: "x86-64", AllowUsr: true}); err == nil {
+					t.Error("arm64 DDI dissected as x86-64")
+				}
+			}
+		})
+	}
+}
