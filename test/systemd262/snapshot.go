@@ -83,15 +83,21 @@ func fileInfo(path string, d fs.DirEntry) (FileInfo, error) {
 }
 
 // TakeSnapshot records the merged /etc of root (a host path).
-func TakeSnapshot(root string) (*Snapshot, error) {
-	etc := filepath.Join(root, "etc")
+func TakeSnapshot(root string) (*Snapshot, error) { return TakeSnapshotAt(root, "etc", MetaDir) }
+
+// TakeSnapshotAt records the merged hierarchy hier ("etc", "usr", "opt") of
+// root (a host path), whose metadata directory is metaDir
+// (".systemd-confext" or ".systemd-sysext"). The Etc* fields then describe
+// that hierarchy.
+func TakeSnapshotAt(root, hier, metaDir string) (*Snapshot, error) {
+	etc := filepath.Join(root, hier)
 	s := &Snapshot{Tree: map[string]FileInfo{}, Meta: map[string]FileInfo{}}
 	err := filepath.WalkDir(etc, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(etc, p)
-		if rel == MetaDir {
+		if rel == metaDir {
 			return fs.SkipDir
 		}
 		fi, err := fileInfo(p, d)
@@ -104,7 +110,7 @@ func TakeSnapshot(root string) (*Snapshot, error) {
 	if err != nil {
 		return nil, err
 	}
-	meta := filepath.Join(etc, MetaDir)
+	meta := filepath.Join(etc, metaDir)
 	if ents, err := os.ReadDir(meta); err == nil {
 		fi, err := fileInfo(meta, nil)
 		if err != nil {
