@@ -20,23 +20,21 @@ const (
 	StageLateSysext  Stage = "late-sysext"
 )
 
-// SkipRefreshSince is the first systemd version whose refresh skips an
-// unchanged merge (PR 39980, v260): from it on the stock refresh is used.
-const SkipRefreshSince = 260
-
 // LateRefresh selects the late refresh (kernel command line
 // ext-setup-root.late-refresh=).
 type LateRefresh string
 
 const (
-	// LateAuto (the default) decides by the systemd version: the stock
-	// refresh from SkipRefreshSince on, ext-setup-root's before it.
+	// LateAuto (the default) runs ext-setup-root's refresh, on every
+	// systemd version (see RunLate).
 	LateAuto LateRefresh = "auto"
-	// LateOurs always runs ext-setup-root's atomic refresh, as on a
-	// systemd older than SkipRefreshSince; it lets a system with a new
-	// systemd exercise (or fall back to) that path.
+	// LateOurs is LateAuto, said explicitly (kept for command lines that
+	// chose it when auto still handed over to the stock tool on systemd
+	// >= 260).
 	LateOurs LateRefresh = "ours"
-	// LateStock always execs the stock systemd-<class> refresh.
+	// LateStock execs the stock systemd-<class> refresh: systemd's own
+	// behaviour, for comparison or as a way out. It unmerges before it
+	// merges when something changed.
 	LateStock LateRefresh = "stock"
 )
 
@@ -49,8 +47,10 @@ type LateOptions struct {
 	// Mode is the kernel command line's choice; "" means LateAuto, and
 	// an unknown value is logged and treated as LateAuto.
 	Mode LateRefresh
-	// SystemdVersion returns the version of the installed systemd-confext
-	// or systemd-sysext (ParseSystemdVersion of its --version output).
+	// SystemdVersion, if set, returns the version of the installed
+	// systemd-confext or systemd-sysext (ParseSystemdVersion of its
+	// --version output). It is only logged: the choice of refresh does not
+	// depend on it.
 	SystemdVersion func(tool string) (int, error)
 	// ExecStock replaces the process with the stock tool (argv[0] is the
 	// tool name); it only returns on failure.
@@ -62,13 +62,19 @@ type LateOptions struct {
 	Now    func() time.Time
 }
 
-// RunLate is the late refresh in the booted system. With systemd >=
-// SkipRefreshSince it hands over to the stock `systemd-<class> refresh`,
-// which skips an unchanged merge itself, so its journal lines stay exactly
-// systemd's. With an older systemd, whose refresh unmerges and merges again
-// (leaving /etc missing for a moment), it runs our refresh: it skips when
-// the origin record is unchanged and otherwise replaces the merge
-// atomically. If the version cannot be told, ours runs: it is the safe one.
+// RunLate is the late refresh in the booted system. It runs
+// ext-setup-root's refresh on every systemd version: that decides
+// "unchanged" itself (origin record, image identities, in-place edits of
+// directory images) and skips, printing systemd's skip line; any change (a
+// confext added under /run/confexts by an early service, an updated user
+// confext) is applied by mounting the new merge beneath the old one and
+// detaching the old one, so /etc is never without its confext files. The
+// stock `systemd-<class> refresh` of systemd >= 260 also skips an
+// unchanged merge, but applies a change by unmerging and merging again:
+// /etc then lacks the confext files for milliseconds (a QEMU boot with one
+// confext added before the booted refresh saw 348 failed stats of a
+// default-confext file on slot A and 508 on slot B). Only
+// ext-setup-root.late-refresh=stock hands over to the stock tool.
 func RunLate(ctx context.Context, o LateOptions) error {
 	if o.Now == nil {
 		o.Now = time.Now
@@ -84,34 +90,28 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	}
 	tool := "systemd-" + string(class)
 	start := o.Now()
-	stock := func() error {
+	const sw = "ext-setup-root.late-refresh"
+	switch o.Mode {
+	case LateStock:
+		o.Log.Infof("%s=stock on the kernel command line: handing over to %s refresh", sw, tool)
 		argv := []string{tool, "refresh"}
 		if o.Root != "" && path.Clean(o.Root) != "/" {
 			argv = append(argv, "--root="+o.Root)
 		}
 		return o.ExecStock(argv)
-	}
-	const sw = "ext-setup-root.late-refresh"
-	switch o.Mode {
 	case LateOurs:
-		o.Log.Infof("%s=ours on the kernel command line: using ext-setup-root's atomic refresh instead of %s refresh", sw, tool)
-	case LateStock:
-		o.Log.Infof("%s=stock on the kernel command line: handing over to %s refresh", sw, tool)
-		return stock()
+		o.Log.Infof("%s=ours on the kernel command line: using ext-setup-root's atomic refresh", sw)
 	default:
 		if o.Mode != "" && o.Mode != LateAuto {
 			o.Log.Warnf("%s=%s on the kernel command line is not auto, ours or stock; using auto", sw, o.Mode)
 		}
-		v, err := o.SystemdVersion(tool)
-		switch {
-		case err != nil:
-			o.Log.Warnf("cannot tell the systemd version from %s --version (%v); using ext-setup-root's atomic refresh", tool, err)
-		case v >= SkipRefreshSince:
-			o.Log.Infof("systemd %d >= %d skips unchanged refreshes itself: handing over to %s refresh", v, SkipRefreshSince, tool)
-			return stock()
-		default:
-			o.Log.Infof("systemd %d < %d would unmerge before merging: using ext-setup-root's atomic refresh", v, SkipRefreshSince)
+		ver := "unknown"
+		if o.SystemdVersion != nil {
+			if v, err := o.SystemdVersion(tool); err == nil {
+				ver = fmt.Sprint(v)
+			}
 		}
+		o.Log.Infof("using ext-setup-root's atomic refresh instead of %s refresh (systemd %s): it skips an unchanged merge and replaces a changed one without unmerging", tool, ver)
 	}
 	if o.Ext == nil {
 		return fmt.Errorf("%s refresh: %w", class, ErrEnginesUnavailable)

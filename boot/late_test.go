@@ -35,8 +35,11 @@ func TestRunLate(t *testing.T) {
 		wantExec string
 		wantCall string
 	}{
-		{"262 confext execs stock", StageLateConfext, 262, nil, "systemd-confext refresh", ""},
-		{"260 sysext execs stock", StageLateSysext, 260, nil, "systemd-sysext refresh", ""},
+		// Issue 8 item 7: ours on every systemd version, also >= 260 where
+		// the stock refresh skips an unchanged merge but unmerges before
+		// merging a changed one.
+		{"262 confext ours", StageLateConfext, 262, nil, "", "refresh confext"},
+		{"260 sysext ours", StageLateSysext, 260, nil, "", "refresh sysext"},
 		{"258 confext ours", StageLateConfext, 258, nil, "", "refresh confext"},
 		{"252 sysext ours", StageLateSysext, 252, nil, "", "refresh sysext"},
 		{"unknown version ours", StageLateConfext, 0, errors.New("no tool"), "", "refresh confext"},
@@ -76,9 +79,10 @@ func TestRunLate(t *testing.T) {
 	}
 }
 
-// TestRunLateMode: the kernel command line switch overrides the version
-// check both ways, names its reason in the log, and a wrong value falls
-// back to the version check with a warning.
+// TestRunLateMode: auto (the default) and ours run ext-setup-root's refresh
+// whatever the systemd version, stock hands over to the stock tool, each
+// naming its reason in the log; a wrong value falls back to auto with a
+// warning.
 func TestRunLateMode(t *testing.T) {
 	for _, tc := range []struct {
 		mode     LateRefresh
@@ -89,10 +93,10 @@ func TestRunLateMode(t *testing.T) {
 	}{
 		{LateOurs, 262, "", "refresh confext", "ext-setup-root.late-refresh=ours on the kernel command line: using ext-setup-root's atomic refresh"},
 		{LateStock, 252, "systemd-confext refresh", "", "ext-setup-root.late-refresh=stock on the kernel command line: handing over to systemd-confext refresh"},
-		{LateAuto, 262, "systemd-confext refresh", "", "systemd 262 >= 260"},
-		{LateAuto, 252, "", "refresh confext", "systemd 252 < 260"},
-		{"", 258, "", "refresh confext", "systemd 258 < 260"},
-		{"bogus", 262, "systemd-confext refresh", "", "ext-setup-root.late-refresh=bogus on the kernel command line is not auto, ours or stock; using auto"},
+		{LateAuto, 262, "", "refresh confext", "using ext-setup-root's atomic refresh instead of systemd-confext refresh (systemd 262)"},
+		{LateAuto, 252, "", "refresh confext", "(systemd 252)"},
+		{"", 263, "", "refresh confext", "(systemd 263)"},
+		{"bogus", 262, "", "refresh confext", "ext-setup-root.late-refresh=bogus on the kernel command line is not auto, ours or stock; using auto"},
 	} {
 		t.Run(string(tc.mode)+"-"+strconv.Itoa(tc.version), func(t *testing.T) {
 			f := newFake()
