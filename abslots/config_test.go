@@ -227,7 +227,13 @@ func TestDocsShowDefaults(t *testing.T) {
 		t.Fatalf("docs/abslots.md is part of the repository: %v", err)
 	}
 	for _, f := range []string{"default.toml", "testdata/acme.toml"} {
-		b, _ := os.ReadFile(f)
+		// A missing or empty file must fail: bytes.Contains(doc, nil) is
+		// true, so an unchecked read error made this test pass without
+		// default.toml (issue 8 item 11).
+		b, err := os.ReadFile(f)
+		if err != nil || len(bytes.TrimSpace(b)) == 0 {
+			t.Fatalf("%s is part of the repository: %v (%d bytes)", f, err, len(b))
+		}
 		if !bytes.Contains(doc, b) {
 			t.Errorf("docs/abslots.md does not show %s verbatim", f)
 		}

@@ -76,8 +76,34 @@ func TestRequireEnvDirReturnsDir(t *testing.T) {
 	}
 }
 
+// TestRequireToolPresent: a tool found in $PATH lets the test go on, a
+// missing one stops it (skip without REQUIRE_ALL), each with only the
+// named tools in $PATH so the host's tools do not decide the outcome.
 func TestRequireToolPresent(t *testing.T) {
-	RequireTool(t, "sh") // must not stop the test
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "ext-setup-root-fake-tool"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PATH", dir)
+	t.Setenv(RequireAllEnv, "")
+	reached := false
+	present := t.Run("present", func(t *testing.T) {
+		RequireTool(t, "ext-setup-root-fake-tool")
+		reached = true
+	})
+	if !present || !reached {
+		t.Fatalf("RequireTool stopped the test although the tool is in $PATH (passed %v, reached end %v)", present, reached)
+	}
+	reached = false
+	var skipped bool
+	t.Run("missing", func(t *testing.T) {
+		defer func() { skipped = t.Skipped() }()
+		RequireTool(t, "ext-setup-root-fake-tool", "ext-setup-root-no-such-tool")
+		reached = true
+	})
+	if reached || !skipped {
+		t.Fatalf("RequireTool with one tool missing: reached end %v, skipped %v", reached, skipped)
+	}
 }
 
 // TestPrivateMountNS checks that root tests run in a mount namespace other
