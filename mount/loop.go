@@ -7,14 +7,11 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/sys/unix"
 
-	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
@@ -41,9 +38,6 @@ type Loop struct {
 	opts LoopOptions
 }
 
-// partitionWait bounds how long Partitions waits for device nodes, which
-// devtmpfs normally creates before LOOP_CONFIGURE returns.
-const partitionWait = 2 * time.Second
 
 // loopAttempts bounds the retries of the GET_FREE/CONFIGURE race.
 const loopAttempts = 40
@@ -128,55 +122,4 @@ func (l *Loop) Close() error {
 	}
 	l.File = nil
 	return err
-}
-
-// Partitions returns the partition device nodes (loopNp1, loopNp2, ...) the
-// kernel created for a loop attached with PartScan, waiting up to timeout
-// for the nodes to appear in paths.DevDir. Callers that read the partition
-// table themselves can instead attach each partition with Offset and
-// SizeLimit and need no partition scanning.
-func (l *Loop) Partitions() ([]string, error) {
-	var st unix.Stat_t
-	if err := sysx.Retry(func() error { return unix.Fstat(int(l.File.Fd()), &st) }); err != nil {
-		return nil, &os.PathError{Op: "fstat", Path: l.Path, Err: err}
-	}
-	sys := filepath.Join(paths.SysDevBlock, fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev)))
-	base := filepath.Base(l.Path)
-	ents, err := os.ReadDir(sys)
-	if err != nil {
-		return nil, err
-	}
-	type part struct {
-		n    int
-		path string
-	}
-	var parts []part
-	for _, e := range ents {
-		num, ok := strings.CutPrefix(e.Name(), base+"p")
-		if !ok {
-			continue
-		}
-		n, err := strconv.Atoi(num)
-		if err != nil {
-			continue
-		}
-		parts = append(parts, part{n, filepath.Join(paths.DevDir, e.Name())})
-	}
-	sort.Slice(parts, func(i, j int) bool { return parts[i].n < parts[j].n })
-	deadline := time.Now().Add(partitionWait)
-	var out []string
-	for _, p := range parts {
-		for {
-			_, err := os.Stat(p.path)
-			if err == nil {
-				break
-			}
-			if !errors.Is(err, os.ErrNotExist) || time.Now().After(deadline) {
-				return nil, err
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-		out = append(out, p.path)
-	}
-	return out, nil
 }

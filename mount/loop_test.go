@@ -5,14 +5,15 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
-	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
 // imageTree makes a small directory tree to pack into images.
@@ -140,19 +141,25 @@ func TestLoopPartScan(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer loop.Close()
-	parts, err := loop.Partitions()
-	if err != nil {
-		t.Fatal(err)
+	// The kernel creates loopNp1.. itself; udev is not needed for the
+	// nodes in devtmpfs. extension/image finds its partition its own way.
+	var parts []string
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		parts, _ = filepath.Glob(loop.Path + "p[0-9]*")
+		if len(parts) >= 2 || time.Now().After(deadline) {
+			break
+		}
 	}
+	sort.Strings(parts)
 	if len(parts) == 0 && kernelConfigUnset("CONFIG_EFI_PARTITION") {
 		// A property of the kernel build, not a missing install: the lab
-		// host kernel has no partition parsers. TestLoopPartitionsListing
-		// covers the enumeration; the QEMU kernel has GPT support.
+		// host kernel has no partition parsers; the QEMU kernel has GPT
+		// support.
 		t.Skip("kernel built without CONFIG_EFI_PARTITION: no partition scanning to test")
 	}
 	want := []string{loop.Path + "p1", loop.Path + "p2"}
 	if fmt.Sprint(parts) != fmt.Sprint(want) {
-		t.Fatalf("Partitions() = %v, want %v", parts, want)
+		t.Fatalf("partition nodes %v, want %v", parts, want)
 	}
 }
 
@@ -160,55 +167,6 @@ func TestLoopPartScan(t *testing.T) {
 func kernelConfigUnset(opt string) bool {
 	out, err := exec.Command("sh", "-c", "zcat /proc/config.gz 2>/dev/null").Output()
 	return err == nil && strings.Contains(string(out), "# "+opt+" is not set")
-}
-
-// TestLoopPartitionsListing checks Partitions' enumeration and ordering
-// against a fake sysfs and /dev (paths.SysDevBlock, paths.DevDir), so it
-// runs on kernels without partition parsers too.
-func TestLoopPartitionsListing(t *testing.T) {
-	testutil.RequireRoot(t)
-	img := filepath.Join(t.TempDir(), "img")
-	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.Open(img)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	loop, err := AttachLoop(f, LoopOptions{ReadOnly: true, Autoclear: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer loop.Close()
-	var st unix.Stat_t
-	if err := unix.Fstat(int(loop.File.Fd()), &st); err != nil {
-		t.Fatal(err)
-	}
-	fake := t.TempDir()
-	base := filepath.Base(loop.Path)
-	sys := mkdir(t, filepath.Join(fake, "sys", fmt.Sprintf("%d:%d", unix.Major(st.Rdev), unix.Minor(st.Rdev))))
-	dev := mkdir(t, filepath.Join(fake, "dev"))
-	for _, n := range []string{"p10", "p2", "p1"} {
-		mkdir(t, filepath.Join(sys, base+n))
-		writeFile(t, filepath.Join(dev, base+n), "")
-	}
-	mkdir(t, filepath.Join(sys, "queue"))
-	defer func(s, d string) { paths.SysDevBlock, paths.DevDir = s, d }(paths.SysDevBlock, paths.DevDir)
-	paths.SysDevBlock, paths.DevDir = filepath.Join(fake, "sys"), dev
-	parts, err := loop.Partitions()
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{filepath.Join(dev, base+"p1"), filepath.Join(dev, base+"p2"), filepath.Join(dev, base+"p10")}
-	if fmt.Sprint(parts) != fmt.Sprint(want) {
-		t.Fatalf("Partitions() = %v, want %v", parts, want)
-	}
-	// A node that never appears makes Partitions fail after its wait.
-	os.Remove(filepath.Join(dev, base+"p2"))
-	if _, err := loop.Partitions(); err == nil {
-		t.Fatal("Partitions() succeeded with a missing node")
-	}
 }
 
 // TestLoopParallel attaches many devices at once, so attachers race for
