@@ -7,6 +7,7 @@ package extension
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -22,6 +23,8 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"github.com/ext-setup-root/ext-setup-root/oplog"
+	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
 // overlaysAt counts the overlay mounts whose mount point is exactly dir.
@@ -351,5 +354,30 @@ func TestAttachFailureUndoesEarlierHierarchies(t *testing.T) {
 	}
 	if got, _ := filepath.Glob(filepath.Join(r, "var/lib/extensions.mutable/.systemd-*-workdir*")); len(got) != 0 {
 		t.Errorf("work dirs left: %v", got)
+	}
+}
+
+// TestNoLockStillMerges: when the lock file cannot be created (the state
+// dir is a regular file here), the call goes on unlocked with a warning
+// rather than failing a boot.
+func TestNoLockStillMerges(t *testing.T) {
+	r := testRoot(t, "symlink")
+	dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
+	bad := filepath.Join(t.TempDir(), "not-a-dir")
+	write(t, bad, "x")
+	paths.StateDir = bad
+	var logb bytes.Buffer
+	o := opts(r, "yes")
+	o.Log = oplog.New(oplog.WriterSink{W: &logb})
+	ctx := context.Background()
+	if _, err := Merge(ctx, o); err != nil {
+		t.Fatalf("merge without a lock: %v", err)
+	}
+	defer Unmerge(ctx, o)
+	if !strings.Contains(logb.String(), "going on without the lock") {
+		t.Errorf("no warning about the missing lock:\n%s", logb.String())
+	}
+	if _, err := os.Stat(filepath.Join(r, "etc/dir1.conf")); err != nil {
+		t.Fatal(err)
 	}
 }

@@ -90,17 +90,22 @@ func (e *engine) lockHierarchies(ctx context.Context) (*hierLocks, error) {
 			continue
 		}
 		seen[p] = true
-		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
-			return nil, fmt.Errorf("lock %s: %w", e.display(h), err)
-		}
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		// A lock that cannot be had (no writable state dir, no lock
+		// support) must not cost a boot: the call goes on unlocked, as
+		// systemd's always does, and says so.
+		f, err := openLockFile(p)
 		if err != nil {
-			return nil, fmt.Errorf("lock %s: %w", e.display(h), err)
+			e.log.Warnf("cannot lock %s, going on without the lock: %v", e.display(h), err)
+			continue
 		}
 		l.files = append(l.files, f)
 		waited, err := flockWait(ctx, f)
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("lock %s (%s): %w", e.display(h), p, ctx.Err())
+		}
 		if err != nil {
-			return nil, fmt.Errorf("lock %s (%s): %w", e.display(h), p, err)
+			e.log.Warnf("cannot lock %s, going on without the lock: %v", e.display(h), err)
+			continue
 		}
 		if waited {
 			l.waited = true
@@ -109,6 +114,14 @@ func (e *engine) lockHierarchies(ctx context.Context) (*hierLocks, error) {
 	}
 	ok = true
 	return l, nil
+}
+
+// openLockFile opens (creating it and its directory) the lock file p.
+func openLockFile(p string) (*os.File, error) {
+	if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(p, os.O_RDWR|os.O_CREATE|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
 }
 
 // flockWait takes an exclusive flock on f, polling while someone else
