@@ -8,10 +8,10 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
-	"unicode/utf16"
 
-	"github.com/u-root/u-root/pkg/mount/gpt"
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 )
 
 // Slot is the booted /usr slot: informational, reported by plan and status.
@@ -131,38 +131,29 @@ func (s *Slot) readDisk(node string, env SlotEnv) error {
 // fromGPT fills the slot from a GPT; booted is the 1-based partition
 // number (0 to match by PartUUID or Label).
 func (s *Slot) fromGPT(r io.ReaderAt, booted int) error {
-	g, err := gpt.Table(r, gpt.HeaderOff)
+	// The bounded reader validates the header before anything it sizes
+	// is read (a hostile or corrupt table is an error, never an
+	// allocation of what the header claims); it also reads 4096-byte
+	// sector disks.
+	g, err := image.ReadGPT(r, image.SizeOf(r))
 	if err != nil {
 		return fmt.Errorf("%s: reading GPT: %w", s.Disk, err)
 	}
-	for i, pt := range g.Parts {
-		name := partName(pt.Name)
-		uuid := strings.ToLower(pt.UniqueGUID.String())
-		isBooted := booted == i+1 || (booted == 0 && ((s.PartUUID != "" && uuid == s.PartUUID) || (s.Label != "" && name == s.Label)))
+	for _, pt := range g.Partitions {
+		name, uuid := pt.Name, pt.UUID
+		isBooted := booted == pt.Number || (booted == 0 && ((s.PartUUID != "" && uuid == s.PartUUID) || (s.Label != "" && name == s.Label)))
 		if isBooted {
 			s.Label, s.PartUUID = name, uuid
 		}
 		if !strings.HasPrefix(name, "USR-") && !isBooted {
 			continue
 		}
-		a := uint64(pt.Attribute)
+		a := pt.Attrs
 		s.Partitions = append(s.Partitions, SlotPartition{
-			Number: i + 1, Label: name, PartUUID: uuid,
+			Number: pt.Number, Label: name, PartUUID: uuid,
 			Priority: int(a >> 48 & 0xf), Tries: int(a >> 52 & 0xf), Successful: a>>56&1 == 1,
 			Booted: isBooted,
 		})
 	}
 	return nil
-}
-
-func partName(n gpt.PartName) string {
-	u := make([]uint16, 0, len(n)/2)
-	for i := 0; i+1 < len(n); i += 2 {
-		c := uint16(n[i]) | uint16(n[i+1])<<8
-		if c == 0 {
-			break
-		}
-		u = append(u, c)
-	}
-	return string(utf16.Decode(u))
 }
