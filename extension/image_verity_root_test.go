@@ -118,3 +118,35 @@ func TestVeritySidecarImageNeverMountedUnverified(t *testing.T) {
 		t.Errorf("no refusal naming verity: res %+v err %v", res, err)
 	}
 }
+
+// status and list show the root hash of verity images (our addition to
+// systemd's columns, only when there is one).
+func TestStatusListShowVerity(t *testing.T) {
+	origin := []byte(`{"extensions":{"00-default":{"path":"/usr/lib/confexts/00-default.raw","verityHash":"` + strings.Repeat("ab", 32) + `"},"10-plain":{"path":"/x","onMountId":1,"inode":2,"crtime":0,"mtime":0}}}`)
+	v := originVerity(origin)
+	if len(v) != 1 || v["00-default"] != strings.Repeat("ab", 32) {
+		t.Fatalf("originVerity %v", v)
+	}
+	rows := []HierarchyStatus{{Hierarchy: "/etc", Merged: true, Extensions: []string{"00-default", "10-plain"}, Since: 1, Verity: v}}
+	var tb, js bytes.Buffer
+	must(t, WriteStatus(&tb, rows, ""))
+	must(t, WriteStatus(&js, rows, "short"))
+	if !strings.Contains(tb.String(), "00-default (dm-verity abababababababab…)") || strings.Contains(tb.String(), "10-plain (") {
+		t.Errorf("status table:\n%s", tb.String())
+	}
+	if !strings.Contains(js.String(), `"verityHashes":{"00-default":"`+strings.Repeat("ab", 32)+`"}`) {
+		t.Errorf("status json: %s", js.String())
+	}
+	var lt, lj bytes.Buffer
+	imgs := []ImageInfo{{Name: "a", Type: "raw", Path: "/a.raw", VerityHash: "cd"}, {Name: "b", Type: "directory", Path: "/b"}}
+	must(t, WriteList(&lt, imgs, ""))
+	must(t, WriteList(&lj, imgs, "short"))
+	if !strings.Contains(lt.String(), "VERITY") || !strings.Contains(lj.String(), `"verityHash":"cd"`) || strings.Count(lj.String(), "verityHash") != 1 {
+		t.Errorf("list:\n%s\n%s", lt.String(), lj.String())
+	}
+	var plain bytes.Buffer
+	must(t, WriteList(&plain, imgs[1:], ""))
+	if strings.Contains(plain.String(), "VERITY") {
+		t.Errorf("VERITY column without verity images:\n%s", plain.String())
+	}
+}

@@ -12,6 +12,10 @@ type ImageInfo struct {
 	Type string // directory, raw, block
 	Path string // host-visible path (root prefix included), as systemd shows it
 	Time int64  // usec: mtime for raw images, else crtime
+	// VerityHash is the image's dm-verity root hash (from its dissection
+	// or sidecar, read without setting anything up): an addition to
+	// systemd's columns, shown only when some image has one.
+	VerityHash string
 }
 
 // List returns the images discovery finds, sorted by name.
@@ -37,7 +41,7 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 		if t == 0 {
 			t = id.Crtime
 		}
-		out = append(out, ImageInfo{Name: img.Name, Type: img.Type.String(), Path: e.display(img.Path), Time: int64(t)})
+		out = append(out, ImageInfo{Name: img.Name, Type: img.Type.String(), Path: e.display(img.Path), Time: int64(t), VerityHash: id.VerityHash})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
 	return out, nil
@@ -48,13 +52,32 @@ func WriteList(w io.Writer, imgs []ImageInfo, json string) error {
 	if json == "short" || json == "pretty" {
 		arr := make(sdjArray, 0, len(imgs))
 		for _, i := range imgs {
-			arr = append(arr, sdjObject{{"name", sdjString(i.Name)}, {"type", sdjString(i.Type)}, {"path", sdjString(i.Path)}, {"time", sdjInteger(i.Time)}})
+			obj := sdjObject{{"name", sdjString(i.Name)}, {"type", sdjString(i.Type)}, {"path", sdjString(i.Path)}, {"time", sdjInteger(i.Time)}}
+			if i.VerityHash != "" {
+				obj = append(obj, sdjMember{"verityHash", sdjString(i.VerityHash)})
+			}
+			arr = append(arr, obj)
 		}
 		return writeJSON(w, arr, json == "pretty")
 	}
-	t := [][]string{{"NAME", "TYPE", "PATH", "TIME"}}
+	verity := false
 	for _, i := range imgs {
-		t = append(t, []string{i.Name, i.Type, i.Path, formatTimestamp(i.Time)})
+		verity = verity || i.VerityHash != ""
+	}
+	t := [][]string{{"NAME", "TYPE", "PATH", "TIME"}}
+	if verity {
+		t[0] = append(t[0], "VERITY")
+	}
+	for _, i := range imgs {
+		row := []string{i.Name, i.Type, i.Path, formatTimestamp(i.Time)}
+		if verity {
+			v := "-"
+			if i.VerityHash != "" {
+				v = i.VerityHash
+			}
+			row = append(row, v)
+		}
+		t = append(t, row)
 	}
 	_, err := io.WriteString(w, formatTable(t))
 	return err

@@ -2,6 +2,7 @@ package extension
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"strings"
 	"time"
@@ -13,6 +14,10 @@ type HierarchyStatus struct {
 	Merged     bool     // carries a merge of this class (ours or systemd's)
 	Extensions []string // names from the plural file
 	Since      int64    // usec: mtime of .systemd-<C> (0 if not merged)
+	// Verity maps the names of images merged through dm-verity to their
+	// root hash, from the merge's origin record (an addition to
+	// systemd's output, shown only when there is one).
+	Verity map[string]string
 }
 
 // Status reports the merge state of each existing hierarchy.
@@ -40,6 +45,7 @@ func Status(ctx context.Context, opt Options) ([]HierarchyStatus, error) {
 		row := HierarchyStatus{Hierarchy: h, Merged: s.ours}
 		if s.ours {
 			row.Extensions, row.Since = s.names, s.metaTime
+			row.Verity = originVerity(s.origin)
 		}
 		out = append(out, row)
 	}
@@ -68,7 +74,17 @@ func WriteStatus(w io.Writer, rows []HierarchyStatus, json string) error {
 			if r.Merged {
 				since = sdjInteger(r.Since)
 			}
-			arr = append(arr, sdjObject{{"hierarchy", sdjString(r.Hierarchy)}, {"extensions", exts}, {"since", since}})
+			obj := sdjObject{{"hierarchy", sdjString(r.Hierarchy)}, {"extensions", exts}, {"since", since}}
+			if len(r.Verity) > 0 {
+				v := sdjObject{}
+				for _, n := range r.Extensions {
+					if h, ok := r.Verity[n]; ok {
+						v = append(v, sdjMember{n, sdjString(h)})
+					}
+				}
+				obj = append(obj, sdjMember{"verityHashes", v})
+			}
+			arr = append(arr, obj)
 		}
 		return writeJSON(w, arr, json == "pretty")
 	}
@@ -84,6 +100,9 @@ func WriteStatus(w io.Writer, rows []HierarchyStatus, json string) error {
 			continue
 		}
 		for i, n := range r.Extensions {
+			if h, ok := r.Verity[n]; ok && len(h) >= 16 {
+				n += " (dm-verity " + h[:16] + "…)"
+			}
 			if i == 0 {
 				t = append(t, []string{r.Hierarchy, n, formatTimestamp(r.Since)})
 			} else {
@@ -128,4 +147,30 @@ func formatTable(rows [][]string) string {
 func writeJSON(w io.Writer, v sdjValue, pretty bool) error {
 	_, err := w.Write(append(sdjFormat(v, pretty), '\n'))
 	return err
+}
+
+// originVerity returns the verityHash of each image in an origin record
+// (nil when none has one or the record does not parse).
+func originVerity(origin []byte) map[string]string {
+	if len(origin) == 0 {
+		return nil
+	}
+	var doc struct {
+		Extensions map[string]struct {
+			VerityHash string `json:"verityHash"`
+		} `json:"extensions"`
+	}
+	if err := json.Unmarshal(origin, &doc); err != nil {
+		return nil
+	}
+	var out map[string]string
+	for n, x := range doc.Extensions {
+		if x.VerityHash != "" {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[n] = x.VerityHash
+		}
+	}
+	return out
 }
