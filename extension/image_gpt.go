@@ -3,7 +3,6 @@ package extension
 import (
 	"errors"
 	"os"
-	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 )
@@ -25,22 +24,6 @@ func readGPT(f *os.File) (*image.GPT, error) {
 		return nil, err
 	}
 	return image.ReadGPT(f, fi.Size())
-}
-
-// gptHasVerity reports whether f is a GPT disk image with a verity hash
-// partition of the native architecture.
-func gptHasVerity(f *os.File) (bool, error) {
-	t, err := readGPT(f)
-	if err != nil {
-		return false, err
-	}
-	arch := image.NativeArchitecture()
-	for _, p := range t.Partitions {
-		if strings.HasSuffix(image.Designator(arch, p.Type), "-verity") {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // findGPTPartition reads the primary GPT of a disk image and picks the

@@ -35,29 +35,6 @@ type imageBackend struct {
 
 var backend = imageBackend{dissect: dissectImage, setup: image.SetupVerity, verify: verifySignature}
 
-// errVerityNotDissected: the image shows verity data this build cannot
-// parse (see dissectImage).
-var errVerityNotDissected = errors.New("the image carries dm-verity data that cannot be dissected")
-
-// dissectImage is the dissection of issue 7 item 1 (package image,
-// GPT/DDI partitions, verity superblock, signature partition, sidecars).
-// Until it is wired in, the images it would set up through dm-verity are
-// recognised here by their marks and refused, never mounted unverified:
-// a root hash from the xattr or a sidecar, or a GPT *-verity partition.
-func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
-	h, err := VerityRootHash(e.rfs, img, f, e.getenv)
-	if err != nil {
-		return nil, nil, err
-	}
-	if h != nil {
-		return nil, nil, fmt.Errorf("%w (root hash %x from xattr or sidecar)", errVerityNotDissected, h)
-	}
-	if has, err := gptHasVerity(f); err == nil && has {
-		return nil, nil, fmt.Errorf("%w (GPT verity partition)", errVerityNotDissected)
-	}
-	return nil, nil, nil
-}
-
 // verifySignature is the userspace PKCS#7 check of issue 7 item 3. Until
 // it is wired in, every signature that the kernel could not check itself
 // is refused.

@@ -59,7 +59,11 @@ func loadModule(name string, logf func(string, ...any)) error {
 		}
 		out, err := exec.Command(p, "-q", name).CombinedOutput()
 		if logf != nil {
-			logf("loaded kernel module %s with %s (err=%v)", name, p, err)
+			if err != nil {
+				logf("%s %s failed: %v", p, name, err)
+			} else {
+				logf("loaded kernel module %s with %s", name, p)
+			}
 		}
 		if err != nil {
 			return fmt.Errorf("%s %s: %v: %s", p, name, err, strings.TrimSpace(string(out)))
