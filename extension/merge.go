@@ -80,6 +80,46 @@ type candidate struct {
 	reason   string
 	fp       string // DirFingerprint of an accepted directory image, once walked
 	edited   bool   // in-place edit already reported (unchanged runs twice)
+	// transient: rejected for an error of the system (EBUSY, EIO, ...), not
+	// a verdict on the image; never remembered, so the next run retries.
+	transient bool
+}
+
+// transientlyLost lists the images of the merge in place (by its origin
+// record) that were rejected now for a transient error, with the error.
+func transientlyLost(old []byte, cands []*candidate) []string {
+	d, err := ParseOrigin(bytes.NewReader(old))
+	if err != nil {
+		return nil
+	}
+	o, err := d.Origin()
+	if err != nil {
+		return nil
+	}
+	in := map[string]bool{}
+	for _, x := range o.Extensions {
+		in[x.Name] = true
+	}
+	var lost []string
+	for _, c := range cands {
+		if c.transient && in[c.img.Name] {
+			lost = append(lost, c.img.Name+" ("+c.reason+")")
+		}
+	}
+	return lost
+}
+
+// transientErr reports errors that say nothing about an image's content:
+// a later run may succeed (found by the fault-injection test: an EBUSY of
+// one mount was remembered as the image's verdict, and every later refresh
+// of that boot skipped a good image).
+func transientErr(err error) bool {
+	for _, e := range []error{unix.EBUSY, unix.EIO, unix.EINTR, unix.EAGAIN, unix.ENOMEM, unix.ENOSPC, unix.ENFILE, unix.EMFILE, unix.EROFS} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
@@ -126,9 +166,23 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 	}
 
 	states, err := e.inspectAll()
-	defer closeStates(states)
+	defer func() { closeStates(states) }()
 	if err != nil {
 		return nil, err
+	}
+	if states, err = e.unstack(states); err != nil {
+		return nil, err
+	}
+	// Work dirs of ours that no merge uses (a run killed after creating
+	// one, or after a replacement but before removing the old one) go
+	// now, also when this refresh turns out to skip (found by the
+	// fault-injection test).
+	for _, s := range states {
+		keep := ""
+		if s.ours {
+			keep = s.oldWork
+		}
+		e.sweepWork(s.h, keep)
 	}
 	for _, s := range states {
 		if s.ours && !refresh {
@@ -206,6 +260,22 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 		res.Merged = acceptedNames(cands)
 		e.saveState(e.newState(cands, hh))
 		return res, nil
+	}
+	if refresh && old != nil {
+		if lost := transientlyLost(old, cands); len(lost) > 0 {
+			// Replacing the merge now would drop a good image for an
+			// error of the system; keep the merge in place (the next
+			// refresh retries, nothing is remembered).
+			e.log.Warnf("%s refresh: keeping the merge in place: %s, merged there, failed now with a transient error", e.cls.Name, strings.Join(lost, "; "))
+			res.Unchanged = true
+			for _, c := range cands {
+				if !c.accepted {
+					e.skip(res, c.img, c.reason)
+				}
+			}
+			res.Merged = acceptedNames(cands)
+			return res, nil
+		}
 	}
 	for _, c := range cands {
 		if !c.accepted {
@@ -481,7 +551,7 @@ func (e *engine) rollback(order []*hierPlan, replaced []string, err error) error
 func (e *engine) check(c *candidate, host release.Host, scope string) error {
 	o, err := e.openImage(c.img)
 	if err != nil {
-		c.reason = err.Error()
+		c.reason, c.transient = err.Error(), transientErr(err)
 		if e.essential(c.img.Name) {
 			return fmt.Errorf("essential %w", err)
 		}
@@ -490,7 +560,7 @@ func (e *engine) check(c *candidate, host release.Host, scope string) error {
 	c.opened = o
 	ok, reason, err := e.validate(o, host, scope)
 	if err != nil {
-		reason = err.Error()
+		reason, c.transient = err.Error(), transientErr(err)
 	}
 	if !ok {
 		c.reason = reason
@@ -633,7 +703,7 @@ func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*can
 func (e *engine) newState(cands []*candidate, hh string) *runState {
 	st := &runState{Root: e.rootPath, HostRelease: hh, Force: e.opt.Force, Images: map[string]imageState{}}
 	for _, c := range cands {
-		if !c.accepted && c.reason == "" {
+		if !c.accepted && (c.reason == "" || c.transient) {
 			continue
 		}
 		fp := c.fp

@@ -119,6 +119,69 @@ func (e *engine) hostDir(s *hierState, b *build) (*os.File, error) {
 	return d, nil
 }
 
+// unstack repairs what a process killed in the middle of an atomic
+// replacement leaves: the new merge mounted beneath the old one, both
+// complete. The top one is detached, which uncovers the other: no gap.
+// Without this, every later call refused the hierarchy ("unmerge first")
+// and a rerun of a boot stage failed (found by the fault-injection test).
+// Only a merge of this class (an overlay whose source is the class name)
+// directly below ours counts; any other mount below is left to
+// checkNotStacked's refusal. Runs under the hierarchy lock.
+func (e *engine) unstack(states []*hierState) ([]*hierState, error) {
+	for i, s := range states {
+		for tries := 0; s.ours && tries < 4; tries++ {
+			below, err := e.mountBelow(s)
+			if err != nil {
+				return states, err
+			}
+			if below == nil || below.FSType != "overlay" || below.Source != e.cls.Name {
+				break
+			}
+			op := e.log.Op("detach the %s merge at %s stacked on another one (left by an interrupted replacement)", e.cls.Name, s.display)
+			if err := op.Finish(mount.UnmountFd(s.top, unix.MNT_DETACH)); err != nil {
+				return states, err
+			}
+			e.mi = nil // the mount table changed
+			s.close()
+			ns, err := e.inspect(s.h)
+			if err != nil {
+				states[i] = &hierState{h: s.h, display: s.display}
+				return states, err
+			}
+			// The detached merge's work dir, if the uncovered one uses
+			// another, is no longer used by anything.
+			e.cleanOldWork(s.oldWork, ns.oldWork)
+			states[i], s = ns, ns
+		}
+	}
+	return states, nil
+}
+
+// mountBelow returns the mount that the top mount of s covers at the same
+// path, or nil.
+func (e *engine) mountBelow(s *hierState) (*mount.Info, error) {
+	mntID, err := sysx.MountID(int(s.top.Fd()), "")
+	if err != nil {
+		return nil, &os.PathError{Op: "statx", Path: s.display, Err: err}
+	}
+	infos, err := e.mountinfo()
+	if err != nil {
+		return nil, err
+	}
+	parent := -1
+	for _, mi := range infos {
+		if uint64(mi.ID) == mntID {
+			parent = mi.Parent
+		}
+	}
+	for i, mi := range infos {
+		if mi.ID == parent && mi.Mountpoint == s.display {
+			return &infos[i], nil
+		}
+	}
+	return nil, nil
+}
+
 // checkNotStacked refuses a merge that sits on another mount at the same
 // path (e.g. /etc being its own file system, or an earlier overlay): the
 // directory below the merge is then the root of that mount, which a clone

@@ -43,7 +43,12 @@ func (e *engine) statePath() string {
 
 // loadState reads the state file; a missing or unreadable one is nil.
 func (e *engine) loadState() *runState {
-	b, err := os.ReadFile(e.statePath())
+	// A writer killed mid-write leaves its temp; a run that then skips
+	// would never replace it (found by the fault-injection test). Called
+	// under the hierarchy lock, so no writer of ours is active.
+	p := e.statePath()
+	os.Remove(filepath.Join(filepath.Dir(p), rootfs.TempName(filepath.Base(p))))
+	b, err := os.ReadFile(p)
 	if err != nil {
 		return nil
 	}

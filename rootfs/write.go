@@ -16,6 +16,10 @@ import (
 // them from user files.
 const tempSuffix = ".ext-setup-root-tmp"
 
+// TempName is the temp name WriteFileAtomic uses for base (for callers
+// that clean up after a crashed writer outside a write).
+func TempName(base string) string { return tempName(base) }
+
 // tempName is the temp name used for base in the same directory:
 // ".BASE.ext-setup-root-tmp", with BASE shortened to fit NAME_MAX.
 func tempName(base string) string {

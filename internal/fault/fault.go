@@ -37,7 +37,20 @@ const (
 // in place of the step's system call.
 type Hook func(kind Kind, detail string) error
 
-var hook atomic.Pointer[Hook]
+var (
+	hook    atomic.Pointer[Hook]
+	without atomic.Int32
+)
+
+// Without runs f with the fault points off: for probes that only touch
+// throwaway objects (the kernel feature probe's detached tmpfs and
+// invalid fds), whose steps are no side effects and whose injected errors
+// would only turn features off.
+func Without(f func()) {
+	without.Add(1)
+	defer without.Add(-1)
+	f()
+}
 
 // Set installs h process-wide (nil removes it).
 func Set(h Hook) {
@@ -52,7 +65,7 @@ func Set(h Hook) {
 // test's hook injects an error. Callers treat that error exactly like the
 // error of the system call that follows (they skip the call).
 func Point(kind Kind, detail string) error {
-	if h := hook.Load(); h != nil {
+	if h := hook.Load(); h != nil && without.Load() == 0 {
 		return (*h)(kind, detail)
 	}
 	return nil
