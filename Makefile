@@ -2,7 +2,9 @@
 # Fragments in mk/*.mk add prerequisites (TEST_PREREQS), benchmarks
 # (BENCH_TARGETS) and install steps (INSTALL_TARGETS).
 
-GO          ?= go
+# go from $PATH, else the official tarball's place: `sudo make` resets PATH
+# to secure_path, which does not hold /usr/local/go/bin.
+GO          ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
 BIN         := bin/ext-setup-root
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 GOFLAGS_BIN := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
@@ -62,6 +64,10 @@ install: build $(INSTALL_TARGETS)
 clean:
 	rm -rf bin out
 
-# demo runs both initrd stages on built-in demo data in a private mount namespace.
+# demo runs both initrd stages on built-in demo data in a private mount
+# namespace. It is meant as the first command on a fresh machine: it
+# installs squashfs-tools if it can (root and apt), and without it the demo
+# still works with ext4 images (scripts/demo.sh).
 demo: build
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/ci-deps.sh --demo || echo "demo: could not install squashfs-tools; using ext4 images"; fi
 	BIN=$(BIN) scripts/demo.sh

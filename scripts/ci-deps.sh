@@ -2,11 +2,17 @@
 # ci-deps.sh installs the host packages that make test needs, if missing.
 # It never changes the host's apt sources; Debian forky content is fetched
 # by the prepare scripts into their own cache directories.
+# With --demo it installs only what make demo needs (squashfs-tools for
+# the images; util-linux and e2fsprogs are part of every Debian system).
 set -euo pipefail
+if [ "${1:-}" = --demo ]; then
+	pkgs=(squashfs-tools util-linux e2fsprogs)
+else
 pkgs=(qemu-system-x86 cpio mmdebstrap debootstrap e2fsprogs squashfs-tools erofs-utils zstd kmod
       gdisk fdisk dosfstools attr acl xz-utils hyperfine
       make systemd   # make: units tests run `make install`; systemd: systemctl --root in units tests
       time)          # time: GNU /usr/bin/time for peak RSS in make bench (bench/confext)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

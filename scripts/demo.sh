@@ -21,14 +21,17 @@ export EXT_SETUP_ROOT_LOG=stderr EXT_SETUP_ROOT_STATE_DIR="$R/run/ext-setup-root
 say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 run() { printf '$ %s\n' "$*"; "$@"; }
 
-# image NAME-DIR OUT: a squashfs image when mksquashfs exists, else a directory.
+# image DIR OUT.raw: a squashfs image when mksquashfs exists (make demo
+# installs squashfs-tools when it can), else an ext4 image made by mke2fs -d
+# (e2fsprogs is part of every Debian installation): both are .raw files, as
+# the A/B selection expects. DEMO_IMAGE_TOOL=ext4 forces the fallback.
 image() {
-	if command -v mksquashfs >/dev/null; then
+	if [ "${DEMO_IMAGE_TOOL:-}" != ext4 ] && command -v mksquashfs >/dev/null; then
 		mksquashfs "$1" "$2" -quiet -noappend -all-root >/dev/null
-		rm -rf "$1"
 	else
-		mv "$1" "${2%.raw}"
+		mke2fs -q -F -t ext4 -O ^has_journal -E root_owner=0:0 -d "$1" "$2" 4M
 	fi
+	rm -rf "$1"
 }
 
 say "building the demo root in $R"
@@ -51,7 +54,9 @@ echo "vendor default sshd config" > "$t/etc/ssh/sshd_config"
 echo "vendor default motd" > "$t/etc/motd"
 image "$t" "$R/usr/lib/confexts/00-flatcar-default.raw"
 mkdir -p "$R/var/lib/confexts/user-ntp/etc/extension-release.d"
-printf 'ID=flatcar\nVERSION_ID=1000.0.0\n' > "$R/var/lib/confexts/user-ntp/etc/extension-release.d/extension-release.user-ntp"
+# ID=_any: the user's confext is not tied to one OS version (it stays
+# merged after the update to slot B below).
+echo "ID=_any" > "$R/var/lib/confexts/user-ntp/etc/extension-release.d/extension-release.user-ntp"
 echo "server time.example.com" > "$R/var/lib/confexts/user-ntp/etc/ntp.conf"
 echo "ID=demo" > "$R/oem/oem-release"
 touch "$R/oem/sysext/active-oem-demo"
@@ -95,6 +100,28 @@ echo "server ntp.example.org" > "$R/var/lib/confexts/user-ntp/etc/ntp.conf"
 run "$BIN" confext --root="$R" refresh
 echo "user confext now: $(cat "$R/etc/ntp.conf")"
 grep " $R/etc " /proc/self/mountinfo | cut -d' ' -f1-10
+
+say "boot slot B (VERSION 1001.0.0): the links flip to the new images"
+# An update installs slot B's /usr and places its images on the root
+# partition; here the sysext merge is lifted first, to edit /usr.
+run "$BIN" sysext --root="$R" unmerge
+sed -i 's/1000\.0\.0/1001.0.0/' "$R/usr/lib/os-release"
+mkdir -p "$R/etc/flatcar/oem-sysext"
+for n in oem-demo flatcar-tools; do
+	t=$(mktemp -d)
+	mkdir -p "$t/usr/lib/extension-release.d" "$t/usr/share/$n"
+	printf 'ID=flatcar\nVERSION_ID=1001.0.0\n' > "$t/usr/lib/extension-release.d/extension-release.$n"
+	echo "$n for 1001.0.0" > "$t/usr/share/$n/version"
+	case $n in
+	oem-demo) image "$t" "$R/etc/flatcar/oem-sysext/oem-demo-1001.0.0.raw" ;;
+	*) image "$t" "$R/etc/flatcar/sysext/flatcar-tools-1001.0.0.raw" ;;
+	esac
+done
+run "$BIN" plan --root="$R"
+run "$BIN" boot --stage=post --root="$R"
+run ls -l "$R/etc/extensions" "$R/oem/sysext" "$R/etc/flatcar/oem-sysext"
+echo "OEM sysext:       $(cat "$R/usr/share/oem-demo/version")"
+echo "Flatcar ext:      $(cat "$R/usr/share/flatcar-tools/version")"
 
 say "unmerge: the real /etc is back, with the file written through the overlay"
 run "$BIN" sysext --root="$R" unmerge
