@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
@@ -140,8 +141,14 @@ func TestDetectFSAndGPT(t *testing.T) {
 	must(t, err)
 	must(t, f.Truncate(4<<20))
 	f.Close()
-	if out, err := exec.Command("sgdisk", "-n", "1:2048:4095", "-t", "1:8484680c-9521-48c6-9c11-b0720656f69e",
-		"-n", "2:4096:0", "-t", "2:4f68bce3-e8cd-4db1-96e7-fbcaf984b709", p).CombinedOutput(); err != nil {
+	// The native architecture's usr and root types (x86-64 or arm64, from
+	// the one architecture table), so the case runs on both.
+	types, ok := image.TypesFor(image.NativeArchitecture())
+	if !ok {
+		t.Fatalf("no partition types for %s", image.NativeArchitecture())
+	}
+	if out, err := exec.Command("sgdisk", "-n", "1:2048:4095", "-t", "1:"+types.Usr,
+		"-n", "2:4096:0", "-t", "2:"+types.Root, p).CombinedOutput(); err != nil {
 		t.Fatalf("sgdisk: %v %s", err, out)
 	}
 	f, err = os.Open(p)

@@ -1,10 +1,11 @@
 package vpick
 
 import (
+	"github.com/ext-setup-root/ext-setup-root/release"
+
 	"cmp"
 	"fmt"
 	"os"
-	"runtime"
 	"strconv"
 	"strings"
 )
@@ -37,50 +38,19 @@ type Result struct {
 	TriesLeft, TriesDone int
 }
 
-// architectures are systemd's architecture names (architecture.c); a
-// "_WORD" suffix that is not one of them is not an architecture.
-var architectures = map[string]bool{
-	"alpha": true, "arc": true, "arc-be": true, "arm": true, "arm-be": true, "arm64": true, "arm64-be": true,
-	"cris": true, "ia64": true, "loongarch64": true, "m68k": true, "mips": true, "mips-le": true, "mips64": true,
-	"mips64-le": true, "nios2": true, "parisc": true, "parisc64": true, "ppc": true, "ppc-le": true, "ppc64": true,
-	"ppc64-le": true, "riscv32": true, "riscv64": true, "s390": true, "s390x": true, "sh": true, "sh64": true,
-	"sparc": true, "sparc64": true, "tilegx": true, "x86": true, "x86-64": true,
-}
-
 // LocalArchitectures returns the architectures this binary prefers, best
 // first, as systemd's native_architecture() and ARCHITECTURE_SECONDARY do
-// for the architecture it was compiled for. The final "" stands for
-// entries without (or with an unknown) architecture.
+// for the architecture it was compiled for (release.Arches). The final ""
+// stands for entries without (or with an unknown) architecture.
 func LocalArchitectures() []string {
-	switch runtime.GOARCH {
-	case "amd64":
-		return []string{"x86-64", "x86", ""}
-	case "386":
-		return []string{"x86", ""}
-	case "arm64":
-		return []string{"arm64", "arm", ""}
-	case "arm":
-		return []string{"arm", ""}
-	case "ppc64le":
-		return []string{"ppc64-le", ""}
-	case "ppc64":
-		return []string{"ppc64", "ppc", ""}
-	case "s390x":
-		return []string{"s390x", "s390", ""}
-	case "riscv64":
-		return []string{"riscv64", ""}
-	case "loong64":
-		return []string{"loongarch64", ""}
-	case "mips64le":
-		return []string{"mips64-le", ""}
-	case "mips64":
-		return []string{"mips64", ""}
-	case "mipsle":
-		return []string{"mips-le", ""}
-	case "mips":
-		return []string{"mips", ""}
+	native := release.NativeArchitecture()
+	if native == "" {
+		return []string{""}
 	}
-	return []string{""}
+	if sec := release.SecondaryArchitecture(native); sec != "" {
+		return []string{native, sec, ""}
+	}
+	return []string{native, ""}
 }
 
 // VersionIsValid reports whether s may be a version in a file name, as
@@ -165,7 +135,7 @@ func (f Filter) parse(name string, archs []string) (candidate, bool) {
 	}
 	arch := ""
 	under := strings.LastIndexByte(e, '_')
-	if under >= 0 && architectures[e[under+1:]] {
+	if under >= 0 && release.IsArchitecture(e[under+1:]) {
 		arch = e[under+1:]
 	}
 	c.archIndex = -1

@@ -1,6 +1,8 @@
 package image
 
 import (
+	"github.com/ext-setup-root/ext-setup-root/release"
+
 	"bytes"
 	"errors"
 	"fmt"
@@ -165,7 +167,7 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 	}
 	cand := gptCandidates(g, arch)
 	if len(cand["root"]) == 0 && (!o.AllowUsr || len(cand["usr"]) == 0) {
-		if sec, ok := secondaryArch[arch]; ok {
+		if sec := release.SecondaryArchitecture(arch); sec != "" {
 			c2 := gptCandidates(g, sec)
 			if len(c2["root"]) > 0 || (o.AllowUsr && len(c2["usr"]) > 0) {
 				arch, cand = sec, c2

@@ -1,8 +1,9 @@
 package image
 
 import (
-	"runtime"
 	"strings"
+
+	"github.com/ext-setup-root/ext-setup-root/release"
 )
 
 // ArchTypes are the Discoverable Partitions Specification type GUIDs of
@@ -51,21 +52,9 @@ var archTypes = map[string]ArchTypes{
 	},
 }
 
-// secondaryArch is the architecture whose images a native one also runs
-// (systemd's secondary architecture), tried when no native root/usr
-// partition exists.
-var secondaryArch = map[string]string{"x86-64": "x86", "arm64": "arm"}
-
-// goArch maps the Go architecture this binary is built for to systemd's
-// name: dissection uses the binary's architecture, as systemd's
-// native_architecture() is the one it was compiled for.
-var goArch = map[string]string{
-	"amd64": "x86-64", "arm64": "arm64", "386": "x86", "arm": "arm", "riscv64": "riscv64",
-	"ppc64le": "ppc64-le", "s390x": "s390x", "loong64": "loongarch64",
-}
-
-// NativeArchitecture is systemd's name for this binary's architecture.
-func NativeArchitecture() string { return goArch[runtime.GOARCH] }
+// NativeArchitecture is systemd's name for this binary's architecture
+// (release.Arches, the one table of architecture names).
+func NativeArchitecture() string { return release.NativeArchitecture() }
 
 // TypesFor returns the partition types of arch (systemd's name).
 func TypesFor(arch string) (ArchTypes, bool) {
