@@ -106,3 +106,18 @@ func RequireFilesystem(t testing.TB, fstypes ...string) {
 		Gate(t, "kernel filesystem(s) %s not in /proc/filesystems", strings.Join(missing, ", "))
 	}
 }
+
+// EmulatorEnv names the user-mode emulator (qemu-aarch64) that runs this
+// test binary when it was built for another architecture (scripts/
+// cross-test.sh sets it). Without binfmt_misc the kernel cannot start such
+// a binary itself, so tests that re-run their own binary go through it.
+const EmulatorEnv = "EXT_SETUP_ROOT_TEST_EMULATOR"
+
+// SelfCommand returns a command running this test binary again with args,
+// through the emulator of EmulatorEnv when one is set.
+func SelfCommand(args ...string) *exec.Cmd {
+	if emu := os.Getenv(EmulatorEnv); emu != "" {
+		return exec.Command(emu, append([]string{os.Args[0]}, args...)...)
+	}
+	return exec.Command(os.Args[0], args...)
+}

@@ -39,7 +39,7 @@ func TestGateHelper(t *testing.T) {
 func TestGates(t *testing.T) {
 	for _, gate := range []string{"tool", "envdir", "envdir-missing"} {
 		for _, requireAll := range []bool{false, true} {
-			cmd := exec.Command(os.Args[0], "-test.run=^TestGateHelper$", "-test.v", "-test.count=1")
+			cmd := SelfCommand("-test.run=^TestGateHelper$", "-test.v", "-test.count=1")
 			env := []string{helperEnv + "=" + gate, "TESTUTIL_DIR=/nonexistent/dir"}
 			if requireAll {
 				env = append(env, RequireAllEnv+"=1")
