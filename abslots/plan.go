@@ -43,6 +43,10 @@ type Choice struct {
 	Image    string `json:"image,omitempty"`
 	Fallback string `json:"fallback,omitempty"`
 	Reason   string `json:"reason"`
+	// Protection is how the chosen image is protected: "signed",
+	// "verity", "unprotected" (see annotateProtection; "" when not
+	// examined).
+	Protection string `json:"protection,omitempty"`
 }
 
 // Action ops, in the order a plan uses them.

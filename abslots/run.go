@@ -116,6 +116,7 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 		facts.Slot = ReadSlot(cl, SlotEnv{DevDir: paths.DevDir, SysDevBlock: paths.SysDevBlock})
 		plan = MakePlan(cfg, facts)
 	}
+	annotateProtection(root, plan)
 	logPlan(log, plan)
 	plan.Changed, err = Apply(root, cfg, plan, log, dry)
 	if plan.Fatal != "" {
@@ -178,6 +179,9 @@ func logPlan(log *oplog.Logger, p *Plan) {
 		if img == "" {
 			img = "(none)"
 		}
+		if c.Protection != "" {
+			img += " [" + c.Protection + "]"
+		}
 		log.Infof("abslots: %s %s: %s: %s", c.Kind, c.Name, img, c.Reason)
 	}
 	for _, m := range p.Missing {
@@ -220,6 +224,9 @@ func (p *Plan) String() string {
 		}
 		if c.Fallback != "" {
 			img += " (else " + c.Fallback + ")"
+		}
+		if c.Protection != "" {
+			img += " [" + c.Protection + "]"
 		}
 		w("  %-9s %-12s %s -> %s\n      %s\n", c.Kind, c.Name, c.Link, img, c.Reason)
 	}
