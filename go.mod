@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/BurntSushi/toml v1.6.0
 	github.com/coreos/go-systemd/v22 v22.7.0
+	github.com/smallstep/pkcs7 v0.2.3
 	github.com/u-root/u-root v0.16.0
 	golang.org/x/sys v0.49.0
 )

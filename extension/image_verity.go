@@ -1,7 +1,6 @@
 package extension
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
@@ -9,6 +8,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
 // dm-verity images. An image that carries verity data (a *-verity GPT
@@ -35,11 +35,22 @@ type imageBackend struct {
 
 var backend = imageBackend{dissect: dissectImage, setup: image.SetupVerity, verify: verifySignature}
 
-// verifySignature is the userspace PKCS#7 check of issue 7 item 3. Until
-// it is wired in, every signature that the kernel could not check itself
-// is refused.
+// verifySignature checks a root hash signature in userspace against the
+// certificates in the verity.d directories of the running system
+// (paths.TrustRoot: the initrd's own in the initrd, as
+// systemd-confext-sysroot does; never the target root's, whose /etc is
+// writable and cannot vouch for the images it holds).
 func verifySignature(e *engine, v *image.Verity) error {
-	return errors.New("no userspace signature verification in this build: the kernel's keyring check failed")
+	certs, warns := image.LoadTrustedCerts(paths.TrustRoot)
+	for _, w := range warns {
+		e.log.Warnf("verity.d certificate skipped: %v", w)
+	}
+	c, err := image.VerifyRootHashSignature(v.RootHash, v.Signature, certs)
+	if err != nil {
+		return err
+	}
+	e.log.Infof("root hash %x: signature verified with %s/%s (%s)", v.RootHash, c.Dir, c.Name, c.Cert.Subject.CommonName)
+	return nil
 }
 
 // openVerity sets img up through dm-verity and mounts its file system

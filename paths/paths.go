@@ -36,6 +36,11 @@ var (
 	Run = "/run"
 	// Sysroot is the default target root in the initrd (EXT_SETUP_ROOT_SYSROOT).
 	Sysroot = "/sysroot"
+	// TrustRoot is the root whose verity.d directories hold the
+	// certificates trusted for root hash signatures: the running system's
+	// own (the initrd's in the initrd), never the target root's, as
+	// systemd 262 does (EXT_SETUP_ROOT_TRUST_ROOT).
+	TrustRoot = "/"
 )
 
 // Load applies the EXT_SETUP_ROOT_* environment overrides. getenv is
@@ -52,6 +57,7 @@ func Load(getenv func(string) string) {
 		{"EXT_SETUP_ROOT_DEV", &DevDir},
 		{"EXT_SETUP_ROOT_STATE_DIR", &StateDir},
 		{"EXT_SETUP_ROOT_SYSROOT", &Sysroot},
+		{"EXT_SETUP_ROOT_TRUST_ROOT", &TrustRoot},
 	} {
 		if s := getenv(o.env); s != "" {
 			*o.v = s

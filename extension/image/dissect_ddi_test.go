@@ -160,7 +160,11 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 	}
 	key, cert := "", ""
 	if s.Signed {
-		key, cert = testKey(t, s.Key, 1)
+		days := 1
+		if strings.HasPrefix(s.Key, "expired") {
+			days = -1
+		}
+		key, cert = testKey(t, s.Key, days)
 	}
 	work := t.TempDir()
 	tree := filepath.Join(work, "tree")
