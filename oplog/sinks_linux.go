@@ -3,7 +3,6 @@ package oplog
 import (
 	"fmt"
 	"io"
-	"os"
 
 	"github.com/coreos/go-systemd/v22/journal"
 )
@@ -31,19 +30,5 @@ func (s JournalSink) Log(level Level, msg string) {
 	}
 }
 
-// Auto picks the best sink: the journal when its socket is reachable, else
-// kmsgPath when it can be opened for writing, else stderr. Under systemd a
-// unit's stderr already goes to the journal, but sending directly keeps the
-// priority of each line.
-func Auto(stderr io.Writer, kmsgPath string) *Logger {
-	fallback := WriterSink{W: stderr}
-	if journal.Enabled() {
-		return New(JournalSink{Fallback: fallback})
-	}
-	if kmsgPath != "" {
-		if f, err := os.OpenFile(kmsgPath, os.O_WRONLY|os.O_APPEND, 0); err == nil {
-			return New(KmsgSink{W: f})
-		}
-	}
-	return New(fallback)
-}
+// journalEnabled reports whether journald's socket accepts messages.
+func journalEnabled() bool { return journal.Enabled() }

@@ -111,12 +111,14 @@ func main() {
 		Stderr: os.Stderr,
 		Getenv: os.Getenv,
 	}
-	// EXT_SETUP_ROOT_LOG=stderr skips probing the journal socket and
-	// /dev/kmsg, for interactive use and tests.
-	if os.Getenv("EXT_SETUP_ROOT_LOG") == "stderr" {
-		env.Log = oplog.New(oplog.WriterSink{W: os.Stderr})
-	} else {
-		env.Log = oplog.Auto(os.Stderr, paths.DevKmsg)
+	// Logs go where the convention says (oplog.Choose): the journal under
+	// systemd or in an initrd with journald, /dev/kmsg in an initrd
+	// without it, stderr for a person or a pipe; EXT_SETUP_ROOT_LOG
+	// overrides.
+	log, _, _, problem := oplog.Open(os.Getenv, os.Stderr, paths.InInitrd(), paths.DevKmsg)
+	env.Log = log
+	if problem != nil {
+		env.Log.Warnf("%v", problem)
 	}
 	err := run(env, os.Args[1:])
 	if err != nil {
