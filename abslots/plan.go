@@ -1,6 +1,7 @@
 package abslots
 
 import (
+	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
@@ -17,10 +18,10 @@ type Plan struct {
 	Actions    []Action `json:"actions"`
 	// Missing lists images that were wanted but not found: the seam for a
 	// future fetcher (see Fetcher).
-	Missing []Missing `json:"missing,omitempty"`
+	Missing []Missing `json:"missing"`
 	// Problems are bad inputs (each names its file); the run goes on
 	// without the affected image.
-	Problems []string `json:"problems,omitempty"`
+	Problems []string `json:"problems"`
 	// Fatal is set when an essential image is missing; Run returns it as an
 	// error after applying everything else.
 	Fatal string `json:"fatal,omitempty"`
@@ -30,6 +31,27 @@ type Plan struct {
 	Changed int `json:"changed"`
 	// tempDirs are cleaned by Apply before the actions.
 	tempDirs []string
+}
+
+// MarshalJSON writes the plan with every list as an array, [] when empty
+// (never null: JSON readers iterate over them), in `plan --json` and in the
+// record file alike.
+func (p Plan) MarshalJSON() ([]byte, error) {
+	type plain Plan // no MarshalJSON: no recursion
+	q := plain(p)
+	q.Choices = emptyIfNil(q.Choices)
+	q.Actions = emptyIfNil(q.Actions)
+	q.Missing = emptyIfNil(q.Missing)
+	q.Problems = emptyIfNil(q.Problems)
+	return json.Marshal(q)
+}
+
+// emptyIfNil returns s, or an empty slice for nil.
+func emptyIfNil[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
 }
 
 // Choice is the decision for one link: which image, and why.

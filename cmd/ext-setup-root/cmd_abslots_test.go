@@ -117,3 +117,19 @@ func TestAbslotsUsage(t *testing.T) {
 		t.Errorf("missing root: exit %d, want 1", c)
 	}
 }
+
+// TestPlanJSONNothingToDo: `plan --json` on a root with nothing to do
+// prints [] for its empty lists, not null.
+func TestPlanJSONNothingToDo(t *testing.T) {
+	abslotsFixture(t) // kernel command line stub
+	dir := t.TempDir()
+	os.MkdirAll(filepath.Join(dir, "usr/lib"), 0o755)
+	os.WriteFile(filepath.Join(dir, "usr/lib/os-release"), []byte("ID=flatcar\nVERSION=2.0\n"), 0o644)
+	env, out, errb := testEnv()
+	if err := run(env, []string{"plan", "--root=" + dir, "--json"}); err != nil {
+		t.Fatalf("%v\n%s", err, errb)
+	}
+	if strings.Contains(out.String(), "null") || !strings.Contains(out.String(), `"actions": []`) {
+		t.Fatalf("plan --json:\n%s", out)
+	}
+}
