@@ -178,7 +178,7 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 	for _, p := range g.Partitions {
 		d.Partitions = append(d.Partitions, Partition{
 			Designator: Designator(arch, p.Type), Region: p.Region, UUID: p.UUID, Label: p.Name,
-			ReadOnly: p.Attrs&(1<<60) != 0,
+			ReadOnly: p.Attrs&(1<<60) != 0, GrowFS: p.Attrs&(1<<59) != 0,
 		})
 	}
 	base := "root"
@@ -222,7 +222,7 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 	if err != nil {
 		return nil, err
 	}
-	d.Data = Partition{Designator: base, Region: data.Region, UUID: data.UUID, Label: data.Name, ReadOnly: data.Attrs&(1<<60) != 0}
+	d.Data = Partition{Designator: base, Region: data.Region, UUID: data.UUID, Label: data.Name, ReadOnly: data.Attrs&(1<<60) != 0, GrowFS: data.Attrs&(1<<59) != 0}
 	if d.Data.FSType, err = DetectFS(r, int64(data.Region.Offset)); err != nil {
 		return nil, &DissectError{Rule: fmt.Sprintf("cannot read %s partition %d", base, data.Number), Err: err}
 	}

@@ -251,3 +251,8 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 	ddiOnce.Unlock()
 	return b
 }
+
+func testutilGate(t testing.TB, f string, a ...any) {
+	t.Helper()
+	testutil.Gate(t, f, a...)
+}

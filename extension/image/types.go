@@ -26,6 +26,7 @@ type Partition struct {
 	UUID       string // partition UUID, lowercase; "" for a bare image
 	Label      string
 	ReadOnly   bool   // GPT attribute bit 60
+	GrowFS     bool   // GPT attribute bit 59
 	FSType     string // "squashfs", "erofs", "ext4" for data partitions; "" otherwise
 }
 
