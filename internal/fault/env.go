@@ -88,9 +88,17 @@ func FromEnv(getenv func(string) string) (Hook, error) {
 	}
 	var mu sync.Mutex
 	n := 0
+	var last Kind
 	return func(kind Kind, detail string) error {
 		mu.Lock()
 		defer mu.Unlock()
+		// A loop set-up retried right away (another process took the free
+		// device first, EBUSY) is the same step: counting it would make
+		// the numbering depend on other processes.
+		if kind == Loop && last == Loop {
+			return nil
+		}
+		last = kind
 		n++
 		if logPath != "" {
 			if f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644); err == nil {
