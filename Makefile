@@ -50,6 +50,7 @@ TEST_ENV := EXT_SETUP_ROOT_CACHE=$(CACHE) EXT_SETUP_ROOT_BIN=$(CURDIR)/$(BIN) \
 	EXT_SETUP_ROOT_TESTHOOKS_BIN=$(CURDIR)/$(TESTHOOKS_BIN)
 test: deps build build-testhooks vet $(TEST_PREREQS)
 	$(TEST_ENV) $(GO) test -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/test/qemu$$')
+	GO=$(GO) FUZZTIME=$(FUZZTIME_TEST) OUT=out/fuzz-short.md scripts/fuzz.sh
 	$(TEST_ENV) $(GO) test -count=1 -v -timeout 60m ./test/qemu/
 
 # unit-test runs only what needs neither root nor prepared inputs.
@@ -71,3 +72,11 @@ clean:
 demo: build
 	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then scripts/ci-deps.sh --demo || echo "demo: could not install squashfs-tools; using ext4 images"; fi
 	BIN=$(BIN) scripts/demo.sh
+
+# fuzz runs every go test -fuzz target for FUZZTIME each (scripts/fuzz.sh,
+# table in out/fuzz.md); make test runs a short pass (FUZZTIME_TEST each).
+FUZZTIME      ?= 60s
+FUZZTIME_TEST ?= 3s
+.PHONY: fuzz
+fuzz:
+	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh

@@ -1,0 +1,57 @@
+package boot
+
+import (
+	"bytes"
+	"os"
+	"path"
+	"strings"
+	"testing"
+)
+
+// FuzzParseConfig: any boot.toml either fails with an error naming the
+// file or gives a configuration whose patterns are valid.
+func FuzzParseConfig(f *testing.F) {
+	f.Add([]byte("essential_confexts = [\"00-*default*\"]\nessential_sysexts = []\n"))
+	f.Add([]byte("essential_confexts = [\"[\"]\n"))
+	f.Add([]byte("unknown = 1\n"))
+	for _, p := range []string{"../docs/boot.md", "../docs/prepare.md"} {
+		if b, err := os.ReadFile(p); err == nil {
+			// The TOML examples of the docs.
+			for _, block := range strings.Split(string(b), "```toml")[1:] {
+				f.Add([]byte(strings.SplitN(block, "```", 2)[0]))
+			}
+		}
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, err := ParseConfig(bytes.NewReader(data), "fuzz.toml")
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.toml") {
+				t.Fatalf("error does not name the file: %v", err)
+			}
+			return
+		}
+		for _, p := range append(c.EssentialConfexts, c.EssentialSysexts...) {
+			if _, err := path.Match(p, ""); err != nil {
+				t.Fatalf("accepted bad pattern %q: %v", p, err)
+			}
+		}
+	})
+}
+
+// FuzzParseCmdline: the boot switches never panic and a disabled stage
+// is only ever read from an explicit switch.
+func FuzzParseCmdline(f *testing.F) {
+	for _, s := range []string{"quiet", "systemd.sysext=0", "ext-setup-root.stage.pre=0 ext-setup-root.essential=",
+		"ext-setup-root.late-refresh=stock rd.systemd.confext=false", "ext_setup_root.dry_run=yes \"ext-setup-root.debug\""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		c, err := ParseCmdline(strings.NewReader(s))
+		if err != nil {
+			return
+		}
+		if (c.PreOff || c.PostOff) && !strings.Contains(strings.ReplaceAll(s, "_", "-"), "stage") {
+			t.Fatalf("a stage is off without a stage switch: %+v", c)
+		}
+	})
+}

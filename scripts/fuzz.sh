@@ -1,0 +1,45 @@
+#!/bin/bash
+# fuzz.sh runs every go test -fuzz target of the module for FUZZTIME each
+# (default 60s) and writes a table of the runs to OUT (default
+# out/fuzz.md). Targets are found with `go test -list '^Fuzz'`, so a new
+# one is run without editing this script. A target that fails leaves its
+# input in the package's testdata/fuzz/ (commit it as a regression seed
+# after the fix) and makes the script exit 1 after all targets ran.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+GO=${GO:-go}
+FUZZTIME=${FUZZTIME:-60s}
+OUT=${OUT:-out/fuzz.md}
+mkdir -p "$(dirname "$OUT")"
+{
+	echo "| package | target | ran | result | executions |"
+	echo "|---|---|---|---|---|"
+} > "$OUT.tmp"
+failed=0
+total_start=$(date +%s)
+# Targets: every "func FuzzXxx(f *testing.F)" in a _test.go file (found by
+# grep, which is much faster than building every test binary to list them).
+for dir in $(grep -rl --include='*_test.go' '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' . | xargs -n1 dirname | sort -u); do
+	pkg=./${dir#./}
+	for t in $(grep -h --include='*_test.go' -o '^func Fuzz[A-Za-z0-9_]*(f \*testing\.F)' "$dir"/*_test.go | sed 's/^func \(Fuzz[A-Za-z0-9_]*\).*/\1/'); do
+		start=$(date +%s%N)
+		log=$(mktemp)
+		if $GO test -run '^$' -fuzz "^$t\$" -fuzztime "$FUZZTIME" "$pkg" > "$log" 2>&1; then
+			res=clean
+		else
+			res=FAILED
+			failed=1
+			cat "$log" >&2
+		fi
+		secs=$(( ($(date +%s%N) - start) / 1000000000 ))
+		execs=$(grep -o 'execs: [0-9]*' "$log" | tail -1 | cut -d' ' -f2)
+		printf '| %s | %s | %d s | %s | %s |\n' "${pkg#./}" "$t" "$secs" "$res" "${execs:-?}" >> "$OUT.tmp"
+		echo "fuzz: $pkg $t: $res (${execs:-?} executions)"
+		rm -f "$log"
+	done
+done
+echo >> "$OUT.tmp"
+echo "FUZZTIME=$FUZZTIME per target, $(( $(date +%s) - total_start )) s in all, $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) CPUs" >> "$OUT.tmp"
+mv "$OUT.tmp" "$OUT"
+cat "$OUT"
+exit $failed
