@@ -39,6 +39,9 @@ type Options struct {
 	NoReload bool
 	// Noexec, if set, forces MOUNT_ATTR_NOEXEC on or off.
 	Noexec *bool
+	// ImagePolicy is --image-policy as given ("" = the default policy),
+	// passed through to image dissection (package image parses it).
+	ImagePolicy string
 	// Getenv reads systemd's and our environment variables (os.Getenv if nil).
 	Getenv func(string) string
 	// Log receives every side effect as an operation (oplog.Discard if nil).
@@ -174,6 +177,12 @@ func newEngine(opt Options) (*engine, error) {
 	e.root = os.NewFile(uintptr(fd), abs)
 	e.rootPath = abs
 	e.hiers = opt.Class.Hierarchies
+	if opt.ImagePolicy != "" {
+		// The option is accepted (scripts written for systemd pass it);
+		// the dissection work applies it. Until then say so instead of
+		// ignoring it silently.
+		e.log.Warnf("--image-policy=%s: not applied by this build yet; images are checked by the default rules", opt.ImagePolicy)
+	}
 	if v := e.getenv(opt.Class.HierarchiesEnv); v != "" {
 		e.hiers = nil
 		for _, h := range strings.Split(v, ":") {

@@ -25,7 +25,9 @@ func TestVerbHelpExitsZero(t *testing.T) {
 				}
 				usage := out.String() + errb.String()
 				// every verb but version operates on a root and says so.
-				if !strings.Contains(usage, "Usage of "+name) || (name != "version" && !strings.Contains(usage, "-root")) {
+				// flag's "Usage of VERB" or, for the systemd-style verbs,
+				// "ext-setup-root VERB [OPTION...]".
+				if !(strings.Contains(usage, "Usage of "+name) || strings.Contains(usage, "ext-setup-root "+name+" [OPTION")) || (name != "version" && !strings.Contains(usage, "-root")) {
 					t.Errorf("%s %s: no usage printed, got %q", name, arg, usage)
 				}
 			})
