@@ -1,9 +1,11 @@
 package boot
 
 import (
+	"fmt"
 	"io"
 	"strings"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
 
@@ -36,6 +38,12 @@ type Cmdline struct {
 	// "" when not given. The value is kept as written so that RunLate can
 	// name a wrong one in its log instead of the boot failing on it.
 	LateRefresh LateRefresh
+	// ImagePolicy is ext-setup-root.image-policy=POLICY (systemd's
+	// --image-policy= syntax) for raw confexts and sysexts; it replaces
+	// boot.toml's image_policy. "" when not given; an invalid policy is
+	// listed in Problems and ignored, as systemd ignores an invalid
+	// systemd.image_policy=.
+	ImagePolicy string
 	// Problems are the switches whose value could not be read (each kept
 	// its default), for the caller to log.
 	Problems []string
@@ -68,6 +76,13 @@ func ParseCmdline(r io.Reader) (Cmdline, error) {
 	c.PrepareOff = !flag(true, "ext-setup-root.prepare")
 	if v, ok := kc.Get("ext-setup-root.late-refresh"); ok {
 		c.LateRefresh = LateRefresh(v)
+	}
+	if v, ok := kc.Get("ext-setup-root.image-policy"); ok {
+		if _, err := image.ParsePolicy(v); err != nil {
+			c.Problems = append(c.Problems, fmt.Sprintf("ext-setup-root.image-policy: %v, ignoring", err))
+		} else {
+			c.ImagePolicy = v
+		}
 	}
 	if v, ok := kc.Get("ext-setup-root.essential"); ok {
 		c.Essential = []string{}

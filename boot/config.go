@@ -10,6 +10,7 @@ import (
 
 	"github.com/BurntSushi/toml"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/prepare"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -27,10 +28,16 @@ var ConfigDirs = []string{"/etc/ext-setup-root", "/run/ext-setup-root", "/usr/li
 //	essential_confexts = ["00-*default*"]
 //	# the same for sysexts (none by default)
 //	essential_sysexts = ["oem-*"]
+//	# image policy for raw confexts and sysexts (systemd's --image-policy=
+//	# syntax); unset: ImagePolicy= in the class's .conf, else systemd's
+//	# class default
+//	image_policy = "root=signed+absent:usr=signed+absent"
 type Config struct {
 	// EssentialConfexts is nil when the file does not set it.
 	EssentialConfexts []string `toml:"essential_confexts"`
 	EssentialSysexts  []string `toml:"essential_sysexts"`
+	// ImagePolicy is image_policy ("" when unset), checked by ParseConfig.
+	ImagePolicy string `toml:"image_policy"`
 	// Prepare configures the pre stage's prepare step ([prepare] table;
 	// keys left out keep prepare.Default(), Flatcar's layout).
 	Prepare prepare.Config `toml:"prepare"`
@@ -51,7 +58,7 @@ func ParseConfig(r io.Reader, name string) (Config, error) {
 		for i, k := range u {
 			keys[i] = k.String()
 		}
-		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts, [prepare] and its tables, see docs/prepare.md)", name, strings.Join(keys, ", "))
+		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts, image_policy, [prepare] and its tables, see docs/prepare.md)", name, strings.Join(keys, ", "))
 	}
 	if err := c.Prepare.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
@@ -59,6 +66,11 @@ func ParseConfig(r io.Reader, name string) (Config, error) {
 	for _, p := range append(append([]string(nil), c.EssentialConfexts...), c.EssentialSysexts...) {
 		if _, err := path.Match(p, ""); err != nil {
 			return Config{}, fmt.Errorf("%s: bad pattern %q: %w", name, p, err)
+		}
+	}
+	if c.ImagePolicy != "" {
+		if _, err := image.ParsePolicy(c.ImagePolicy); err != nil {
+			return Config{}, fmt.Errorf("%s: image_policy: %w", name, err)
 		}
 	}
 	c.File = name

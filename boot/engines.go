@@ -36,6 +36,9 @@ type ExtRequest struct {
 	// is unchanged: the prepare step changed the upper dir underneath a
 	// merged /etc, which the overlay may not show until it is remounted.
 	AlwaysRefresh bool
+	// ImagePolicy is the image policy text for raw images ("" = the
+	// class's .conf, then systemd's class default).
+	ImagePolicy string
 }
 
 // Skip is an image the engine left out, with the reason it logged.

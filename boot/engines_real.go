@@ -7,6 +7,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/prepare"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -81,6 +82,13 @@ func (e ExtEngine) request(r ExtRequest) (extension.Options, error) {
 	o := e.options(r.Root, r.Class)
 	o.Mutable, o.Essential = r.Mutable, r.Essential
 	o.AlwaysRefresh = r.AlwaysRefresh
+	if r.ImagePolicy != "" {
+		p, err := image.ParsePolicy(r.ImagePolicy)
+		if err != nil {
+			return o, err
+		}
+		o.ImagePolicy = p
+	}
 	if o.Mutable != "" || r.DefaultMutable == "" {
 		return o, nil
 	}

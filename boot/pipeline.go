@@ -42,8 +42,12 @@ type Options struct {
 	// SysextEssential are sysext name patterns that must not be skipped
 	// (none by default: a broken sysext never stops the boot).
 	SysextEssential []string
-	Ext             Extensions
-	Sel             Selector
+	// ImagePolicy is the image policy for raw confexts and sysexts
+	// (boot.toml's image_policy); Cmdline.ImagePolicy wins. "" leaves it
+	// to ImagePolicy= in the class's .conf, then the class default.
+	ImagePolicy string
+	Ext         Extensions
+	Sel         Selector
 	// Prep runs the prepare step of the pre stage; nil skips it.
 	Prep    Preparer
 	RootOps RootOps
@@ -293,7 +297,7 @@ func rerecordSysext(ctx context.Context, o *Options, s *Summary) {
 	if !ok || s.Sysext == nil {
 		return
 	}
-	req := ExtRequest{Class: Sysext, Root: o.Root, Essential: o.SysextEssential}
+	req := ExtRequest{Class: Sysext, Root: o.Root, Essential: o.SysextEssential, ImagePolicy: o.imagePolicy()}
 	res, err := rr.Rerecord(ctx, req)
 	switch {
 	case err != nil:
@@ -341,7 +345,7 @@ func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
 // confextReq is confext; with always, a refresh replaces the merge even
 // when nothing in its record changed.
 func confextReq(ctx context.Context, o *Options, verb string, always bool) (*ExtResult, error) {
-	req := ExtRequest{Class: Confext, Root: o.Root, DefaultMutable: "auto", Essential: o.essential(), AlwaysRefresh: always}
+	req := ExtRequest{Class: Confext, Root: o.Root, DefaultMutable: "auto", Essential: o.essential(), AlwaysRefresh: always, ImagePolicy: o.imagePolicy()}
 	merged, err := o.Ext.Merged(ctx, o.Root, Confext)
 	if err != nil {
 		return nil, fmt.Errorf("confext status in %s: %w", o.Root, err)
@@ -401,7 +405,7 @@ func sysext(ctx context.Context, o *Options, s *Summary) error {
 	if merged {
 		verb = "refresh"
 	}
-	req := ExtRequest{Class: Sysext, Root: o.Root, Essential: o.SysextEssential}
+	req := ExtRequest{Class: Sysext, Root: o.Root, Essential: o.SysextEssential, ImagePolicy: o.imagePolicy()}
 	if o.DryRun {
 		o.Log.Infof("dry run: would %s sysexts over %s and %s", verb, path.Join(o.Root, "usr"), path.Join(o.Root, "opt"))
 		s.SysextNote = "dry run"
@@ -432,4 +436,13 @@ func (o *Options) sysextFailed(s *Summary, err error) error {
 	s.SysextNote = "failed"
 	o.Log.Warnf("%v; continuing boot without system extensions", err)
 	return nil
+}
+
+// imagePolicy is the policy text for the engines: the kernel command
+// line's, else boot.toml's (both validated when read).
+func (o Options) imagePolicy() string {
+	if o.Cmdline.ImagePolicy != "" {
+		return o.Cmdline.ImagePolicy
+	}
+	return o.ImagePolicy
 }

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
@@ -39,9 +40,6 @@ type Options struct {
 	NoReload bool
 	// Noexec, if set, forces MOUNT_ATTR_NOEXEC on or off.
 	Noexec *bool
-	// ImagePolicy is --image-policy as given ("" = the default policy),
-	// passed through to image dissection (package image parses it).
-	ImagePolicy string
 	// Getenv reads systemd's and our environment variables (os.Getenv if nil).
 	Getenv func(string) string
 	// Log receives every side effect as an operation (oplog.Discard if nil).
@@ -63,6 +61,11 @@ type Options struct {
 	// once per process (mount.Kernel). Tests pass an older kernel's table
 	// (mount.Expected) to run its fallbacks on a newer kernel.
 	Kernel *mount.Features
+	// ImagePolicy is the image policy from the command line (systemd's
+	// --image-policy=) or the boot stages' configuration; nil lets
+	// ImagePolicy= in the class's .conf, then the class default decide
+	// (ResolveImagePolicy).
+	ImagePolicy *image.Policy
 }
 
 // Skip is an image that was found but left out, with the logged reason.
@@ -177,11 +180,11 @@ func newEngine(opt Options) (*engine, error) {
 	e.root = os.NewFile(uintptr(fd), abs)
 	e.rootPath = abs
 	e.hiers = opt.Class.Hierarchies
-	if opt.ImagePolicy != "" {
-		// The option is accepted (scripts written for systemd pass it);
-		// the dissection work applies it. Until then say so instead of
-		// ignoring it silently.
-		e.log.Warnf("--image-policy=%s: not applied by this build yet; images are checked by the default rules", opt.ImagePolicy)
+	if opt.ImagePolicy != nil {
+		// The policy is parsed and resolved (ResolveImagePolicy); the
+		// engine's dm-verity integration applies it. Until then say so
+		// instead of ignoring it silently.
+		e.log.Warnf("image policy %q (--image-policy=, boot.toml image_policy or ext-setup-root.image-policy=): not applied by this build yet; images are checked by the default rules", opt.ImagePolicy.Text)
 	}
 	if v := e.getenv(opt.Class.HierarchiesEnv); v != "" {
 		e.hiers = nil

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -283,6 +284,12 @@ func (cfg *Config) apply(c *Class, as []Assignment) {
 			}
 			cfg.Mutable = &m
 		case "ImagePolicy":
+			if a.Value != "" {
+				if _, err := image.ParsePolicy(a.Value); err != nil {
+					cfg.Warnings = append(cfg.Warnings, fmt.Sprintf("%s:%d: failed to parse ImagePolicy=%q, ignoring: %v", a.File, a.Line, a.Value, err))
+					continue
+				}
+			}
 			cfg.ImagePolicy = a.Value
 		default:
 			if !strings.HasPrefix(a.Key, "X-") {

@@ -145,6 +145,7 @@ func runBoot(env *Env, args []string) error {
 		log.Infof("using %s%s", strings.TrimSuffix(*root, "/"), cfg.File)
 	}
 	o.Essential, o.SysextEssential = cfg.EssentialConfexts, cfg.EssentialSysexts
+	o.ImagePolicy = cfg.ImagePolicy
 	if essential.set {
 		o.Essential = essential.v
 		if o.Essential == nil {

@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 )
 
 // The confext and sysext verbs take systemd-confext/systemd-sysext's
@@ -98,7 +99,6 @@ func runExtension(env *Env, cls *extension.Class, args []string) error {
 	opt := extension.Options{
 		Root: o.root, Class: cls, Force: o.force, NoReload: o.noReload, NoBeneath: o.noBeneath,
 		Getenv: env.Getenv, Log: env.Log, Info: env.Stderr, Essential: o.essential,
-		ImagePolicy: o.imagePolicy,
 	}
 	if o.mutable != "" {
 		if o.mutable == "help" {
@@ -106,6 +106,13 @@ func runExtension(env *Env, cls *extension.Class, args []string) error {
 			return nil
 		}
 		opt.Mutable = o.mutable
+	}
+	if o.imagePolicy != "" {
+		p, err := image.ParsePolicy(o.imagePolicy)
+		if err != nil {
+			return usagef("--image-policy: %v", err)
+		}
+		opt.ImagePolicy = p
 	}
 	a, err := parseBool(o.always)
 	if err != nil {
