@@ -211,9 +211,12 @@ func (d *deduper) dir(ctx context.Context, dir int, p, name string, def int, st 
 		// Follow a symlinked default directory inside the defaults tree.
 		cdef, _ = openIn(def, name, unix.O_RDONLY|unix.O_DIRECTORY, false)
 	}
+	if cdef < 0 {
+		// No default directory: nothing below can be identical to one.
+		return false
+	}
 	defer closeFd(cdef)
-	empty := d.walk(ctx, fd, p, cdef)
-	if cdef < 0 || !empty {
+	if !d.walk(ctx, fd, p, cdef) {
 		return false
 	}
 	var dst, now unix.Stat_t

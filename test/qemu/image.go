@@ -159,6 +159,13 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 		DefaultConfext(version).Build(t, filepath.Join(tree, "lib/confexts/00-flatcar-default.raw"))
 	}
 
+	// Flatcar keeps a directory copy of the default confext's /etc for the
+	// dedup of the prepare step, and lists the whiteouts it repairs.
+	for p, c := range DefaultConfext(version).Files {
+		writeFile(t, tree, "share/flatcar/"+p, c, 0o644)
+	}
+	writeFile(t, tree, "share/flatcar/etc-no-whiteouts", "/etc/extsr/defaults/listed.conf\n", 0o644)
+
 	tmp := filepath.Join(scratch, "usr.erofs")
 	run(t, "mkfs.erofs", "--quiet", "-T0", tmp, tree)
 	if err := os.Rename(tmp, img); err != nil {
@@ -180,6 +187,14 @@ func DefaultConfext(version string) Ext {
 		Files: map[string]string{
 			"etc/extsr/default.conf": "from-default-confext version=" + version + "\n",
 			"etc/motd":               "ext-setup-root test image " + version + "\n",
+			// Vendor defaults for the prepare step's scenarios (prepare_test.go).
+			"etc/extsr/defaults/same.conf":        "same default version=" + version + "\n",
+			"etc/extsr/defaults/user.conf":        "user default\n",
+			"etc/extsr/defaults/deleted.conf":     "deleted default\n",
+			"etc/extsr/defaults/listed.conf":      "listed default\n",
+			"etc/extsr/defaults/nodup.conf":       "nodup default version=" + version + "\n",
+			"etc/extsr/defaults/recreated/a.conf": "a default\n",
+			"etc/extsr/defaults/recreated/b.conf": "b default\n",
 		},
 	}
 }

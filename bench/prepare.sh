@@ -1,0 +1,127 @@
+#!/bin/bash
+# prepare.sh: wall time of the pre stage's prepare step (`ext-setup-root boot
+# --stage=pre` with systemd.confext=0, so that nothing but the prepare step
+# runs) against Flatcar's bash initrd-setup-root on the same root: an /etc
+# of 2,000 entries (100 directories of 19 files), half of them identical to
+# the vendor defaults in /usr/share/flatcar/etc. Both remove the same 1,000
+# entries (checked before timing). Needs root (private mount namespace,
+# overlay mounts, chroot for the script). Writes out/bench-prepare.md.
+#
+# Usage: bench/prepare.sh [BIN] [OUT]   (run from the repository root)
+set -euo pipefail
+BIN=$(realpath "${1:-bin/ext-setup-root}")
+OUT=$(realpath -m "${2:-out/bench-prepare.md}")
+REF=${EXT_SETUP_ROOT_BOOTENGINE_DIR:-$(realpath -m ../shared/reference/flatcar-bootengine)}
+SCRIPT="$REF/initrd-setup-root"
+RUNS=${PREPARE_BENCH_RUNS:-20}
+[ -x "$BIN" ] || { echo "prepare.sh: $BIN missing (make build)" >&2; exit 1; }
+[ -f "$SCRIPT" ] || { echo "prepare.sh: $SCRIPT missing (set EXT_SETUP_ROOT_BOOTENGINE_DIR)" >&2; exit 1; }
+for t in hyperfine getfacl attr; do
+	command -v $t >/dev/null || { echo "prepare.sh: $t missing (scripts/ci-deps.sh)" >&2; exit 1; }
+done
+[ "$(id -u)" = 0 ] || { echo "prepare.sh: needs root" >&2; exit 1; }
+
+if [ -z "${PREPARE_BENCH_INNER:-}" ]; then
+	mkdir -p "$(dirname "$OUT")"
+	exec unshare -m --propagation private env PREPARE_BENCH_INNER=1 "$0" "$BIN" "$OUT"
+fi
+
+W=$(mktemp -d /tmp/bench-prepare.XXXXXX)
+mount -t tmpfs tmpfs "$W"
+trap 'umount -R -l "$W"; rmdir "$W"' EXIT
+
+# The vendor's /usr content: 2,000 default entries and an empty whiteout
+# list; the template /etc: directories d00-d49 identical to the defaults,
+# d50-d99 changed by the user.
+V="$W/vendor/share/flatcar"
+mkdir -p "$V/etc" "$W/template/etc"
+: >"$V/etc-no-whiteouts"
+for i in $(seq -w 0 99); do
+	mkdir -p "$V/etc/d$i" "$W/template/etc/d$i"
+	for j in $(seq -w 1 19); do
+		echo "default $i $j" >"$V/etc/d$i/f$j.conf"
+		if [ "$i" -lt 50 ]; then
+			echo "default $i $j" >"$W/template/etc/d$i/f$j.conf"
+		else
+			echo "changed $i $j" >"$W/template/etc/d$i/f$j.conf"
+		fi
+	done
+done
+entries=$(cd "$W/template" && find etc -mindepth 1 | wc -l)
+
+# root DIR: a root whose /usr is the vendor content over the host's /usr
+# (the script runs `chroot /sysroot /usr/bin/find`), with the usrmerge links.
+root() {
+	mkdir -p "$1/usr"
+	for l in bin lib lib64 sbin; do ln -s usr/$l "$1/$l"; done
+	mount -t overlay overlay -o ro,lowerdir="$W/vendor:/usr" "$1/usr"
+	cp -a "$W/template/etc" "$1/etc"
+}
+root "$W/bash"
+root "$W/ours"
+
+# The script's chroot: host /usr (with no-op stubs for the tmpfiles
+# programs, not part of this measurement) and /sysroot = the bash root.
+C="$W/chroot"
+mkdir -p "$C"/{usr,dev,proc,tmp,sysroot,sysusr,etc} "$W/stubs/sbin" "$W/stubs/bin"
+for l in bin lib lib64 sbin; do ln -s usr/$l "$C/$l"; done
+ln -s /usr "$C/sysusr/usr"
+printf '#!/bin/sh\nexit 0\n' >"$W/stubs/sbin/flatcar-tmpfiles"
+cp "$W/stubs/sbin/flatcar-tmpfiles" "$W/stubs/bin/systemd-tmpfiles"
+chmod 755 "$W/stubs/sbin/flatcar-tmpfiles" "$W/stubs/bin/systemd-tmpfiles"
+mount -t overlay overlay -o ro,lowerdir="$W/stubs:/usr" "$C/usr"
+mount --rbind /dev "$C/dev"
+mount --rbind /proc "$C/proc"
+mount --rbind "$W/bash" "$C/sysroot"
+cp "$SCRIPT" "$C/tmp/setup-root"
+
+# reset: the script leaves its own /etc overlay mounted; undo it, then
+# restore both /etc trees.
+reset="sh -c 'umount $C/sysroot/etc 2>/dev/null; rm -rf $W/bash/etc $W/bash/.etc-work $W/ours/etc && cp -a $W/template/etc $W/bash/etc && cp -a $W/template/etc $W/ours/etc'"
+echo "systemd.confext=0" >"$W/cmdline"
+export EXT_SETUP_ROOT_LOG=stderr EXT_SETUP_ROOT_PROC_CMDLINE="$W/cmdline"
+BASH_CMD="chroot $C /bin/bash /tmp/setup-root"
+OURS_CMD="$BIN boot --stage=pre --root=$W/ours"
+
+# The script forks about a dozen programs per entry (stat, getfacl, attr,
+# dirname, cmp): one run takes from tens of seconds to many minutes on a
+# loaded machine, so it is timed once (PREPARE_BENCH_BASH_RUNS for more),
+# ours with hyperfine. Both must reach the same /etc.
+ns() { date +%s%N; }
+bash_ms=()
+for i in $(seq 1 "${PREPARE_BENCH_BASH_RUNS:-1}"); do
+	eval "$reset"
+	t0=$(ns)
+	$BASH_CMD >/dev/null 2>&1
+	t1=$(ns)
+	bash_ms+=($(( (t1 - t0) / 1000000 )))
+	umount "$C/sysroot/etc"
+done
+$OURS_CMD 2>/dev/null
+left() { (cd "$1" && find etc -printf '%p %y %m %u %g %s\n' | sort); }
+if ! diff <(left "$W/bash") <(left "$W/ours") >&2; then
+	echo "prepare.sh: results differ" >&2
+	exit 1
+fi
+removed=$((entries - $(left "$W/ours" | grep -c '^etc/')))
+echo "prepare.sh: $entries entries in /etc, $removed removed by both; bash: ${bash_ms[*]} ms" >&2
+
+J="$W/json"; mkdir -p "$J"
+hyperfine -N --warmup 1 --runs "$RUNS" --export-csv "$J/ours.csv" --prepare "$reset" \
+	-n ext-setup-root "$OURS_CMD" >&2
+bash_med=$(printf '%s\n' "${bash_ms[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
+
+cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
+{
+	echo "| case | bash initrd-setup-root, median ms | ext-setup-root prepare, median ms | ratio ours/bash (medians) |"
+	echo "|---|---|---|---|"
+	awk -F, -v title="/etc of $entries entries, $removed identical to the defaults" -v b="$bash_med" -v n="${#bash_ms[@]}" '
+		NR > 1 { mean = $2 * 1000; sd = $3 * 1000; med = $4 * 1000 }
+		END {
+			printf "| %s | %.0f (%d run%s) | %.2f (mean %.2f ± %.2f) | %.4f (1/%.0f) |\n", title,
+				b, n, n > 1 ? "s" : "", med, mean, sd, med / b, b / med
+		}' "$J/ours.csv"
+	echo
+	echo "Measured in one run: the bash script timed with date around each run, ours with hyperfine (-N, $RUNS runs after 1 warm-up, /etc restored before every run; median, and mean ± stddev) on ${cpu:-$(uname -m)}, kernel $(uname -r), $(nproc) CPUs, roots on tmpfs; the script runs in a chroot with the host's /usr and no-op tmpfiles stubs; ours is \`ext-setup-root boot --stage=pre\` with systemd.confext=0 (the prepare step only, process start-up included)."
+} >"$OUT"
+cat "$OUT"
