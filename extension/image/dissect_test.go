@@ -1,6 +1,7 @@
 package image
 
 import (
+	"bytes"
 	"encoding/hex"
 	"os"
 	"testing"
@@ -72,4 +73,29 @@ func TestDissectRepartDDIs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzDissect: whatever the bytes, Dissect returns an error or a
+// dissection whose regions lie inside the image.
+func FuzzDissect(f *testing.F) {
+	img := mkGPT(gptSpec{Sectors: 256, Parts: []gptTestPart{
+		{Type: x86Root, UUID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", First: 40, Last: 99},
+		{Type: x86Verity, UUID: "12345678-9abc-def0-1234-56789abcdef0", First: 100, Last: 120},
+	}})
+	copy(img[40*512+1024:], []byte{0xe2, 0xe1, 0xf5, 0xe0})
+	copy(img[100*512:], mkSB("sha256", 4096, 4096, 7, make([]byte, 32)))
+	f.Add(img)
+	f.Add(append([]byte("hsqs"), make([]byte, 4096)...))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		d, err := Dissect(bytes.NewReader(b), int64(len(b)), DissectOptions{Architecture: "x86-64", AllowUsr: true})
+		if err != nil {
+			return
+		}
+		if d.Data.Region.Offset+d.Data.Region.Size > uint64(len(b)) {
+			t.Fatalf("data region beyond the image: %+v", d.Data)
+		}
+		if d.Verity != nil && d.Verity.HashPath == "" && d.Verity.Hash.Offset+d.Verity.Hash.Size > uint64(len(b)) {
+			t.Fatalf("hash region beyond the image: %+v", d.Verity.Hash)
+		}
+	})
 }
