@@ -101,7 +101,9 @@ func FuzzParseINI(f *testing.F) {
 			if a.Key == "" || a.Key != strings.TrimSpace(a.Key) || a.Line < 1 || a.File != "fuzz.conf" {
 				t.Fatalf("assignment %+v", a)
 			}
-			if strings.ContainsAny(a.Section, "[]\n") {
+			// "[]]" is section "]", as in systemd's config_parse (seed
+			// testdata/fuzz/FuzzParseINI/5fab2f55a198f0a6).
+			if strings.Contains(a.Section, "\n") {
 				t.Fatalf("section %q", a.Section)
 			}
 		}
