@@ -16,3 +16,13 @@ bench-confext: build systemd262-root
 	$(GO) run ./bench/confext -bin $(BIN) -out out/bench-confext.md $(BENCH_CONFEXT_FLAGS)
 
 BENCH_TARGETS += bench-confext
+
+# bench-scale: merge and unchanged refresh of 1 to 128 confexts, ours vs
+# systemd-confext 262, as a table (out/bench-scale.md) and a plot drawn by
+# the Go code (out/bench-scale.svg; the README shows the copy in docs/).
+BENCH_SCALE_FLAGS ?= -runs=3
+bench-scale: build systemd262-root
+	$(GO) run ./bench/confext -bin $(BIN) -scale 1,2,4,8,16,32,64,128 $(BENCH_SCALE_FLAGS)
+
+.PHONY: bench-scale
+BENCH_TARGETS += bench-scale

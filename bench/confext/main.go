@@ -32,6 +32,10 @@ type options struct {
 	runs              int
 	counts            []int
 	windowOurs, winSD int
+	// scale: only measure merge and unchanged refresh for these counts
+	// and draw them (-scale-out table, -scale-svg plot).
+	scale              []int
+	scaleOut, scaleSVG string
 }
 
 func main() {
@@ -44,13 +48,25 @@ func main() {
 	flag.StringVar(&counts, "counts", "1,8,64", "numbers of confexts to merge")
 	flag.IntVar(&o.windowOurs, "window-ours", 1000, "forced refreshes of ours in the window probe")
 	flag.IntVar(&o.winSD, "window-systemd", 200, "forced refreshes of systemd's in the window probe")
+	var scale string
+	flag.StringVar(&scale, "scale", "", "instead of the table: merge and unchanged refresh for these numbers of images (e.g. 1,2,4,...,128), drawn as SVG")
+	flag.StringVar(&o.scaleOut, "scale-out", "out/bench-scale.md", "table of the -scale run")
+	flag.StringVar(&o.scaleSVG, "scale-svg", "out/bench-scale.svg", "plot of the -scale run")
 	flag.Parse()
-	for _, c := range strings.Split(counts, ",") {
-		n, err := strconv.Atoi(strings.TrimSpace(c))
-		if err != nil || n < 1 {
-			fatalf("bad -counts %q", counts)
+	parse := func(flagName, list string) []int {
+		var out []int
+		for _, c := range strings.Split(list, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(c))
+			if err != nil || n < 1 {
+				fatalf("bad -%s %q", flagName, list)
+			}
+			out = append(out, n)
 		}
-		o.counts = append(o.counts, n)
+		return out
+	}
+	o.counts = parse("counts", counts)
+	if scale != "" {
+		o.scale = parse("scale", scale)
 	}
 	if os.Geteuid() != 0 {
 		fatalf("must run as root (mounts, loop devices, chroot)")
@@ -295,6 +311,10 @@ func run(o options) error {
 			return append([]string{"/usr/sbin/chroot", e.Chroot, "/usr/bin/systemd-confext", "--root=" + r.In}, args...)
 		},
 		env: func(sd.Root) []string { return nil },
+	}
+
+	if len(o.scale) > 0 {
+		return runScale([]tool{sysd, ours}, e, o.scale, o.runs, o.scaleOut, o.scaleSVG)
 	}
 
 	var b strings.Builder
