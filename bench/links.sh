@@ -64,7 +64,10 @@ mkdir -p "$W/bash" "$W/ours"
 mount --bind "$W/bash" "$C/sysroot"
 
 reset() { echo "rm -rf $1/* && cp -a $W/template/. $1/"; }
-export EXT_SETUP_ROOT_LOG=stderr EXT_SETUP_ROOT_PROC_CMDLINE=/dev/null
+export EXT_SETUP_ROOT_LOG=stderr
+# An empty kernel command line for ours (the host's must not steer the
+# A/B step); this shell is in its own mount namespace.
+mount --bind /dev/null /proc/cmdline
 BASH_CMD="chroot $C /bin/bash /tmp/setup-root"
 OURS_CMD="$BIN links --root=$W/ours"
 # Sanity: both must reach the same state before being timed.

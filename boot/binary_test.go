@@ -15,7 +15,7 @@ import (
 // the summary lines the QEMU tests parse and the command line switches.
 func TestBootBinary(t *testing.T) {
 	realEngineEnv(t)
-	bin := testutil.BuildBinary(t)
+	bin := testutil.BuildTestHooksBinary(t) // EXT_SETUP_ROOT_PROC_CMDLINE is a test-only redirection
 	root := flatcarRoot(t)
 	cmdline := filepath.Join(t.TempDir(), "cmdline")
 	state := t.TempDir()

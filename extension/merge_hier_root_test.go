@@ -205,14 +205,16 @@ func TestGoldenSeparateUpper(t *testing.T) {
 // TestCLIOutput runs the binary and compares its lines with systemd's
 // (golden merge.out, refresh-nochange.out, refresh-always.out, unmerge.out).
 func TestCLIOutput(t *testing.T) {
-	bin := testutil.BuildBinary(t)
+	// The test build, for its /dev/kmsg redirection: the operation log
+	// goes to /dev/null and stderr holds only systemd's lines.
+	bin := testutil.BuildTestHooksBinary(t)
 	r := testRoot(t, "symlink")
 	dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
 	rawImage(t, r, "squashfs", "sq1")
 	state := t.TempDir()
 	runCLI := func(args ...string) (string, string, int) {
 		cmd := exec.Command(bin, append([]string{"confext", "--root=" + r}, args...)...)
-		cmd.Env = []string{"EXT_SETUP_ROOT_STATE_DIR=" + state, "EXT_SETUP_ROOT_DEV_KMSG=/dev/null"}
+		cmd.Env = []string{"EXT_SETUP_ROOT_STATE_DIR=" + state, "EXT_SETUP_ROOT_LOG=kmsg", "EXT_SETUP_ROOT_DEV_KMSG=/dev/null"}
 		var out, errb bytes.Buffer
 		cmd.Stdout, cmd.Stderr = &out, &errb
 		err := cmd.Run()

@@ -1,10 +1,16 @@
 // Package paths holds every host path ext-setup-root touches outside the
 // target root, in one place, so that tests can point them at temp dirs.
 //
-// Each variable has a default suitable for an initrd or a booted system and
-// can be overridden through the environment variable named in its comment
-// (read once by Load). Paths inside the target root are never listed here:
-// they are resolved inside the root by file descriptor (see package rootfs).
+// Each variable has a default suitable for an initrd or a booted system.
+// Two name our own configuration and can be set in production through the
+// environment (Load): the state directory and the default target root. The
+// others redirect what the kernel or the system provides (the kernel
+// command line, the mount table, /dev, sysfs, the trusted certificates)
+// and can be redirected only in a binary built for tests (-tags
+// testhooks, LoadTestOverrides): an environment variable must never make
+// the production binary read another command line or trust other
+// certificates. Paths inside the target root are never listed here: they
+// are resolved inside the root by file descriptor (see package rootfs).
 package paths
 
 import (
@@ -43,22 +49,38 @@ var (
 	TrustRoot = "/"
 )
 
-// Load applies the EXT_SETUP_ROOT_* environment overrides. getenv is
-// usually os.Getenv; tests pass their own.
+type override struct {
+	env string
+	v   *string
+}
+
+// Load applies the production settings EXT_SETUP_ROOT_STATE_DIR and
+// EXT_SETUP_ROOT_SYSROOT. getenv is usually os.Getenv; tests pass their
+// own.
 func Load(getenv func(string) string) {
-	for _, o := range []struct {
-		env string
-		v   *string
-	}{
+	apply(getenv, []override{
+		{"EXT_SETUP_ROOT_STATE_DIR", &StateDir},
+		{"EXT_SETUP_ROOT_SYSROOT", &Sysroot},
+	})
+}
+
+// LoadTestOverrides applies the redirections of system paths that only a
+// test binary honours: EXT_SETUP_ROOT_PROC_CMDLINE, _PROC_MOUNTINFO,
+// _DEV_KMSG, _SYS_DEV_BLOCK, _DEV and _TRUST_ROOT. Only the testhooks build
+// of the command calls it.
+func LoadTestOverrides(getenv func(string) string) {
+	apply(getenv, []override{
 		{"EXT_SETUP_ROOT_PROC_CMDLINE", &ProcCmdline},
 		{"EXT_SETUP_ROOT_PROC_MOUNTINFO", &ProcMountinfo},
 		{"EXT_SETUP_ROOT_DEV_KMSG", &DevKmsg},
 		{"EXT_SETUP_ROOT_SYS_DEV_BLOCK", &SysDevBlock},
 		{"EXT_SETUP_ROOT_DEV", &DevDir},
-		{"EXT_SETUP_ROOT_STATE_DIR", &StateDir},
-		{"EXT_SETUP_ROOT_SYSROOT", &Sysroot},
 		{"EXT_SETUP_ROOT_TRUST_ROOT", &TrustRoot},
-	} {
+	})
+}
+
+func apply(getenv func(string) string, os []override) {
+	for _, o := range os {
 		if s := getenv(o.env); s != "" {
 			*o.v = s
 		}

@@ -18,3 +18,28 @@ func TestLoadOverrides(t *testing.T) {
 		t.Fatalf("unset override changed ProcCmdline to %q", ProcCmdline)
 	}
 }
+
+// TestSystemPathsTestOnly: the production Load ignores the redirections of
+// system paths; only LoadTestOverrides (testhooks builds) applies them.
+func TestSystemPathsTestOnly(t *testing.T) {
+	old := ProcCmdline
+	oldTrust := TrustRoot
+	defer func() { ProcCmdline, TrustRoot = old, oldTrust }()
+	env := func(k string) string {
+		switch k {
+		case "EXT_SETUP_ROOT_PROC_CMDLINE":
+			return "/tmp/fake-cmdline"
+		case "EXT_SETUP_ROOT_TRUST_ROOT":
+			return "/tmp/fake-trust"
+		}
+		return ""
+	}
+	Load(env)
+	if ProcCmdline != "/proc/cmdline" || TrustRoot != "/" {
+		t.Fatalf("production Load redirected system paths: %q %q", ProcCmdline, TrustRoot)
+	}
+	LoadTestOverrides(env)
+	if ProcCmdline != "/tmp/fake-cmdline" || TrustRoot != "/tmp/fake-trust" {
+		t.Fatalf("LoadTestOverrides: %q %q", ProcCmdline, TrustRoot)
+	}
+}
