@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -87,6 +88,22 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 	}
 	if err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot dissect image", err}
+	}
+	if d != nil {
+		// The policy is checked before anything is set up, with the
+		// signature taken as good if there is one: a signature that
+		// does not verify is refused by the set-up itself.
+		pol, err := e.imagePolicy()
+		if err != nil {
+			return nil, &imageError{img.Name, e.display(img.Path), "image policy", err}
+		}
+		sig := image.SignatureAbsent
+		if d.Verity != nil && d.Verity.Signature != nil {
+			sig = image.SignatureVerified
+		}
+		if _, err := pol.Check(img.Name, d, sig); err != nil {
+			return nil, &imageError{img.Name, e.display(img.Path), "refused by the image policy", err}
+		}
 	}
 	if d != nil && d.Verity != nil {
 		return e.openVerity(img, f, d, hashFile)

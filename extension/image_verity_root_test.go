@@ -150,3 +150,53 @@ func TestStatusListShowVerity(t *testing.T) {
 		t.Errorf("VERITY column without verity images:\n%s", plain.String())
 	}
 }
+
+// The image policy decides before anything is set up: under "signed" an
+// unsigned verity image and a plain squashfs are refused naming the
+// policy; a policy that does not parse fails the call.
+func TestImagePolicyRefusals(t *testing.T) {
+	r := testRoot(t, "symlink")
+	rawImage(t, r, "squashfs", "plain")
+	dirImage(t, r, "dir", "ID=_any\n")
+	setups := 0
+	withBackend(t, imageBackend{
+		dissect: func(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
+			if img.Name == "plain" {
+				return dissectImage(e, img, f)
+			}
+			return fakeVerity(bytes.Repeat([]byte{1}, 32))(e, img, f)
+		},
+		setup: func(*os.File, *image.Dissected, image.SetupOptions) (*image.Device, error) {
+			setups++
+			return nil, errors.New("not reached")
+		},
+		verify: verifySignature,
+	})
+	rawImage(t, r, "erofs", "unsignedverity")
+	o := opts(r, "yes")
+	o.ImagePolicy = "root=signed+absent"
+	res, err := Merge(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer Unmerge(context.Background(), opts(r, "yes"))
+	if setups != 0 {
+		t.Errorf("%d set-ups attempted for images the policy refuses", setups)
+	}
+	reasons := map[string]string{}
+	for _, s := range res.Skipped {
+		reasons[s.Name] = s.Reason
+	}
+	for _, n := range []string{"plain", "unsignedverity"} {
+		if !strings.Contains(reasons[n], "root=signed+absent") || !strings.Contains(reasons[n], "policy") {
+			t.Errorf("%s: reason %q does not name the policy", n, reasons[n])
+		}
+	}
+	if strings.Join(res.Merged, ",") != "dir" {
+		t.Errorf("merged %q", res.Merged)
+	}
+	o.ImagePolicy = "root=bogus"
+	if _, err := Refresh(context.Background(), o); err == nil || !strings.Contains(err.Error(), "bogus") {
+		t.Errorf("unparsable policy: %v", err)
+	}
+}

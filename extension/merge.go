@@ -195,6 +195,11 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 		old, oldFrom = s.origin, e.display(s.h)+"/"+e.cls.DotDir+"/origin"
 	}
 
+	// A policy that does not parse fails the call, as systemd's option
+	// parsing does, rather than refusing every image one by one.
+	if _, err := e.imagePolicy(); err != nil {
+		return nil, err
+	}
 	imgs, err := e.discover()
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)

@@ -51,6 +51,11 @@ func ensureDMModules(logf func(string, ...any)) error {
 	return nil
 }
 
+// LoadKernelModule loads a kernel module and its dependencies, with the
+// root's modprobe when there is one, else by finit_module(2) from
+// /lib/modules/$(uname -r)/modules.dep; already loaded is success.
+func LoadKernelModule(name string, logf func(string, ...any)) error { return loadModule(name, logf) }
+
 // loadModule loads a module and its dependencies.
 func loadModule(name string, logf func(string, ...any)) error {
 	for _, p := range modprobeBin {
