@@ -56,11 +56,6 @@ type Options struct {
 	// Records, if set, keeps the meta layer of every merge this call
 	// makes, for a later Rerecord in the same process.
 	Records *Records
-	// ImagePolicy is the image policy (systemd's --image-policy= syntax)
-	// raw images must satisfy; "" means ImagePolicy= of the class's
-	// configuration file under the root, else systemd 262's default
-	// policy of the class. A policy that cannot be parsed fails the call.
-	ImagePolicy string
 	// Kernel is the feature table the engine follows (overlay layer
 	// passing, MOVE_MOUNT_BENEATH); nil means the running kernel's, probed
 	// once per process (mount.Kernel). Tests pass an older kernel's table
@@ -119,8 +114,10 @@ type engine struct {
 	// mi caches one parse of the mount table for this call; place()
 	// drops it after changing the mounts.
 	mi []mount.Info
-	// policy is the resolved image policy (imagePolicy), once per call.
-	policy *image.Policy
+	// policy is the resolved image policy (imagePolicy), once per call,
+	// and where it came from.
+	policy     *image.Policy
+	policyFrom string
 }
 
 // mountinfo returns the mount table, parsed at most once between changes.
@@ -187,12 +184,6 @@ func newEngine(opt Options) (*engine, error) {
 	e.root = os.NewFile(uintptr(fd), abs)
 	e.rootPath = abs
 	e.hiers = opt.Class.Hierarchies
-	if opt.ImagePolicy != nil {
-		// The policy is parsed and resolved (ResolveImagePolicy); the
-		// engine's dm-verity integration applies it. Until then say so
-		// instead of ignoring it silently.
-		e.log.Warnf("image policy %q (--image-policy=, boot.toml image_policy or ext-setup-root.image-policy=): not applied by this build yet; images are checked by the default rules", opt.ImagePolicy.Text)
-	}
 	if v := e.getenv(opt.Class.HierarchiesEnv); v != "" {
 		e.hiers = nil
 		for _, h := range strings.Split(v, ":") {
@@ -264,34 +255,6 @@ func (e *engine) mutableMode() (string, error) {
 		return "", err
 	}
 	return m.String(), nil
-}
-
-// imagePolicy resolves the image policy with systemd's precedence:
-// Options.ImagePolicy (command line, boot.toml, kernel command line), then
-// ImagePolicy= of systemd/<class>.conf under the root, then the class's
-// default policy of systemd 262.
-func (e *engine) imagePolicy() (*image.Policy, error) {
-	if e.policy != nil {
-		return e.policy, nil
-	}
-	text, from := e.opt.ImagePolicy, "image policy"
-	if text == "" {
-		cfg, err := LoadConfig(e.rfs, e.cls)
-		if err != nil {
-			return nil, err
-		}
-		text, from = cfg.ImagePolicy, "ImagePolicy= of "+e.cls.ConfigName
-	}
-	if text == "" {
-		e.policy = image.DefaultPolicy(e.cls.Name, false)
-		return e.policy, nil
-	}
-	p, err := image.ParsePolicy(text)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", from, err)
-	}
-	e.policy = p
-	return p, nil
 }
 
 // hierName is systemd's hierarchy_as_single_path_component: "/usr" ->

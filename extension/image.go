@@ -93,7 +93,7 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 		// The policy is checked before anything is set up, with the
 		// signature taken as good if there is one: a signature that
 		// does not verify is refused by the set-up itself.
-		pol, err := e.imagePolicy()
+		pol, from, err := e.imagePolicy()
 		if err != nil {
 			return nil, &imageError{img.Name, e.display(img.Path), "image policy", err}
 		}
@@ -102,7 +102,7 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 			sig = image.SignatureVerified
 		}
 		if _, err := pol.Check(img.Name, d, sig); err != nil {
-			return nil, &imageError{img.Name, e.display(img.Path), "refused by the image policy", err}
+			return nil, &imageError{img.Name, e.display(img.Path), "refused by the image policy (" + from + ")", err}
 		}
 	}
 	if d != nil && d.Verity != nil {

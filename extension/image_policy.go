@@ -30,12 +30,16 @@ func ResolveImagePolicy(opt *image.Policy, cfg Config, c *Class) (*image.Policy,
 	return image.DefaultPolicy(c.Name, false), PolicyFromDefault
 }
 
-// imagePolicy is the policy this engine run applies to raw images.
+// imagePolicy is the policy this engine run applies to raw images,
+// resolved once per call.
 func (e *engine) imagePolicy() (*image.Policy, string, error) {
+	if e.policy != nil {
+		return e.policy, e.policyFrom, nil
+	}
 	cfg, err := LoadConfig(e.rfs, e.cls)
 	if err != nil {
 		return nil, "", err
 	}
-	p, src := ResolveImagePolicy(e.opt.ImagePolicy, cfg, e.cls)
-	return p, src, nil
+	e.policy, e.policyFrom = ResolveImagePolicy(e.opt.ImagePolicy, cfg, e.cls)
+	return e.policy, e.policyFrom, nil
 }

@@ -195,9 +195,9 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 		old, oldFrom = s.origin, e.display(s.h)+"/"+e.cls.DotDir+"/origin"
 	}
 
-	// A policy that does not parse fails the call, as systemd's option
-	// parsing does, rather than refusing every image one by one.
-	if _, err := e.imagePolicy(); err != nil {
+	// The policy is resolved once, before any image is opened; a
+	// configuration that cannot be read fails the call.
+	if _, _, err := e.imagePolicy(); err != nil {
 		return nil, err
 	}
 	imgs, err := e.discover()
