@@ -252,7 +252,3 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 	return b
 }
 
-func testutilGate(t testing.TB, f string, a ...any) {
-	t.Helper()
-	testutil.Gate(t, f, a...)
-}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
 // policyCases are systemd.image-policy(7)'s examples, the class defaults
@@ -48,9 +50,10 @@ func TestParsePolicyBasics(t *testing.T) {
 // chroot): same acceptance, same mode, read-only, growfs and fstype for
 // every partition.
 func TestPolicyAgainstSystemdAnalyze(t *testing.T) {
+	testutil.RequireRoot(t) // chroot
 	root := filepath.Join(cacheBase(), "systemd262-root")
 	if _, err := os.Stat(filepath.Join(root, "usr/bin/systemd-analyze")); err != nil {
-		testutilGate(t, "systemd-analyze 262 in the forky chroot: %v", err)
+		testutil.Gate(t, "systemd-analyze 262 in the forky chroot: %v", err)
 	}
 	for _, c := range policyCases {
 		out, err := exec.Command("chroot", root, "systemd-analyze", "image-policy", c).CombinedOutput()
