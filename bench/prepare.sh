@@ -79,7 +79,10 @@ cp "$SCRIPT" "$C/tmp/setup-root"
 # restore both /etc trees.
 reset="sh -c 'umount $C/sysroot/etc 2>/dev/null; rm -rf $W/bash/etc $W/bash/.etc-work $W/ours/etc && cp -a $W/template/etc $W/bash/etc && cp -a $W/template/etc $W/ours/etc'"
 echo "systemd.confext=0" >"$W/cmdline"
-export EXT_SETUP_ROOT_LOG=stderr EXT_SETUP_ROOT_PROC_CMDLINE="$W/cmdline"
+export EXT_SETUP_ROOT_LOG=stderr
+# The production binary reads only the real /proc/cmdline: put this
+# command line there, in this script's own mount namespace.
+mount --bind "$W/cmdline" /proc/cmdline
 BASH_CMD="chroot $C /bin/bash /tmp/setup-root"
 OURS_CMD="$BIN boot --stage=pre --root=$W/ours"
 

@@ -50,7 +50,8 @@ func newWorld(t *testing.T) *world {
 	testutil.RequireRoot(t)
 	testutil.RequireTool(t, "mksquashfs", "time")
 	tm, _ := exec.LookPath("time")
-	w := &world{t: t, bin: testutil.BuildBinary(t), time: tm, base: testutil.Tmpfs(t)}
+	w := &world{t: t, bin: testutil.BuildTestHooksBinary(t), // EXT_SETUP_ROOT_PROC_CMDLINE is test-only
+		time: tm, base: testutil.Tmpfs(t)}
 	w.root = filepath.Join(w.base, "root")
 	w.outside = filepath.Join(w.base, "outside")
 	w.write(map[string]string{
