@@ -251,4 +251,3 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 	ddiOnce.Unlock()
 	return b
 }
-
