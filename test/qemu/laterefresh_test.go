@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 )
 
 // newConfext is the directory confext the scenario adds to /run/confexts in
@@ -153,6 +154,10 @@ func TestQEMULateRefreshAtomic(t *testing.T) {
 	}
 	writeFile(t, root, "etc/extsr/check.d/50-watch", watchHook, 0o755)
 	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t)})
+	// Each boot's changing refresh runs `systemctl daemon-reload`, which
+	// took 40 s under TCG on a loaded machine: more than the default 5 min
+	// per boot may be needed.
+	m.Timeout = 12 * time.Minute
 
 	watch := func(rep *Report) (fails int, summary string) {
 		fails, err := strconv.Atoi(rep.Get("watch_fails"))

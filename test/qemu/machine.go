@@ -16,6 +16,9 @@ type Machine struct {
 	in     *Inputs
 	initrd string
 	disk   string
+	// Timeout bounds each boot (0: BootSpec's default). Long boots
+	// (a daemon-reload in the booted system, a loaded machine) set more.
+	Timeout time.Duration
 }
 
 // NewMachine builds the initramfs (cached) and the disk of spec.
@@ -38,7 +41,7 @@ func NewMachineWith(t *testing.T, in *Inputs, spec DiskSpec, is InitrdSpec) *Mac
 // reporter to finish and logs the guest time per ext-setup-root stage.
 func (m *Machine) Boot(slot, extra string) *Report {
 	m.t.Helper()
-	rep := Boot(m.t, m.in, BootSpec{Initrd: m.initrd, Disk: m.disk, Cmdline: Cmdline(slot) + " " + extra})
+	rep := Boot(m.t, m.in, BootSpec{Initrd: m.initrd, Disk: m.disk, Cmdline: Cmdline(slot) + " " + extra, Timeout: m.Timeout})
 	if !rep.Done {
 		m.t.Fatalf("slot %s: the guest reporter did not finish (boot failed or hung); last console lines:\n%s\nfull log: %s", slot, rep.Tail(80), rep.LogPath)
 	}
