@@ -154,7 +154,7 @@ func readGPTAt(r io.ReaderAt, size, ss int64) (*GPT, error) {
 		return nil, fail("partition entry array of %d bytes exceeds %d", arrayBytes, gptMaxArray)
 	}
 	arraySectors := (arrayBytes + ss - 1) / ss
-	const maxLBA = uint64(1) << 52 // keeps LBA * sector size far from overflow
+	const maxLBA = uint64(1) << 40 // 4 PiB at 4096-byte sectors: LBA * sector size never overflows
 	if h.PartStart < 2 || h.PartStart > maxLBA {
 		return nil, fail("partition entry array at LBA %d is not after the header", h.PartStart)
 	}

@@ -194,6 +194,8 @@ func TestReadGPTRules(t *testing.T) {
 		{"partition outside", gptSpec{Parts: []gptTestPart{{Type: x86Root, UUID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", First: 40, Last: 1 << 40}}}, "outside the usable area"},
 		{"partition reversed", gptSpec{Parts: []gptTestPart{{Type: x86Root, UUID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", First: 90, Last: 40}}}, "first LBA 90 is after last LBA 40"},
 		{"array in usable area", gptSpec{FirstLBA: 2}, "overlaps the usable area"},
+		{"array LBA overflows", gptSpec{PartStart: 1 << 52}, "not after the header"},
+		{"last LBA overflows", gptSpec{LastLBA: 1 << 52}, "beyond the end of the file"},
 	} {
 		img := mkGPT(c.s)
 		_, err := ReadGPT(bytes.NewReader(img), int64(len(img)))
