@@ -38,7 +38,6 @@ type Loop struct {
 	opts LoopOptions
 }
 
-
 // loopAttempts bounds the retries of the GET_FREE/CONFIGURE race.
 const loopAttempts = 40
 
