@@ -34,11 +34,12 @@ stamp=.ext-setup-root-systemd262
 # builders used inside the chroot, xattr tools, and util-linux's mount tools;
 # systemd-repart, openssl and libcryptsetup12 (repart dlopens it for Verity=)
 # build the signed verity DDIs (--make-ddi) of the
-# image tests and the QEMU verity scenarios.
-include=systemd,squashfs-tools,erofs-utils,attr,util-linux,mount,kmod,systemd-repart,openssl,libcryptsetup12
+# image tests and the QEMU verity scenarios; systemd-container brings
+# systemd-dissect, the reference of the dissection differential test.
+include=systemd,squashfs-tools,erofs-utils,attr,util-linux,mount,kmod,systemd-repart,openssl,libcryptsetup12,systemd-container
 # added lists packages later added to $include: a complete chroot that lacks
 # them gets them with apt inside the chroot instead of a rebuild.
-added="systemd-repart openssl libcryptsetup12"
+added="systemd-repart openssl libcryptsetup12 systemd-container"
 
 log() { echo "prepare-systemd262: $*" >&2; }
 
