@@ -10,6 +10,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -30,13 +31,35 @@ func etcMounts(t *testing.T, root string) []mount.Info {
 	return out
 }
 
+// stagingLeft lists the staging directories in /run that stay there.
+// Other test processes (go test runs packages in parallel; boot's tests
+// force old kernels too) stage in the same /run for a moment, so a name
+// counts only if it is still there after a grace period: a leak stays for
+// ever.
 func stagingLeft(t *testing.T) []string {
-	ents, _ := os.ReadDir("/run")
-	var left []string
-	for _, e := range ents {
-		if strings.HasPrefix(e.Name(), ".ext-setup-root-layers-") {
-			left = append(left, e.Name())
+	list := func() map[string]bool {
+		ents, _ := os.ReadDir("/run")
+		m := map[string]bool{}
+		for _, e := range ents {
+			if strings.HasPrefix(e.Name(), ".ext-setup-root-layers-") {
+				m[e.Name()] = true
+			}
 		}
+		return m
+	}
+	seen := list()
+	for i := 0; i < 20 && len(seen) > 0; i++ {
+		time.Sleep(100 * time.Millisecond)
+		now := list()
+		for n := range seen {
+			if !now[n] {
+				delete(seen, n)
+			}
+		}
+	}
+	var left []string
+	for n := range seen {
+		left = append(left, n)
 	}
 	return left
 }
