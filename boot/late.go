@@ -132,6 +132,8 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	if err == nil {
 		if res.Unchanged {
 			o.Log.Infof("%s merge unchanged: refresh skipped, nothing remounted", class)
+		} else if res.Gaps > 0 {
+			o.Log.Warnf("%s merge replaced by unmount-then-mount (this kernel has no MOVE_MOUNT_BENEATH): %d merged, the hierarchy was bare for a moment", class, len(res.Merged))
 		} else {
 			o.Log.Noticef("%s merge replaced atomically (new merge mounted beneath the old one, then the old one detached): %d merged", class, len(res.Merged))
 		}

@@ -9,6 +9,9 @@
 #   kernel-SUITE/...        the same for the kernel matrix: Debian's kernels of
 #                           each suite in $EXT_SETUP_ROOT_QEMU_KERNELS (default
 #                           "bookworm trixie": Linux 6.1 and 6.12 LTS)
+#   rootfs-SUITE/           the same root for each suite in
+#                           $EXT_SETUP_ROOT_QEMU_ROOTFS (default "trixie": a
+#                           booted system with systemd 257, older than 260)
 #   rootfs/                 minimal forky root: systemd 262, udev, dracut, kmod,
 #                           squashfs-tools, erofs-utils, e2fsprogs (no kernel package)
 #   manifest.txt            package versions of everything above
@@ -31,6 +34,7 @@ CACHE=$BASE/qemu
 MIRROR=$(debian_mirror)
 SUITE=${EXT_SETUP_ROOT_DEBIAN_SUITE:-forky}
 KERNELS=${EXT_SETUP_ROOT_QEMU_KERNELS-bookworm trixie}
+ROOTFSES=${EXT_SETUP_ROOT_QEMU_ROOTFS-trixie}
 KEYRING=/usr/share/keyrings/debian-archive-keyring.gpg
 start=$(date +%s)
 
@@ -176,9 +180,12 @@ ensure_rootfs_added() {
 	mv rootfs.manifest.tmp rootfs.manifest
 }
 
+# fetch_rootfs SUITE DIR: the minimal root of SUITE into DIR, its package
+# versions into DIR.manifest.
 fetch_rootfs() {
-	log "mmdebstrap $SUITE rootfs"
-	rm -rf rootfs.tmp
+	local suite=$1 dest=$2
+	log "mmdebstrap $suite rootfs"
+	rm -rf "$dest.tmp"
 	# path-exclude keeps docs, man pages and locales out (size); the rootfs is
 	# only a source for the test OS image and for building initramfs images.
 	mmdebstrap --variant=minbase --quiet \
@@ -193,18 +200,22 @@ fetch_rootfs() {
 		--include=systemd,systemd-sysv,udev,dracut,kmod,squashfs-tools,erofs-utils,e2fsprogs,zstd,$ROOTFS_ADDED_COMMA \
 		--customize-hook='chroot "$1" dpkg-query -W -f="\${Package} \${Version}\n" >"$1/.manifest"' \
 		--customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/* "$1"/var/log/*' \
-		"$SUITE" rootfs.tmp "$MIRROR"
-	mv rootfs.tmp/.manifest rootfs.manifest.tmp
-	rm -rf rootfs && mv rootfs.tmp rootfs
-	mv rootfs.manifest.tmp rootfs.manifest
-	log "rootfs ready: $(du -sh rootfs | cut -f1)"
+		"$suite" "$dest.tmp" "$MIRROR"
+	mv "$dest.tmp/.manifest" "$dest.manifest.tmp"
+	rm -rf "$dest" && mv "$dest.tmp" "$dest"
+	mv "$dest.manifest.tmp" "$dest.manifest"
+	log "$suite rootfs ready: $(du -sh "$dest" | cut -f1)"
 }
 
 pids=()
 [ -f kernel/version ] && [ -f kernel/vmlinux ] || fetch_kernel "$SUITE" kernel "$CACHE/apt" &
 pids+=($!)
-[ -x rootfs/usr/bin/dracut ] && [ -f rootfs.manifest ] || fetch_rootfs &
+[ -x rootfs/usr/bin/dracut ] && [ -f rootfs.manifest ] || fetch_rootfs "$SUITE" rootfs &
 pids+=($!)
+for r in $ROOTFSES; do
+	[ -x "rootfs-$r/usr/bin/dracut" ] && [ -f "rootfs-$r.manifest" ] || fetch_rootfs "$r" "rootfs-$r" &
+	pids+=($!)
+done
 for k in $KERNELS; do
 	[ -f "kernel-$k/version" ] && [ -f "kernel-$k/vmlinux" ] || fetch_kernel "$k" "kernel-$k" "$CACHE/apt-$k" &
 	pids+=($!)
@@ -223,6 +234,9 @@ ensure_rootfs_added
 		sed "s/^/kernel-$k-pkg /" "kernel-$k/manifest.txt"
 	done
 	grep -E '^(systemd|udev|dracut|kmod|squashfs-tools|erofs-utils|e2fsprogs|libc6) ' rootfs.manifest | sed 's/^/rootfs-pkg /'
+	for r in $ROOTFSES; do
+		grep -E '^(systemd|udev|dracut|kmod|squashfs-tools|erofs-utils|e2fsprogs|libc6) ' "rootfs-$r.manifest" | sed "s/^/rootfs-$r-pkg /"
+	done
 } >manifest.txt.tmp
 mv manifest.txt.tmp manifest.txt
 log "done in $(($(date +%s) - start)) s: $CACHE ($(du -sh "$CACHE" --exclude='apt*' | cut -f1))"

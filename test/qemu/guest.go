@@ -12,6 +12,7 @@ r() { printf 'EXTSR-RESULT %s=%s\n' "$1" "$2"; }
 each() { local k=$1; shift; "$@" 2>&1 | while IFS= read -r l; do r "$k" "$l"; done; }
 r start "$(cut -d' ' -f1 /proc/uptime)"
 r usr_version "$(. /usr/lib/os-release; echo "$VERSION_ID")"
+r kernel "$(uname -r)"
 r cmdline "$(cat /proc/cmdline)"
 each etc_mount awk '$5 == "/etc" { print $9, $10, $11 }' /proc/self/mountinfo
 r etc_mount_id "$(awk '$5 == "/etc" { id = $1 } END { print id }' /proc/self/mountinfo)"

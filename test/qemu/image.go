@@ -42,7 +42,7 @@ var guestModules = []string{"kernel/fs", "kernel/lib", "kernel/crypto", "kernel/
 
 var (
 	usrMu    sync.Mutex
-	usrCache = map[string]string{} // version (+ "-verity") -> erofs image
+	usrCache = map[string]string{} // version (+ "-verity") and kernel -> erofs image
 )
 
 // imageFormat changes whenever USRImage's recipe changes in a way the hashed
@@ -74,7 +74,9 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	if verity {
 		key += "-verity"
 	}
-	if p, ok := usrCache[key]; ok {
+	// One image per kernel too: /usr carries that kernel's modules.
+	mkey := key + "|" + in.KVer + "|" + in.Rootfs
+	if p, ok := usrCache[mkey]; ok {
 		return p
 	}
 	// The OS /usr carries what `make install` installs (binary, host
@@ -83,7 +85,7 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "install=%s\n", sum)
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%s\n%v\n%v\n", imageFormat, version, in.KVer, reporterScript, reporterUnit, lateStopUnit, guestModules, DefaultConfext(version))
-	if m, err := os.ReadFile(filepath.Join(in.Cache, "rootfs.manifest")); err == nil {
+	if m := in.manifest(); m != nil {
 		h.Write(m)
 	}
 	if verity {
@@ -91,7 +93,7 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	}
 	img := filepath.Join(in.Cache, "usr", "usr-"+key+"-"+hex.EncodeToString(h.Sum(nil))[:16]+".erofs")
 	if _, err := os.Stat(img); err == nil {
-		usrCache[key] = img
+		usrCache[mkey] = img
 		return img
 	}
 	mkdirs(t, filepath.Dir(img))
@@ -172,8 +174,8 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 		t.Fatal(err)
 	}
 	// [0-9a-f]: the plain image's pattern must not match "-verity-".
-	prune(filepath.Join(filepath.Dir(img), "usr-"+key+"-[0-9a-f]*.erofs"), 2)
-	usrCache[key] = img
+	prune(filepath.Join(filepath.Dir(img), "usr-"+key+"-[0-9a-f]*.erofs"), 6)
+	usrCache[mkey] = img
 	return img
 }
 

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,7 +105,7 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	for _, c := range spec.Certs {
 		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
 	}
-	ckey := fmt.Sprintf("%v|%v|%s", spec.Ours, spec.SysextSysroot, certs.String())
+	ckey := fmt.Sprintf("%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, in.KVer, in.Rootfs, certs.String())
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
 	if p, ok := initrdCache[ckey]; ok {
@@ -115,7 +116,7 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	if certs.Len() > 0 {
 		fmt.Fprintf(h, "certs=%s", certs.String())
 	}
-	if m, err := os.ReadFile(filepath.Join(in.Cache, "rootfs.manifest")); err == nil {
+	if m := in.manifest(); m != nil {
 		h.Write(m)
 	}
 	var stage string
@@ -184,7 +185,7 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	if err := os.Rename(tmp, out); err != nil {
 		t.Fatal(err)
 	}
-	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 6)
+	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 10)
 	st, _ := os.Stat(out)
 	t.Logf("initrd: built %s (%d KiB)", out, st.Size()>>10)
 	initrdCache[ckey] = out
@@ -237,9 +238,11 @@ func InstallTree(t testing.TB) (string, string) {
 			t.Fatal(err)
 		}
 	}
+	// Other trees go only when they are old: a test process of another
+	// checkout may still be building images from its own.
 	old, _ := os.ReadDir(base)
 	for _, e := range old {
-		if e.Name() != sum {
+		if info, err := e.Info(); err == nil && e.Name() != sum && time.Since(info.ModTime()) > 6*time.Hour {
 			os.RemoveAll(filepath.Join(base, e.Name()))
 		}
 	}

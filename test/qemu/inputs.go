@@ -65,3 +65,68 @@ func RequireInputs(t testing.TB) *Inputs {
 	in.QEMU, _ = exec.LookPath("qemu-system-x86_64")
 	return in
 }
+
+// Kernel is one row of the QEMU kernel matrix: a Debian suite whose kernel
+// scripts/prepare-qemu.sh fetched into $cache/qemu/kernel-SUITE ("" is the
+// default forky kernel in kernel/).
+type Kernel struct {
+	Suite string
+	Name  string // for test names and logs, e.g. "6.1-bookworm"
+}
+
+// MatrixKernels are the kernels of the matrix besides forky's: Debian 12's
+// 6.1 LTS (no MOVE_MOUNT_BENEATH, no lowerdir+, no fd layers) and Debian
+// 13's 6.12 LTS (no fd layers, no detached layers).
+var MatrixKernels = []Kernel{{Suite: "bookworm", Name: "6.1-bookworm"}, {Suite: "trixie", Name: "6.12-trixie"}}
+
+// WithKernel returns a copy of in that boots the kernel of k (its vmlinux,
+// release and modules, for the initramfs and the /usr image alike). It
+// gates t on the prepared kernel.
+func WithKernel(t testing.TB, in *Inputs, k Kernel) *Inputs {
+	t.Helper()
+	if k.Suite == "" {
+		return in
+	}
+	dir := filepath.Join(in.Cache, "kernel-"+k.Suite)
+	kv, err := os.ReadFile(filepath.Join(dir, "version"))
+	if err != nil {
+		testutil.Gate(t, "QEMU kernel %s in %s (run make qemu-prepare): %v", k.Name, dir, err)
+		return nil
+	}
+	out := *in
+	out.KVer = strings.TrimSpace(string(kv))
+	out.Vmlinux = filepath.Join(dir, "vmlinux")
+	out.Modules = filepath.Join(dir, "modules")
+	for _, p := range []string{out.Vmlinux, filepath.Join(out.Modules, out.KVer, "modules.dep")} {
+		if _, err := os.Stat(p); err != nil {
+			testutil.Gate(t, "QEMU kernel input %s (run make qemu-prepare): %v", p, err)
+			return nil
+		}
+	}
+	return &out
+}
+
+// WithRootfs returns a copy of in whose OS image (/usr, the root file
+// system) and initramfs (its dracut and systemd) come from the minimal
+// root of suite that scripts/prepare-qemu.sh fetched into
+// $cache/qemu/rootfs-SUITE, e.g. trixie's systemd 257.
+func WithRootfs(t testing.TB, in *Inputs, suite string) *Inputs {
+	t.Helper()
+	dir := filepath.Join(in.Cache, "rootfs-"+suite)
+	for _, p := range []string{filepath.Join(dir, "usr/bin/dracut"), dir + ".manifest"} {
+		if _, err := os.Stat(p); err != nil {
+			testutil.Gate(t, "QEMU root of %s %s (run make qemu-prepare): %v", suite, p, err)
+			return nil
+		}
+	}
+	out := *in
+	out.Rootfs = dir
+	return &out
+}
+
+// manifest returns the package list of in's root (hashed into the cache
+// keys of the images built from it).
+func (in *Inputs) manifest() []byte {
+	m, _ := os.ReadFile(in.Rootfs + ".manifest")
+	return m
+}
