@@ -26,6 +26,9 @@ type ddiSpec struct {
 	Signed bool
 	Arch   string // systemd-repart --architecture ("" = x86-64)
 	Key    string // signing key name under the cache's verity-keys ("" = "dissect-test")
+	// Split also writes each partition to its own file (systemd-repart
+	// --split=yes): Path + ".root.raw", ".root-verity.raw", ...
+	Split bool
 }
 
 type builtDDI struct {
@@ -198,6 +201,9 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 			t.Fatal(err)
 		}
 		c := strings.ReplaceAll(string(b), "Format=erofs", "Format="+s.FS)
+		if s.Split {
+			c = strings.Replace(c, "[Partition]\n", "[Partition]\nSplitName=%t\n", 1)
+		}
 		if err := os.WriteFile(filepath.Join(defs, f), []byte(c), 0o644); err != nil {
 			t.Fatal(err)
 		}
@@ -206,6 +212,9 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 		"--empty=create", "--size=auto", "--dry-run=no", "--json=short", "--seed=0f3ac6a2-4a1e-4b8e-9d0c-5c2f1e7a9b11"}
 	if s.Arch != "" {
 		args = append(args, "--architecture="+s.Arch)
+	}
+	if s.Split {
+		args = append(args, "--split=yes")
 	}
 	if s.Signed {
 		for _, p := range [][2]string{{key, "key.pem"}, {cert, "cert.crt"}} {
@@ -238,7 +247,30 @@ func buildDDI(t testing.TB, s ddiSpec) *builtDDI {
 	if b.RootHash == "" {
 		t.Fatalf("repart reported no root hash:\n%s", out)
 	}
-	b.Path = filepath.Join(dir, strings.Join([]string{s.Class, s.FS, map[bool]string{true: "signed", false: "unsigned"}[s.Signed], s.Arch, s.Key}, "-")+".raw")
+	b.Path = filepath.Join(dir, strings.Join([]string{s.Class, s.FS, map[bool]string{true: "signed", false: "unsigned"}[s.Signed], s.Arch, s.Key, map[bool]string{true: "split", false: ""}[s.Split]}, "-")+".raw")
+	if s.Split {
+		ents, _ := os.ReadDir(work)
+		for _, e := range ents {
+			n := e.Name()
+			if !strings.HasPrefix(n, "out.") || n == "out.raw" {
+				continue
+			}
+			d, err := os.ReadFile(filepath.Join(work, n))
+			if err != nil {
+				t.Fatal(err)
+			}
+			// out.root-x86-64-verity.raw -> <Path>.root-verity.raw
+			part := strings.TrimSuffix(strings.TrimPrefix(n, "out."), ".raw")
+			arch := s.Arch
+			if arch == "" {
+				arch = "x86-64"
+			}
+			part = strings.Replace(part, "-"+arch, "", 1)
+			if err := os.WriteFile(b.Path+"."+part+".raw", d, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
 	data, err := os.ReadFile(filepath.Join(work, "out.raw"))
 	if err != nil {
 		t.Fatal(err)

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -98,4 +99,53 @@ func FuzzDissect(f *testing.F) {
 			t.Fatalf("hash region beyond the image: %+v", d.Verity.Hash)
 		}
 	})
+}
+
+// TestDissectBareWithSidecars: the data partition of a systemd-repart
+// DDI as a bare image with its hash partition as the .verity sidecar,
+// the root hash from a .roothash sidecar or the xattr value and the
+// signature as .roothash.p7s, as veritysetup-made sidecar images are.
+func TestDissectBareWithSidecars(t *testing.T) {
+	b := buildDDI(t, ddiSpec{Class: "confext", FS: "squashfs", Signed: true, Split: true})
+	data, verity := b.Path+".root.raw", b.Path+".root-verity.raw"
+	full, err := dissectFile(t, b.Path, DissectOptions{Architecture: "x86-64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	vf, err := os.Open(verity)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vf.Close()
+	vi, _ := vf.Stat()
+	hexHash := hex.EncodeToString(full.Verity.RootHash)
+	for _, src := range []string{".roothash sidecar", "user.verity.roothash xattr"} {
+		o := DissectOptions{VerityFile: vf, VerityFileSize: vi.Size(), VerityPath: "/usr/lib/confexts/x.verity",
+			RootHashSigFile: bytes.NewReader(full.Verity.Signature.PKCS7)}
+		if src == ".roothash sidecar" {
+			o.RootHashFile = strings.NewReader(hexHash + "\n")
+		} else {
+			o.RootHashXattr = hexHash
+		}
+		d, err := dissectFile(t, data, o)
+		if err != nil {
+			t.Fatalf("%s: %v", src, err)
+		}
+		if d.Data.FSType != "squashfs" || d.Verity == nil || d.Verity.HashPath != "/usr/lib/confexts/x.verity" ||
+			d.Verity.RootHashSource != src || !bytes.Equal(d.Verity.RootHash, full.Verity.RootHash) ||
+			d.Verity.Superblock.DataBlocks != full.Verity.Superblock.DataBlocks || d.Verity.Signature == nil {
+			t.Fatalf("%s: %+v %+v", src, d.Data, d.Verity)
+		}
+		if _, err := VerifyRootHashSignature(d.Verity.RootHash, d.Verity.Signature, trustFrom(t, b.Cert)); err != nil {
+			t.Fatalf("%s: sidecar signature: %v", src, err)
+		}
+	}
+	// Without a root hash the .verity sidecar is refused, and a root hash
+	// without the sidecar too: never used unverified.
+	if _, err := dissectFile(t, data, DissectOptions{VerityFile: vf, VerityFileSize: vi.Size()}); err == nil {
+		t.Error(".verity without root hash accepted")
+	}
+	if _, err := dissectFile(t, data, DissectOptions{RootHashXattr: hexHash}); err == nil {
+		t.Error("root hash without .verity accepted")
+	}
 }
