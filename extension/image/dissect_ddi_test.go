@@ -108,6 +108,14 @@ func runDirTemp(t testing.TB) string {
 		if err := os.MkdirAll(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
+		// In the tests' private mount namespace a tmpfs holds the run's
+		// images: they vanish with the namespace when the run ends, and
+		// only the empty directory is left for the next run to remove.
+		if testutil.InPrivateMountNS() {
+			if err := unix.Mount("tmpfs", d, "tmpfs", 0, "mode=0755"); err != nil {
+				t.Fatal(err)
+			}
+		}
 		ddiDir = d
 	}
 	return ddiDir
