@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path"
 	"sort"
 	"strings"
 
@@ -34,7 +35,9 @@ const (
 
 // LoadTrustedCerts loads the certificates of VerityDirs below root (a
 // host path, normally paths.TrustRoot), each directory resolved inside
-// root by fd. Missing directories count as empty.
+// root by fd. Missing directories count as empty. Unlike
+// LoadVerityCerts, a symlinked *.crt is followed as systemd follows it,
+// resolved inside root (a link to /dev/null masks the name).
 func LoadTrustedCerts(root string) ([]TrustedCert, []error) {
 	rf, err := os.Open(root)
 	if err != nil {
@@ -55,7 +58,12 @@ func LoadTrustedCerts(root string) ([]TrustedCert, []error) {
 		defer d.Close()
 		dirs = append(dirs, d)
 	}
-	certs, w := LoadVerityCerts(dirs, VerityDirs)
+	// A symlinked *.crt (systemd follows them) is resolved inside the
+	// trust root, never outside it.
+	resolve := func(i int, name string) (*os.File, error) {
+		return rootfs.OpenIn(rf, path.Join(VerityDirs[i], name), unix.O_RDONLY|unix.O_NONBLOCK)
+	}
+	certs, w := loadCerts(dirs, VerityDirs, resolve)
 	return certs, append(warns, w...)
 }
 
@@ -76,6 +84,12 @@ type TrustedCert struct {
 // systemd skips them. A nil *os.File in dirs is skipped (directory
 // absent).
 func LoadVerityCerts(dirs []*os.File, names []string) ([]TrustedCert, []error) {
+	return loadCerts(dirs, names, nil)
+}
+
+// loadCerts is LoadVerityCerts; resolve, when set, opens a symlinked
+// entry (dir index, name) inside the trust root instead of skipping it.
+func loadCerts(dirs []*os.File, names []string, resolve func(int, string) (*os.File, error)) ([]TrustedCert, []error) {
 	seen := map[string]bool{}
 	var certs []TrustedCert
 	var warns []error
@@ -111,6 +125,9 @@ func LoadVerityCerts(dirs []*os.File, names []string) ([]TrustedCert, []error) {
 			}
 			seen[n] = true
 			c, err := readCertAt(d, n)
+			if errors.Is(err, unix.ELOOP) && resolve != nil {
+				c, err = readCertResolved(resolve, i, n)
+			}
 			if err != nil {
 				warns = append(warns, fmt.Errorf("%s/%s: %w", dn, n, err))
 				continue
@@ -131,7 +148,26 @@ func readCertAt(d *os.File, name string) (*x509.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), name)
+	return readCert(os.NewFile(uintptr(fd), name))
+}
+
+// readCertResolved reads a symlinked entry through resolve; a link to
+// /dev/null (a character device) masks the name, as in systemd.
+func readCertResolved(resolve func(int, string) (*os.File, error), i int, name string) (*x509.Certificate, error) {
+	f, err := resolve(i, name)
+	if err != nil {
+		return nil, err
+	}
+	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		f.Close()
+		return nil, nil
+	}
+	return readCert(f)
+}
+
+// readCert reads one certificate file (nil, nil for an empty one) and
+// closes it.
+func readCert(f *os.File) (*x509.Certificate, error) {
 	defer f.Close()
 	fi, err := f.Stat()
 	if err != nil {

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"golang.org/x/sys/unix"
 )
 
 func trustFrom(t *testing.T, certFiles ...string) []TrustedCert {
@@ -138,5 +140,51 @@ func TestLoadVerityCerts(t *testing.T) {
 	}
 	if len(warns) != 2 {
 		t.Errorf("warnings %v, want junk.crt and link.crt", warns)
+	}
+}
+
+// TestLoadTrustedCertsSymlinks: in a trust root, a symlinked *.crt is
+// resolved inside the root (an absolute target too) and a link to
+// /dev/null masks the name in later directories.
+func TestLoadTrustedCertsSymlinks(t *testing.T) {
+	_, a := testKey(t, "link-a", 1)
+	_, b := testKey(t, "link-b", 1)
+	root := t.TempDir()
+	mk := func(p string) string {
+		d := filepath.Join(root, p)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}
+	share, etc, usr, dev := mk("usr/share/certs"), mk("etc/verity.d"), mk("usr/lib/verity.d"), mk("dev")
+	for _, c := range [][2]string{{a, filepath.Join(share, "a.crt")}, {b, filepath.Join(usr, "masked.crt")}} {
+		data, err := os.ReadFile(c[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(c[1], data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := unix.Mknod(filepath.Join(dev, "null"), unix.S_IFCHR|0o666, int(unix.Mkdev(1, 3))); err != nil {
+		t.Fatal(err)
+	}
+	for l, target := range map[string]string{"vendor.crt": "/usr/share/certs/a.crt", "masked.crt": "/dev/null", "escape.crt": "../../../../../../etc/hostname"} {
+		if err := os.Symlink(target, filepath.Join(etc, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	certs, warns := LoadTrustedCerts(root)
+	var got []string
+	for _, c := range certs {
+		got = append(got, c.Dir+"/"+c.Name+"="+c.Cert.Subject.CommonName)
+	}
+	if strings.Join(got, ",") != "/etc/verity.d/vendor.crt=dissect test link-a" {
+		t.Errorf("certs %v", got)
+	}
+	// escape.crt resolves inside the root, where /etc/hostname is missing.
+	if len(warns) != 1 || !strings.Contains(warns[0].Error(), "escape.crt") {
+		t.Errorf("warnings %v", warns)
 	}
 }
