@@ -121,8 +121,9 @@ cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)
 	awk -F, -v title="/etc of $entries entries, $removed identical to the defaults" -v b="$bash_med" -v n="${#bash_ms[@]}" '
 		NR > 1 { mean = $2 * 1000; sd = $3 * 1000; med = $4 * 1000 }
 		END {
-			printf "| %s | %.0f (%d run%s) | %.2f (mean %.2f ± %.2f) | %.4f (1/%.0f) |\n", title,
-				b, n, n > 1 ? "s" : "", med, mean, sd, med / b, b / med
+			runs = (n == 1) ? "1 run" : n " runs"
+			printf "| %s | %.0f (%s) | %.2f (mean %.2f ± %.2f) | %.5f (1/%.0f) |\n", title,
+				b, runs, med, mean, sd, med / b, b / med
 		}' "$J/ours.csv"
 	echo
 	echo "Measured in one run: the bash script timed with date around each run, ours with hyperfine (-N, $RUNS runs after 1 warm-up, /etc restored before every run; median, and mean ± stddev) on ${cpu:-$(uname -m)}, kernel $(uname -r), $(nproc) CPUs, roots on tmpfs; the script runs in a chroot with the host's /usr and no-op tmpfiles stubs; ours is \`ext-setup-root boot --stage=pre\` with systemd.confext=0 (the prepare step only, process start-up included)."
