@@ -13,6 +13,11 @@ import (
 	"time"
 )
 
+// tamperPattern fills a confext file whose data blocks are then altered
+// in the image: 64 KiB, so the file has data blocks of its own (erofs
+// inlines only a short tail), and recognisable.
+var tamperPattern = strings.Repeat("extsr-verity-tamper-0123456789abcdef-", 1800)
+
 // TestQEMUDMVerity runs package image's device-mapper verity set-up
 // against the real forky kernel in a minimal guest: a static Go /init
 // (test/qemu/dminit) with the dm, loop and erofs modules and two signed
