@@ -60,6 +60,12 @@ type LateOptions struct {
 	// that units shipped in the new extensions are seen; nil skips it.
 	Reload func() error
 	Now    func() time.Time
+	// ImagePolicy is the image policy of the boot stages
+	// (ext-setup-root.image-policy= on the kernel command line); the late
+	// refresh applies the same policy as the initrd merge, or it would
+	// merge in the booted system what the initrd refused. "" leaves it
+	// to ImagePolicy= in the class's .conf, then the class default.
+	ImagePolicy string
 }
 
 // RunLate is the late refresh in the booted system. It runs
@@ -116,7 +122,7 @@ func RunLate(ctx context.Context, o LateOptions) error {
 	if o.Ext == nil {
 		return fmt.Errorf("%s refresh: %w", class, ErrEnginesUnavailable)
 	}
-	req := ExtRequest{Class: class, Root: o.Root, DefaultMutable: mutable}
+	req := ExtRequest{Class: class, Root: o.Root, DefaultMutable: mutable, ImagePolicy: o.ImagePolicy}
 	op := o.Log.Op("%s refresh in %s", class, o.Root)
 	res, err := o.Ext.Refresh(ctx, req)
 	op.Finish(err)

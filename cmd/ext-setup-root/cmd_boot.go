@@ -164,6 +164,7 @@ func runBoot(env *Env, args []string) error {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
 			SystemdVersion: systemdVersion, ExecStock: execStock, Reload: daemonReload,
+			ImagePolicy: cl.ImagePolicy,
 		})
 	}
 	if err = engErr; err != nil {
