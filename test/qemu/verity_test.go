@@ -13,7 +13,6 @@ import (
 // certificate in the initrd's /etc/verity.d and in /usr/lib/verity.d),
 // and further signed, tampered or badly signed confexts sit next to it.
 
-
 // verityHook runs in the booted guest: it reads the tampered file (dm-verity
 // must answer EIO and never return the altered bytes), lists the kernel's
 // verity complaints, then (on slot B only) moves the stashed bad images
