@@ -114,6 +114,16 @@ func (e *engine) changedOr(s *hierState, err error) error {
 	if a != b || s.ours != now.ours || !bytes.Equal(s.origin, now.origin) {
 		return fmt.Errorf("%s: %w: %w", s.display, errMergeChanged, err)
 	}
+	// The work dir check opens the hierarchy after inspecting it: a merge
+	// another tool attached in between and removed again before this
+	// re-check (systemd-confext takes no lock and unmerges when its own
+	// merge fails) shows up only as the hierarchy on another file system.
+	// Starting over settles it; a layout that really has the upper dir on
+	// another file system fails the same way every time and the error is
+	// returned after the retries.
+	if errors.Is(err, unix.EXDEV) {
+		return fmt.Errorf("%s: %w: %w", s.display, errMergeChanged, err)
+	}
 	return err
 }
 
