@@ -65,15 +65,14 @@ func requireLateUnchanged(t *testing.T, rep *Report, boot int, stage, class, h, 
 // TestQEMUSystemd257 boots an OS image built from Debian 13 "trixie" (its
 // kernel 6.12, its systemd 257 in the initramfs and the booted system, its
 // dracut 106), with ext-setup-root embedded by `make install` and `dracut
-// --add ext-setup-root`. The host drop-in runs ext-setup-root's late
-// refresh (the default). Nothing changed since the initrd: the late confext
-// stage skips, /etc keeps the initrd's mount id, systemd-confext 257 itself
-// logs nothing, and the stat watcher over the default confext's file and
-// the upper /etc, running from before the late refresh to after it, sees
-// no failed stat. (The second half of issue 11 item 4, a confext added
-// before the refresh replaced without an /etc gap on systemd 257, is not
-// in this test yet: lateRefreshRoot's add-confext unit runs only with
-// extsr.add-confext on the command line, and that boot has not been run.)
+// --add ext-setup-root`. On systemd older than 260 the host drop-ins run
+// ext-setup-root's late refresh (no kernel command line switch here: the
+// default). Boot 1, nothing changed since the initrd: the late confext
+// stage skips, /etc keeps the initrd's mount id, the watcher sees no
+// failed stat. Boot 2, a confext added to /run/confexts before the late
+// refresh: the merge is replaced atomically, the new file is in /etc, and
+// the watcher over the default confext's file and the upper /etc sees 0
+// failed stats.
 func TestQEMUSystemd257(t *testing.T) {
 	base := RequireInputs(t)
 	in := WithKernel(t, base, Kernel{Suite: "trixie", Name: "6.12-trixie"})
@@ -81,27 +80,75 @@ func TestQEMUSystemd257(t *testing.T) {
 	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: lateRefreshRoot(t, in), OEM: OEMTree(t)})
 	m.Timeout = 12 * time.Minute
 
-	rep := m.Boot("A", "")
+	for boot, extra := range []string{"", "extsr.add-confext"} {
+		rep := m.Boot("A", extra)
+		n := boot + 1
+		RequireStagesFinished(t, rep)
+		RequireNoFailedUnits(t, rep)
+		t.Logf("boot %d: systemd-confext.service journal: %q", n, rep.All("confext_journal"))
+		if tool := stockConfextLines(rep); len(tool) != 0 {
+			t.Errorf("boot %d: systemd-confext 257 itself logged (the drop-in must run ext-setup-root's refresh): %q", n, tool)
+		}
+		if !rep.AnyContains("file", "/etc/extsr/default.conf: from-default-confext") {
+			t.Errorf("boot %d: default confext file not in /etc: %q", n, rep.All("file"))
+		}
+		if rep.Get("etc_writable") != "yes" {
+			t.Errorf("boot %d: /etc not writable", n)
+		}
+		fails, sum := watchResult(t, rep)
+		t.Logf("boot %d (%s): watcher: %s", n, map[bool]string{true: "nothing changed", false: "confext added"}[extra == ""], sum)
+		if fails != 0 {
+			t.Errorf("boot %d: the watcher saw %d failed stats, want 0: %s", n, fails, sum)
+		}
+		// This disk has no sysext: /usr is the plain USR partition and
+		// systemd-sysext.service has nothing to do.
+		if extra == "" {
+			requireLateUnchanged(t, rep, n, "late-confext", "confext", "/etc", "etc_mount_id")
+			if got := rep.Get("new_conf"); strings.HasPrefix(got, "from-new-confext") {
+				t.Errorf("boot 1: the new confext is in /etc although it was not added")
+			}
+		} else {
+			if st, ok := rep.Stages()["late-confext"]; !ok || st.Result != "finished" || strings.Contains(st.Line, "unchanged") || strings.Contains(st.Line, "gap") {
+				t.Errorf("boot 2: late-confext summary %q, want finished, replaced, no gap", st.Line)
+			}
+			if got := rep.Get("new_conf"); !strings.HasPrefix(got, "from-new-confext") {
+				t.Errorf("boot 2: the new confext's file is not in /etc: %q (/run/confexts: %q)", got, rep.Get("run_confexts"))
+			}
+		}
+		if t.Failed() {
+			t.Fatalf("boot %d failed; log %s", n, rep.LogPath)
+		}
+	}
+}
+
+// TestQEMULateRefreshNoBeneath measures the gap users of a kernel without
+// MOVE_MOUNT_BENEATH get: Debian 12's Linux 6.1 with the forky image. A
+// confext is added before the late refresh, which (late-refresh=ours) then
+// replaces the merge by unmount-then-mount; the watcher counts the failed
+// stats of the default confext's file and of the upper /etc. Asserted:
+// the refresh worked (new file, default file, /etc writable) and reported
+// its gap in the summary line; the watcher's figures are the measurement.
+func TestQEMULateRefreshNoBeneath(t *testing.T) {
+	base := RequireInputs(t)
+	in := WithKernel(t, base, Kernel{Suite: "bookworm", Name: "6.1-bookworm"})
+	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: lateRefreshRoot(t, in), OEM: OEMTree(t)})
+	m.Timeout = 12 * time.Minute
+	rep := m.Boot("A", "extsr.add-confext ext-setup-root.late-refresh=ours")
 	RequireStagesFinished(t, rep)
 	RequireNoFailedUnits(t, rep)
-	t.Logf("systemd-confext.service journal: %q", rep.All("confext_journal"))
-	if tool := stockConfextLines(rep); len(tool) != 0 {
-		t.Errorf("systemd-confext 257 itself logged (the drop-in must run ext-setup-root's refresh): %q", tool)
+	st, ok := rep.Stages()["late-confext"]
+	if !ok || st.Result != "finished" || !strings.Contains(st.Line, "1 replaced with a gap") {
+		t.Errorf("late-confext summary %q, want finished with its gap counted", st.Line)
+	}
+	if got := rep.Get("new_conf"); !strings.HasPrefix(got, "from-new-confext") {
+		t.Errorf("the new confext's file is not in /etc: %q", got)
 	}
 	if !rep.AnyContains("file", "/etc/extsr/default.conf: from-default-confext") {
-		t.Errorf("default confext file not in /etc: %q", rep.All("file"))
+		t.Errorf("default confext file gone after the refresh: %q", rep.All("file"))
 	}
 	if rep.Get("etc_writable") != "yes" {
-		t.Errorf("/etc not writable")
+		t.Errorf("/etc not writable after the refresh")
 	}
-	if got := rep.Get("new_conf"); strings.HasPrefix(got, "from-new-confext") {
-		t.Errorf("the new confext is in /etc although it was not added")
-	}
-	// This disk has no sysext: /usr is the plain USR partition.
-	requireLateUnchanged(t, rep, 1, "late-confext", "confext", "/etc", "etc_mount_id")
 	fails, sum := watchResult(t, rep)
-	t.Logf("watcher over the late refresh (nothing changed): %s", sum)
-	if fails != 0 {
-		t.Errorf("the watcher saw %d failed stats, want 0: %s", fails, sum)
-	}
+	t.Logf("Linux %s, unmount-then-mount late refresh: %d failed stats; %s", rep.Get("kernel"), fails, sum)
 }
