@@ -3,6 +3,7 @@ package boot
 import (
 	"context"
 	"errors"
+	"os"
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
@@ -184,9 +185,36 @@ func RealEngines(getenv func(string) string, cmdline string, log *oplog.Logger) 
 type RealPreparer struct {
 	Config prepare.Config
 	Log    *oplog.Logger
+	// Getenv and ImagePolicy (the stage's effective policy text, "" for
+	// the class's) are used to open a raw default confext for the dedup's
+	// vendor defaults exactly as its merge will.
+	Getenv      func(string) string
+	ImagePolicy string
 }
 
 // Prepare implements Preparer.
 func (p RealPreparer) Prepare(ctx context.Context, root string, dryRun bool) (*prepare.Result, error) {
-	return prepare.Run(ctx, prepare.Options{Root: root, Config: p.Config, DryRun: dryRun, Log: p.Log})
+	return prepare.Run(ctx, prepare.Options{Root: root, Config: p.Config, DryRun: dryRun, Log: p.Log,
+		OpenConfext: p.openConfext(root)})
+}
+
+// openConfext opens a confext image's etc/ with the extension engine
+// (dm-verity, signature, image policy and extension-release as in the
+// merge that follows).
+func (p RealPreparer) openConfext(root string) func(string) (*os.File, string, func(), error) {
+	return func(name string) (*os.File, string, func(), error) {
+		o := extension.Options{Root: root, Class: extension.Confext, Getenv: p.Getenv, Log: p.Log, NoReload: true}
+		if p.ImagePolicy != "" {
+			pol, err := image.ParsePolicy(p.ImagePolicy)
+			if err != nil {
+				return nil, "", nil, err
+			}
+			o.ImagePolicy = pol
+		}
+		t, err := extension.OpenImageTree(o, name)
+		if err != nil || t == nil {
+			return nil, "", nil, err
+		}
+		return t.Dir, t.Where, func() { t.Close() }, nil
+	}
 }

@@ -96,10 +96,10 @@ func (r *run) openDefaults() (int, string, error) {
 // is under NAME/etc for a directory image).
 var confextDirs = []string{"/run/confexts", "/var/lib/confexts", "/usr/local/lib/confexts", "/usr/lib/confexts"}
 
-// openConfextDefaults opens etc/ of the directory confext image name in
-// the first search path holding it; -1 when there is none. Raw images are
-// not opened: for them the vendor keeps a directory copy (Flatcar's
-// /usr/share/flatcar/etc), configured in defaults_dirs.
+// openConfextDefaults opens etc/ of the confext image name: a directory
+// image in the first search path holding it, else (with Options.OpenConfext)
+// any image of that name opened the way the merge opens it, dm-verity and
+// signature included; -1 when there is none.
 func (r *run) openConfextDefaults(name string) (int, string, error) {
 	for _, d := range confextDirs {
 		p := path.Join(d, name, "etc")
@@ -111,7 +111,26 @@ func (r *run) openConfextDefaults(name string) (int, string, error) {
 			return -1, "", pathErr("open", r.display(p), err)
 		}
 	}
-	return -1, "", nil
+	if r.o.OpenConfext == nil {
+		return -1, "", nil
+	}
+	dir, where, release, err := r.o.OpenConfext(name)
+	if err != nil {
+		return -1, "", fmt.Errorf("vendor defaults from confext %s: %w", name, err)
+	}
+	if dir == nil {
+		return -1, "", nil
+	}
+	// A duplicate keeps the image's detached mount (and the loop or dm
+	// device under it) alive while the dedup reads it; closing it drops
+	// them (autoclear, deferred removal).
+	fd, err := unix.Dup(int(dir.Fd()))
+	release()
+	if err != nil {
+		return -1, "", pathErr("dup", where, err)
+	}
+	unix.CloseOnExec(fd)
+	return fd, where + " (etc/)", nil
 }
 
 type deduper struct {

@@ -29,6 +29,12 @@ type Options struct {
 	// exec.LookPath and exec.CommandContext unless a test sets them.
 	LookPath func(string) (string, error)
 	Command  func(ctx context.Context, name string, args ...string) *exec.Cmd
+	// OpenConfext opens the etc/ tree of the confext image called name
+	// (a raw or signed image included) the way the merge opens it, for
+	// the dedup's vendor defaults; dir is nil when there is no such
+	// image. Nil means directory images only. The boot stages pass
+	// package extension's OpenImageTree.
+	OpenConfext func(name string) (dir *os.File, where string, release func(), err error)
 }
 
 // Action is one change, done or (in a dry run) planned.

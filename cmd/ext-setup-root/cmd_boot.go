@@ -156,7 +156,11 @@ func runBoot(env *Env, args []string) error {
 		o.SysextEssential = sysEssential.v
 	}
 	if st == boot.StagePre {
-		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log}
+		pol := cfg.ImagePolicy
+		if cl.ImagePolicy != "" {
+			pol = cl.ImagePolicy
+		}
+		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: pol}
 	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
