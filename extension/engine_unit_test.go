@@ -129,7 +129,7 @@ func TestDetectFSAndGPT(t *testing.T) {
 		{"none", 0, []byte("junk"), ""},
 	} {
 		f := mk(c.name, c.off, c.magic)
-		got, err := detectFS(f, 0)
+		got, err := image.DetectFS(f, 0)
 		f.Close()
 		if err != nil || got != c.want {
 			t.Errorf("%s: %q %v, want %q", c.name, got, err, c.want)

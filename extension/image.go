@@ -116,7 +116,7 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 		if d.Data.UUID == "" && offset == 0 {
 			size = 0 // a bare file system: the whole file
 		}
-	} else if fstype, err = detectFS(f, 0); err != nil {
+	} else if fstype, err = image.DetectFS(f, 0); err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot read image header", err}
 	}
 	if fstype == "" {
@@ -125,7 +125,7 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 			return nil, &imageError{img.Name, e.display(img.Path), "no squashfs/erofs/ext4 filesystem and no usable GPT root/usr partition", perr}
 		}
 		offset, size, o.usrOnly = part.offset, part.size, part.usr
-		fstype, err = detectFS(f, int64(offset))
+		fstype, err = image.DetectFS(f, int64(offset))
 		if err != nil || fstype == "" {
 			return nil, &imageError{img.Name, e.display(img.Path), fmt.Sprintf("GPT %s partition holds no squashfs/erofs/ext4 filesystem", part.kind), err}
 		}
@@ -168,30 +168,6 @@ func (e *engine) mountBlockImage(f *os.File, fstype string, offset, size uint64)
 		return nil, nil, err
 	}
 	return mnt, lp.Close, nil
-}
-
-// detectFS reads the superblock magic at off: squashfs ("hsqs" at 0),
-// erofs (0xE0F5E1E2 at 1024), ext4 (0xEF53 at 1080). "" means none of
-// them (maybe a partition table).
-func detectFS(f *os.File, off int64) (string, error) {
-	buf := make([]byte, 1088)
-	n, err := f.ReadAt(buf, off)
-	if n < 4 {
-		if err == nil {
-			err = errors.New("short read")
-		}
-		return "", err
-	}
-	if string(buf[0:4]) == "hsqs" {
-		return "squashfs", nil
-	}
-	if n >= 1028 && buf[1024] == 0xe2 && buf[1025] == 0xe1 && buf[1026] == 0xf5 && buf[1027] == 0xe0 {
-		return "erofs", nil
-	}
-	if n >= 1082 && buf[1080] == 0x53 && buf[1081] == 0xef {
-		return "ext4", nil
-	}
-	return "", nil
 }
 
 // layer returns an O_PATH fd of <tree>/<hierarchy> if the image provides

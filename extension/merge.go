@@ -148,21 +148,14 @@ func run(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 
 // runLocked is run's read-decide-modify, with the hierarchy locks held.
 func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*Result, error) {
-	opt := e.opt
 	res := &Result{}
 	mode, err := e.mutableMode()
 	if err != nil {
 		return nil, err
 	}
-	host, err := release.LoadHost(func(p string) (*os.File, error) {
-		return rootfs.OpenIn(e.root, p, unix.O_RDONLY)
-	}, e.getenv("SYSTEMD_OS_RELEASE"))
-	if err != nil && !opt.Force {
-		return nil, fmt.Errorf("host os-release of %s: %w", e.rootPath, err)
-	}
-	scope := "system"
-	if e.initrd {
-		scope = "initrd"
+	host, scope, err := e.hostRelease()
+	if err != nil {
+		return nil, err
 	}
 
 	states, err := e.inspectAll()
@@ -757,4 +750,21 @@ func fingerprintOpened(dir *os.File) (string, error) {
 	}
 	defer d.Close()
 	return FingerprintTree(d)
+}
+
+// hostRelease reads the root's os-release (SYSTEMD_OS_RELEASE overrides
+// it, as in systemd) and names the scope images are validated for; with
+// --force an unreadable os-release is no error.
+func (e *engine) hostRelease() (release.Host, string, error) {
+	host, err := release.LoadHost(func(p string) (*os.File, error) {
+		return rootfs.OpenIn(e.root, p, unix.O_RDONLY)
+	}, e.getenv("SYSTEMD_OS_RELEASE"))
+	if err != nil && !e.opt.Force {
+		return host, "", fmt.Errorf("host os-release of %s: %w", e.rootPath, err)
+	}
+	scope := "system"
+	if e.initrd {
+		scope = "initrd"
+	}
+	return host, scope, nil
 }

@@ -6,9 +6,6 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
-
-	"github.com/ext-setup-root/ext-setup-root/release"
-	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // ImageTree is one image opened read-only for reading its files outside a
@@ -70,15 +67,9 @@ func OpenImageTree(opt Options, name string) (*ImageTree, error) {
 			o.Close()
 		}
 	}()
-	host, err := release.LoadHost(func(p string) (*os.File, error) {
-		return rootfs.OpenIn(e.root, p, unix.O_RDONLY)
-	}, e.getenv("SYSTEMD_OS_RELEASE"))
-	if err != nil && !opt.Force {
-		return nil, fmt.Errorf("host os-release of %s: %w", e.rootPath, err)
-	}
-	scope := "system"
-	if e.initrd {
-		scope = "initrd"
+	host, scope, err := e.hostRelease()
+	if err != nil {
+		return nil, err
 	}
 	valid, reason, err := e.validate(o, host, scope)
 	if err != nil {
