@@ -6,20 +6,16 @@ import (
 	"strconv"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // The system calls this package makes, each retried on EINTR and wrapped
 // in an *os.PathError naming the operation and the path (errors.Is with
 // unix errnos works through it).
 
-func retry(f func() error) error {
-	for {
-		err := f()
-		if !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
+// retry is the module's one EINTR retry (internal/sysx).
+var retry = sysx.Retry
 
 func pathErr(op, name string, err error) error {
 	if err == nil {

@@ -7,6 +7,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 )
 
 // This file holds every system call the device-mapper and loop set-up of
@@ -32,14 +34,8 @@ func (e *DMError) Error() string {
 
 func (e *DMError) Unwrap() error { return e.Err }
 
-// retry calls f until it returns something other than EINTR.
-func retry(f func() error) error {
-	for {
-		if err := f(); !errors.Is(err, unix.EINTR) {
-			return err
-		}
-	}
-}
+// retry is the module's one EINTR retry (internal/sysx).
+var retry = sysx.Retry
 
 // ioctlBuf issues a device-mapper ioctl whose argument is buf (a struct
 // dm_ioctl followed by its payload; the kernel writes results into it).
