@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -112,7 +113,7 @@ func TestSetupVerityLoopsAndTable(t *testing.T) {
 		}
 	case len(loops) == 2: // no GPT support in this kernel: one loop device per partition
 		t.Logf("kernel without GPT partition scanning: partitions as separate loop devices %v", loops)
-		if !strings.HasPrefix(dev.Name, "loop") || strings.Contains(dev.Name, "p1-") || !strings.HasSuffix(dev.Name, "-verity") {
+		if !unscannedName.MatchString(dev.Name) {
 			t.Errorf("dm name %s, want loopN-<diskseq>-verity", dev.Name)
 		}
 	default:
@@ -153,6 +154,11 @@ func TestSetupVerityLoopsAndTable(t *testing.T) {
 	}
 }
 
+// unscannedName is the dm name of a verity device over a whole loop device
+// (no partition scanning): loopN-DISKSEQ-verity. A substring test for "p1-"
+// is wrong: "loop1-" contains it.
+var unscannedName = regexp.MustCompile(`^loop[0-9]+-[0-9]+-verity$`)
+
 // Every failing step tears down what was set up: no dm device, no loop
 // device, the control fd closed.
 func TestSetupVerityErrorPaths(t *testing.T) {
@@ -187,7 +193,7 @@ func TestSetupVerityErrorPaths(t *testing.T) {
 	f = newFakeDM()
 	dev, err := fakeEnv(f).setup(openImg(t, img), &bad, SetupOptions{Name: "ext"})
 	switch {
-	case err == nil && !strings.Contains(dev.Name, "p1-"):
+	case err == nil && unscannedName.MatchString(dev.Name):
 		// Without partition scanning the region is attached as given
 		// (dissection checked it against the table).
 		dev.Close()
