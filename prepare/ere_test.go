@@ -8,17 +8,17 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
 // TestEREAgainstGNUFind compares CompileERE with GNU find -regextype egrep
 // -regex (what Flatcar's reset runs) on the same names: both must select
 // exactly the same paths, for every pattern that both accept.
 func TestEREAgainstGNUFind(t *testing.T) {
-	if _, err := exec.LookPath("find"); err != nil {
-		t.Skip("no find")
-	}
+	testutil.RequireTool(t, "find")
 	if out, _ := exec.Command("find", "--version").Output(); !bytes.Contains(out, []byte("GNU findutils")) {
-		t.Skip("find is not GNU find")
+		testutil.Gate(t, "find is not GNU find")
 	}
 	dir := t.TempDir()
 	names := []string{"a", "ab", "aab", "aaab", "axb", "a\nb", "a b", "a.b", "a\\b", "a{2}b", "a[b", "a]b",

@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
 // mirror runs debian_mirror of scripts/lib/debian-mirror.sh against the
@@ -34,9 +36,7 @@ func write(t *testing.T, p, s string) {
 }
 
 func TestDebianMirror(t *testing.T) {
-	if _, err := exec.LookPath("bash"); err != nil {
-		t.Skip("no bash")
-	}
+	testutil.RequireTool(t, "bash")
 	deb822 := `Types: deb
 # a comment
 URIs: http://mirror.example/debian-security
