@@ -102,7 +102,7 @@ func buildWith(t testing.TB, b *built, env, name string, flags ...string) string
 			return
 		}
 		bin := filepath.Join(dir, name)
-		args := append([]string{"build", "-trimpath"}, flags...)
+		args := append([]string{"build", "-trimpath", "-buildvcs=false"}, flags...)
 		cmd := exec.Command(goTool(), append(args, "-o", bin, "./cmd/ext-setup-root")...)
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")

@@ -42,7 +42,7 @@ func TestQEMUDMVerity(t *testing.T) {
 	FlipByte(t, tampered, off+40000-(40000%37)+19)
 
 	// /init: the static test program.
-	cmd := exec.Command("go", "build", "-o", filepath.Join(tree, "init"), "./dminit")
+	cmd := exec.Command("go", "build", "-buildvcs=false", "-o", filepath.Join(tree, "init"), "./dminit")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("build dminit: %v\n%s", err, out)

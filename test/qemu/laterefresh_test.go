@@ -119,7 +119,7 @@ func buildWatcher(t *testing.T, out string) {
 		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	mkdirs(t, filepath.Dir(out))
-	cmd := exec.Command(gotool, "build", "-trimpath", "-o", out, "./test/qemu/watcher")
+	cmd := exec.Command(gotool, "build", "-trimpath", "-buildvcs=false", "-o", out, "./test/qemu/watcher")
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
