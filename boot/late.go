@@ -61,7 +61,8 @@ type LateOptions struct {
 	Reload func() error
 	Now    func() time.Time
 	// ImagePolicy is the image policy of the boot stages
-	// (ext-setup-root.image-policy= on the kernel command line); the late
+	// (ext-setup-root.image-policy= on the kernel command line, else
+	// boot.toml's image_policy); the late
 	// refresh applies the same policy as the initrd merge, or it would
 	// merge in the booted system what the initrd refused. "" leaves it
 	// to ImagePolicy= in the class's .conf, then the class default.

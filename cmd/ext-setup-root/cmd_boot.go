@@ -133,19 +133,26 @@ func runBoot(env *Env, args []string) error {
 	}
 	// Essential patterns: kernel command line (applied in boot.Run) >
 	// flags > boot.toml in the root > the default.
-	var cfg boot.Config
-	var cerr error
-	if st == boot.StagePre || st == boot.StagePost {
-		cfg, cerr = boot.LoadConfig(*root)
-	}
+	// Every stage reads boot.toml: the late stages need its image_policy
+	// (the booted system's refresh must apply the policy the initrd merge
+	// applied, or it would merge an image the initrd refused), the others
+	// everything in it. The late stages run in the booted system, where the
+	// same file is at the same place under /.
+	cfg, cerr := boot.LoadConfig(*root)
 	if cerr != nil {
-		log.Errorf("%v; ignoring the file, using the defaults (essential patterns, prepare step)", cerr)
+		log.Errorf("%v; ignoring the file, using the defaults (essential patterns, image policy, prepare step)", cerr)
 		cfg = boot.DefaultConfig()
 	} else if cfg.File != "" {
 		log.Infof("using %s%s", strings.TrimSuffix(*root, "/"), cfg.File)
 	}
 	o.Essential, o.SysextEssential = cfg.EssentialConfexts, cfg.EssentialSysexts
 	o.ImagePolicy = cfg.ImagePolicy
+	// The effective policy text of every stage: the kernel command line's
+	// ext-setup-root.image-policy= wins over boot.toml's image_policy.
+	stagePolicy := cfg.ImagePolicy
+	if cl.ImagePolicy != "" {
+		stagePolicy = cl.ImagePolicy
+	}
 	if essential.set {
 		o.Essential = essential.v
 		if o.Essential == nil {
@@ -156,11 +163,7 @@ func runBoot(env *Env, args []string) error {
 		o.SysextEssential = sysEssential.v
 	}
 	if st == boot.StagePre {
-		pol := cfg.ImagePolicy
-		if cl.ImagePolicy != "" {
-			pol = cl.ImagePolicy
-		}
-		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: pol}
+		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: stagePolicy}
 	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
@@ -168,7 +171,7 @@ func runBoot(env *Env, args []string) error {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
 			SystemdVersion: systemdVersion, ExecStock: execStock, Reload: daemonReload,
-			ImagePolicy: cl.ImagePolicy,
+			ImagePolicy: stagePolicy,
 		})
 	}
 	if err = engErr; err != nil {

@@ -193,3 +193,48 @@ func TestBootEssentialPrecedence(t *testing.T) {
 		t.Errorf("broken config: essential %v\n%s", f.essential, errb)
 	}
 }
+
+// policyFake records the image policy of each refresh request.
+type policyFake struct {
+	bootFake
+	policies []string
+}
+
+func (f *policyFake) Refresh(ctx context.Context, r boot.ExtRequest) (boot.ExtResult, error) {
+	f.policies = append(f.policies, r.ImagePolicy)
+	return f.bootFake.Refresh(ctx, r)
+}
+
+// TestBootLatePolicyFromConfig: the late stages apply boot.toml's
+// image_policy like the initrd stages do (issue 7), and the kernel
+// command line's ext-setup-root.image-policy= wins over it.
+func TestBootLatePolicyFromConfig(t *testing.T) {
+	oldV, oldE, oldR := systemdVersion, execStock, daemonReload
+	t.Cleanup(func() { systemdVersion, execStock, daemonReload = oldV, oldE, oldR })
+	daemonReload = func() error { return nil }
+	systemdVersion = func(string) (int, error) { return 262, nil }
+	execStock = func(argv []string) error { t.Errorf("stock tool run: %v", argv); return nil }
+	withBootFake(t, "")
+	f := &policyFake{}
+	bootEngines = func(func(string) string, string, *oplog.Logger) (boot.Extensions, boot.Selector, error) {
+		return f, f, nil
+	}
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "etc/ext-setup-root"), 0o755)
+	os.WriteFile(filepath.Join(root, "etc/ext-setup-root/boot.toml"), []byte("image_policy = \"root=signed+absent:usr=signed+absent\"\n"), 0o644)
+	for _, tc := range []struct{ stage, cmdline, want string }{
+		{"late-confext", "", "root=signed+absent:usr=signed+absent"},
+		{"late-sysext", "quiet", "root=signed+absent:usr=signed+absent"},
+		{"late-confext", "ext-setup-root.image-policy=root=verity+signed", "root=verity+signed"},
+	} {
+		f.policies = nil
+		os.WriteFile(paths.ProcCmdline, []byte(tc.cmdline), 0o644)
+		env, _, errb := testEnv()
+		if err := run(env, []string{"boot", "--stage=" + tc.stage, "--root=" + root}); err != nil {
+			t.Fatalf("%s %q: %v\n%s", tc.stage, tc.cmdline, err, errb)
+		}
+		if strings.Join(f.policies, ",") != tc.want {
+			t.Errorf("%s %q: policies %q, want %q\n%s", tc.stage, tc.cmdline, f.policies, tc.want, errb)
+		}
+	}
+}
