@@ -2,6 +2,7 @@ package image
 
 import (
 	"github.com/ext-setup-root/ext-setup-root/release"
+	"github.com/ext-setup-root/ext-setup-root/vpick"
 
 	"bytes"
 	"errors"
@@ -149,11 +150,12 @@ func dissectBare(r io.ReaderAt, size int64, fstype string, o DissectOptions, ext
 	return d, nil
 }
 
-// gptCandidates collects the partitions of g by designator for arch.
+// gptCandidates collects the partitions of g by designator for arch,
+// leaving out those flagged no-auto, as systemd's dissection does.
 func gptCandidates(g *GPT, arch string) map[string][]GPTPartition {
 	m := map[string][]GPTPartition{}
 	for _, p := range g.Partitions {
-		if d := Designator(arch, p.Type); d != "" {
+		if d := Designator(arch, p.Type); d != "" && p.Attrs&gptFlagNoAuto == 0 {
 			m[d] = append(m[d], p)
 		}
 	}
@@ -203,26 +205,34 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 		}
 		return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 	}
-	pick := func(designator string, want string) (*GPTPartition, error) {
-		c := cand[designator]
-		switch {
-		case len(c) == 0:
-			return nil, nil
-		case len(c) == 1:
-			return &c[0], nil
-		}
-		for i := range c {
-			if want != "" && c[i].UUID == want {
-				return &c[i], nil
+	// pick chooses one partition of a designator the way systemd 262's
+	// dissect_image does (no-auto partitions are not candidates): with a
+	// root hash known before dissection (xattr or sidecar) only the
+	// partition whose UUID is the matching half of it counts; of several
+	// left, the one whose label is the newest version (strverscmp_improved,
+	// an empty label the oldest) wins, and of equal labels the first in
+	// the table. That lets one DDI carry A/B versions of its root (and
+	// -verity, -verity-sig) partitions. The count is bounded by the GPT
+	// reader's entry limit.
+	pick := func(designator string, want string) *GPTPartition {
+		var best *GPTPartition
+		for i := range cand[designator] {
+			p := &cand[designator][i]
+			if want != "" && p.UUID != want {
+				continue
+			}
+			if best == nil || labelNewer(p.Name, best.Name) {
+				best = p
 			}
 		}
-		return nil, &DissectError{Rule: fmt.Sprintf("GPT has %d %s partitions and no root hash selects one", len(c), designator)}
+		return best
 	}
-	data, err := pick(base, uuidOf(ext, false))
-	if err != nil {
-		return nil, err
+	data := pick(base, uuidOf(ext, false))
+	if data == nil {
+		return nil, &DissectError{Rule: fmt.Sprintf("GPT has no %s partition with the UUID %s that the root hash from %s selects", base, uuidOf(ext, false), extSource)}
 	}
 	d.Data = Partition{Designator: base, Region: data.Region, UUID: data.UUID, Label: data.Name, ReadOnly: data.Attrs&(1<<60) != 0, GrowFS: data.Attrs&(1<<59) != 0}
+	var err error
 	if d.Data.FSType, err = DetectFS(r, int64(data.Region.Offset)); err != nil {
 		return nil, &DissectError{Rule: fmt.Sprintf("cannot read %s partition %d", base, data.Number), Err: err}
 	}
@@ -230,14 +240,8 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 		return nil, &DissectError{Rule: fmt.Sprintf("%s partition %d holds no squashfs/erofs/ext4 file system", base, data.Number)}
 	}
 
-	vp, err := pick(base+"-verity", uuidOf(ext, true))
-	if err != nil {
-		return nil, err
-	}
-	sp, err := pick(base+"-verity-sig", "")
-	if err != nil {
-		return nil, err
-	}
+	vp := pick(base+"-verity", uuidOf(ext, true))
+	sp := pick(base+"-verity-sig", "")
 	if vp == nil {
 		if sp != nil {
 			return nil, &DissectError{Rule: fmt.Sprintf("GPT has a %s-verity-sig partition but no %s-verity partition", base, base)}
@@ -285,6 +289,21 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 	}
 	d.Verity = &Verity{Hash: vp.Region, Superblock: sb, HashStartBlock: 1, RootHash: rootHash, RootHashSource: source, Signature: sig}
 	return d, nil
+}
+
+// gptFlagNoAuto is the GPT attribute bit (63) that tells automatic
+// discovery to leave a partition alone; systemd honours it for root, usr
+// and their -verity and -verity-sig partitions.
+const gptFlagNoAuto = 1 << 63
+
+// labelNewer reports whether partition label a is a newer version than b,
+// as systemd's strverscmp_improved orders them; an empty label (systemd's
+// NULL) is older than any other.
+func labelNewer(a, b string) bool {
+	if a == "" || b == "" {
+		return a != "" && b == ""
+	}
+	return vpick.StrverscmpImproved(a, b) > 0
 }
 
 // hashFromUUIDs joins two partition UUIDs (text form) into 32 bytes.

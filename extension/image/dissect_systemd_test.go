@@ -2,6 +2,7 @@ package image
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -111,5 +112,60 @@ func TestDissectAgainstSystemdDissect(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestDissectSeveralRootsAgainstSystemdDissect: a DDI with four root
+// partitions (systemd-repart, squashfs, labels root_1.9, root_1.10,
+// root_1.10~rc1 and a root_9 flagged no-auto): systemd-dissect 262 and
+// Dissect pick the same one (root_1.10: the newest version, a
+// pre-release older than its release, no-auto partitions skipped).
+func TestDissectSeveralRootsAgainstSystemdDissect(t *testing.T) {
+	sd262Root(t)
+	work := t.TempDir()
+	tree := filepath.Join(work, "tree", "etc", "extension-release.d")
+	if err := os.MkdirAll(tree, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(tree, "extension-release.several"), []byte("ID=_any\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defs := filepath.Join(work, "defs")
+	if err := os.MkdirAll(defs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for i, p := range []struct{ label, flags string }{
+		{"root_1.9", ""}, {"root_1.10", ""}, {"root_1.10~rc1", ""}, {"root_9", "Flags=0x8000000000000000\n"},
+	} {
+		c := "[Partition]\nType=root\nLabel=" + p.label + "\nFormat=squashfs\nCopyFiles=/\nMinimize=best\n" + p.flags
+		if err := os.WriteFile(filepath.Join(defs, fmt.Sprintf("%02d-root.conf", 10+i)), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	chrootRun(t, work, []string{"SOURCE_DATE_EPOCH=1700000000", "SYSTEMD_LOG_LEVEL=warning"},
+		"systemd-repart", "--definitions=/run/dissect-work/defs", "--copy-source=/run/dissect-work/tree",
+		"--empty=create", "--size=auto", "--dry-run=no", "--seed=6c0e3f7a-1d2b-4c5e-8f90-a1b2c3d4e5f6",
+		"/run/dissect-work/out.raw")
+	img := filepath.Join(work, "out.raw")
+	sd := systemdDissect(t, img)
+	d, err := dissectFile(t, img, DissectOptions{Architecture: "x86-64"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sdRoot map[string]any
+	mounts, _ := sd["mounts"].([]any)
+	for _, mm := range mounts {
+		if m := mm.(map[string]any); m["designator"] == "root" {
+			sdRoot = m
+		}
+	}
+	if sdRoot == nil {
+		t.Fatalf("systemd-dissect found no root partition: %v", sd["mounts"])
+	}
+	if sdRoot["partition_uuid"] != d.Data.UUID || sdRoot["partition_label"] != d.Data.Label {
+		t.Errorf("systemd picked %v (%v), we %s (%s)", sdRoot["partition_label"], sdRoot["partition_uuid"], d.Data.Label, d.Data.UUID)
+	}
+	if d.Data.Label != "root_1.10" {
+		t.Errorf("picked %q, want root_1.10", d.Data.Label)
 	}
 }
