@@ -112,18 +112,22 @@ func stockConfextLines(rep *Report) []string {
 }
 
 // buildWatcher builds test/qemu/watcher statically into out.
-func buildWatcher(t *testing.T, out string) {
+func buildWatcher(t *testing.T, out string) { buildGuestTool(t, "./test/qemu/watcher", out) }
+
+// buildGuestTool builds a guest-side Go program (a package main under
+// test/qemu) statically into out, for the root tree of a test disk.
+func buildGuestTool(t *testing.T, pkg, out string) {
 	t.Helper()
 	gotool, err := exec.LookPath("go")
 	if err != nil {
 		gotool = filepath.Join(runtime.GOROOT(), "bin", "go")
 	}
 	mkdirs(t, filepath.Dir(out))
-	cmd := exec.Command(gotool, "build", "-trimpath", "-buildvcs=false", "-o", out, "./test/qemu/watcher")
+	cmd := exec.Command(gotool, "build", "-trimpath", "-buildvcs=false", "-o", out, pkg)
 	cmd.Dir = repoRoot(t)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build ./test/qemu/watcher: %v\n%s", err, b)
+		t.Fatalf("go build %s: %v\n%s", pkg, err, b)
 	}
 }
 

@@ -305,6 +305,11 @@ func TestQEMUVerityVsSysroot(t *testing.T) {
 	in := RequireInputs(t)
 	root := RootTree(t, in)
 	writeFile(t, root, "etc/extsr/check.d/60-refresh", refreshHook, 0o755)
+	// The in-guest differential (test/qemu/vdiff): systemd-confext 262 and
+	// ext-setup-root merge a copy of the same signed default confext into
+	// a scratch root; same tree, metadata and origin record.
+	buildGuestTool(t, "./test/qemu/vdiff", filepath.Join(root, "var/lib/extsr/vdiff"))
+	writeFile(t, root, "etc/extsr/check.d/70-vdiff", "#!/bin/sh\n/var/lib/extsr/vdiff /usr/lib/confexts/00-flatcar-default.raw\n", 0o755)
 	spec := DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t), Verity: true}
 	vendor := TestKey(t, "vendor")
 	ours := NewMachineWith(t, in, spec, InitrdSpec{Ours: true, Certs: []SigningKey{vendor}})
@@ -328,6 +333,15 @@ func TestQEMUVerityVsSysroot(t *testing.T) {
 		}
 	}
 	logVerityFacts(t, rep, 1)
+	// The differential: same tree, metadata and origin as systemd-confext.
+	t.Logf("differential: systemd's origin %s", rep.Get("vdiff_origin_systemd"))
+	t.Logf("differential: our origin %s (%s files compared)", rep.Get("vdiff_origin_ours"), rep.Get("vdiff_files"))
+	for _, e := range rep.All("vdiff_err") {
+		t.Errorf("differential with systemd-confext 262 in the guest: %s", e)
+	}
+	if rep.Get("vdiff") != "ok" {
+		t.Errorf("differential with systemd-confext 262 in the guest did not pass: vdiff=%q", rep.Get("vdiff"))
+	}
 
 	// The peer: a stock dracut initrd with systemd-confext-sysroot.service.
 	stock := &Machine{t: t, in: in, initrd: InitrdFor(t, in, InitrdSpec{SysextSysroot: true, Certs: []SigningKey{vendor}}), disk: ours.disk}

@@ -1,0 +1,217 @@
+// Command vdiff is the in-guest differential of the QEMU scenario
+// TestQEMUVerityVsSysroot (issue 7): the host has no device-mapper, so the
+// comparison of our merge of a signed dm-verity confext with systemd 262's
+// runs in the booted guest, with the real systemd-confext, the real
+// dm-verity and the same image file.
+//
+// Usage: vdiff IMAGE
+//
+// It builds a scratch root on a tmpfs under /run: the guest's os-release,
+// Flatcar's layout (/var/lib/extensions.mutable/etc -> /etc), one file of
+// the root's own /etc, a copy of IMAGE (a signed DDI) as
+// /usr/lib/confexts/00-vdiff-default.raw and a directory confext over it.
+// Then, as the host differential in test/systemd262 does:
+//
+//  1. systemd-confext --root --mutable=auto merge; snapshot; its own
+//     refresh must skip; systemd unmerges.
+//  2. ext-setup-root confext --root --mutable=auto merge; snapshot; the
+//     snapshots (tree, metadata files, origin record with the verity hash,
+//     mount shapes) must be equal (systemd262.Diff); systemd's refresh
+//     must skip on our merge; we unmerge.
+//  3. After each unmerge no device-mapper device is left beyond those the
+//     guest had before (deferred removal released them).
+//
+// It prints "EXTSR-RESULT key=value" lines: vdiff_origin_systemd,
+// vdiff_origin_ours, one vdiff_err per problem, and vdiff=ok or
+// vdiff=failed last.
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/test/systemd262"
+)
+
+var failed bool
+
+func r(k, v string) { fmt.Printf("EXTSR-RESULT %s=%s\n", k, strings.ReplaceAll(v, "\n", " ")) }
+
+func fail(f string, a ...any) {
+	failed = true
+	r("vdiff_err", fmt.Sprintf(f, a...))
+}
+
+func run(argv ...string) (string, error) {
+	out, err := exec.Command(argv[0], argv[1:]...).CombinedOutput()
+	return string(out), err
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func write(root, p, content string) error {
+	full := filepath.Join(root, p)
+	if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(full, []byte(content), 0o644)
+}
+
+// dmDevices lists the device-mapper device names the kernel has.
+func dmDevices() map[string]bool {
+	m := map[string]bool{}
+	ents, _ := filepath.Glob("/sys/block/dm-*/dm/name")
+	for _, e := range ents {
+		if b, err := os.ReadFile(e); err == nil {
+			m[strings.TrimSpace(string(b))] = true
+		}
+	}
+	return m
+}
+
+// leftOver lists the device-mapper devices that were not there before,
+// after waiting up to five seconds: a deferred removal completes when the
+// last detached mount of the device is freed, which the kernel may finish
+// just after umount returned.
+func leftOver(before map[string]bool) []string {
+	var extra []string
+	for i := 0; i < 50; i++ {
+		extra = extra[:0]
+		for n := range dmDevices() {
+			if !before[n] {
+				extra = append(extra, n)
+			}
+		}
+		if len(extra) == 0 {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return extra
+}
+
+func buildRoot(root, image string) error {
+	if err := copyFile("/usr/lib/os-release", filepath.Join(root, "usr/lib/os-release"), 0o644); err != nil {
+		return err
+	}
+	if err := copyFile(image, filepath.Join(root, "usr/lib/confexts/00-vdiff-default.raw"), 0o644); err != nil {
+		return err
+	}
+	if err := write(root, "etc/vdiff-own.conf", "the root's own /etc file\n"); err != nil {
+		return err
+	}
+	if err := write(root, "etc/confexts/50-vdiff-dir/etc/extension-release.d/extension-release.50-vdiff-dir", "ID=_any\n"); err != nil {
+		return err
+	}
+	if err := write(root, "etc/confexts/50-vdiff-dir/etc/vdiff-dir.conf", "from the directory confext\n"); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(root, "var/lib/extensions.mutable"), 0o755); err != nil {
+		return err
+	}
+	return os.Symlink("/etc", filepath.Join(root, "var/lib/extensions.mutable/etc"))
+}
+
+func main() {
+	if len(os.Args) != 2 {
+		fmt.Fprintln(os.Stderr, "usage: vdiff IMAGE")
+		os.Exit(2)
+	}
+	image := os.Args[1]
+	base := "/run/extsr-vdiff"
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		fail("mkdir %s: %v", base, err)
+	} else if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
+		fail("mount tmpfs at %s: %v", base, err)
+	}
+	defer unix.Unmount(base, unix.MNT_DETACH)
+	root := filepath.Join(base, "root")
+	if err := buildRoot(root, image); err != nil {
+		fail("scratch root: %v", err)
+	}
+	before := dmDevices()
+	rootArg := "--root=" + root
+	var sdSnap, ourSnap *systemd262.Snapshot
+
+	if !failed {
+		if out, err := run("systemd-confext", rootArg, "--mutable=auto", "merge"); err != nil {
+			fail("systemd-confext merge: %v: %s", err, out)
+		} else {
+			s, err := systemd262.TakeSnapshot(root)
+			if err != nil {
+				fail("snapshot of systemd's merge: %v", err)
+			}
+			sdSnap = s
+			if out, err := run("systemd-confext", rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
+				fail("harness: systemd's refresh of its own merge did not skip: %v: %s", err, out)
+			}
+			if out, err := run("systemd-confext", rootArg, "unmerge"); err != nil {
+				fail("systemd-confext unmerge: %v: %s", err, out)
+			}
+		}
+		if extra := leftOver(before); len(extra) > 0 {
+			fail("after systemd's unmerge device-mapper devices are left: %v", extra)
+		}
+	}
+	if sdSnap != nil {
+		r("vdiff_origin_systemd", sdSnap.OriginJSON())
+		if out, err := run("ext-setup-root", "confext", rootArg, "--mutable=auto", "merge"); err != nil {
+			fail("ext-setup-root merge: %v: %s", err, out)
+		} else {
+			s, err := systemd262.TakeSnapshot(root)
+			if err != nil {
+				fail("snapshot of our merge: %v", err)
+			}
+			ourSnap = s
+			if out, err := run("systemd-confext", rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
+				fail("systemd-confext refresh after our merge did not skip: %v: %s", err, out)
+			}
+			if out, err := run("ext-setup-root", "confext", rootArg, "unmerge"); err != nil {
+				fail("ext-setup-root unmerge: %v: %s", err, out)
+			}
+		}
+		if extra := leftOver(before); len(extra) > 0 {
+			fail("after our unmerge device-mapper devices are left: %v", extra)
+		}
+	}
+	if sdSnap != nil && ourSnap != nil {
+		r("vdiff_origin_ours", ourSnap.OriginJSON())
+		r("vdiff_files", fmt.Sprintf("%d", len(ourSnap.Tree)))
+		if !strings.Contains(ourSnap.OriginJSON(), "verityHash") {
+			fail("our origin has no verityHash: %s", ourSnap.OriginJSON())
+		}
+		for _, d := range systemd262.Diff(sdSnap, ourSnap, "systemd", "ours") {
+			fail("%s", d)
+		}
+	}
+	if failed {
+		r("vdiff", "failed")
+	} else {
+		r("vdiff", "ok")
+	}
+}
