@@ -271,6 +271,11 @@ a=$(ms); out=$(systemd-confext refresh 2>&1); rc=$?; b=$(ms)
 r systemd_refresh "$((b-a)) ms rc=$rc $(echo "$out" | tail -n 2 | tr '\n' ' ')"
 `
 
+const initrdTimesHook = `#!/bin/sh
+journalctl -b -o short-monotonic --no-pager -u ext-setup-root-pre.service -u systemd-confext-sysroot.service |
+	while IFS= read -r l; do printf 'EXTSR-RESULT initrd_ts=%s\n' "$l"; done
+`
+
 var unitLineRE = regexp.MustCompile(`^\[\s*([0-9.]+)\] .*(Starting|Finished|Failed to start) (\S+\.service)`)
 
 // unitSpan returns the guest seconds between the start and the finish of
@@ -309,6 +314,10 @@ func TestQEMUVerityVsSysroot(t *testing.T) {
 	// ext-setup-root merge a copy of the same signed default confext into
 	// a scratch root; same tree, metadata and origin record.
 	buildGuestTool(t, "./test/qemu/vdiff", filepath.Join(root, "var/lib/extsr/vdiff"))
+	// Where the initrd time goes: both initrd units' journals with
+	// monotonic timestamps (unit start to the first line is process
+	// start-up; the rest is per operation).
+	writeFile(t, root, "etc/extsr/check.d/65-initrd-times", initrdTimesHook, 0o755)
 	writeFile(t, root, "etc/extsr/check.d/70-vdiff", "#!/bin/sh\n/var/lib/extsr/vdiff /usr/lib/confexts/00-flatcar-default.raw\n", 0o755)
 	spec := DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t), Verity: true}
 	vendor := TestKey(t, "vendor")
@@ -355,6 +364,12 @@ func TestQEMUVerityVsSysroot(t *testing.T) {
 	}
 	t.Logf("stock: systemd-confext-sysroot.service %.3f s; its journal %q", sdUnit, rep2.All("sysroot_journal"))
 	logVerityFacts(t, rep2, 2)
+	for _, l := range rep.All("initrd_ts") {
+		t.Logf("ours initrd: %s", l)
+	}
+	for _, l := range rep2.All("initrd_ts") {
+		t.Logf("stock initrd: %s", l)
+	}
 	if oursUnit > 0 && sdUnit > 0 {
 		t.Logf("MEASURE initrd merge of one signed verity confext: ours %.3f s, systemd-confext-sysroot %.3f s, ratio 1/%.1f", oursUnit, sdUnit, sdUnit/oursUnit)
 	}
