@@ -6,10 +6,10 @@
 //
 // Usage: vdiff IMAGE
 //
-// It builds a scratch root on a tmpfs under /run: the guest's os-release,
+// It builds a scratch root in a directory under /var/lib: the guest's os-release,
 // Flatcar's layout (/var/lib/extensions.mutable/etc -> /etc), one file of
 // the root's own /etc, a copy of IMAGE (a signed DDI) as
-// /usr/lib/confexts/00-vdiff-default.raw and a directory confext over it.
+// /usr/lib/confexts/ (same name) and a directory confext over it.
 // Then, as the host differential in test/systemd262 does:
 //
 //  1. systemd-confext --root --mutable=auto merge; snapshot; its own
@@ -34,8 +34,6 @@ import (
 	"path/filepath"
 	"strings"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/test/systemd262"
 )
@@ -119,8 +117,23 @@ func buildRoot(root, image string) error {
 	if err := copyFile("/usr/lib/os-release", filepath.Join(root, "usr/lib/os-release"), 0o644); err != nil {
 		return err
 	}
-	if err := copyFile(image, filepath.Join(root, "usr/lib/confexts/00-vdiff-default.raw"), 0o644); err != nil {
+	// Same name as the original: the image's extension-release file is
+	// named after it, and both tools refuse a mismatch.
+	if err := copyFile(image, filepath.Join(root, "usr/lib/confexts", filepath.Base(image)), 0o644); err != nil {
 		return err
+	}
+	// systemd-confext 262 with --root= reads the verity.d certificates
+	// below that root (with none there it falls back to plain verity under
+	// its default policy); ext-setup-root reads the running system's only.
+	// The guest's certificates go to both places, so both tools check the
+	// signature.
+	for _, d := range []string{"/etc/verity.d", "/run/verity.d", "/usr/lib/verity.d"} {
+		crts, _ := filepath.Glob(filepath.Join(d, "*.crt"))
+		for _, c := range crts {
+			if err := copyFile(c, filepath.Join(root, "usr/lib/verity.d", filepath.Base(c)), 0o644); err != nil {
+				return err
+			}
+		}
 	}
 	if err := write(root, "etc/vdiff-own.conf", "the root's own /etc file\n"); err != nil {
 		return err
@@ -143,13 +156,17 @@ func main() {
 		os.Exit(2)
 	}
 	image := os.Args[1]
-	base := "/run/extsr-vdiff"
+	// Not under /run: systemd-confext 262 builds the overlay in a child
+	// mount namespace where /run is a slave (so its temporary mounts stay
+	// there) and the finished merge reaches the caller's namespace by
+	// propagation; a merge onto a target under /run never shows up
+	// outside the child. The root file system is shared, as systemd
+	// sets it up.
+	base := "/var/lib/extsr-vdiff"
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		fail("mkdir %s: %v", base, err)
-	} else if err := unix.Mount("tmpfs", base, "tmpfs", 0, "mode=0755"); err != nil {
-		fail("mount tmpfs at %s: %v", base, err)
 	}
-	defer unix.Unmount(base, unix.MNT_DETACH)
+	defer os.RemoveAll(base)
 	root := filepath.Join(base, "root")
 	if err := buildRoot(root, image); err != nil {
 		fail("scratch root: %v", err)
@@ -161,7 +178,23 @@ func main() {
 	if !failed {
 		if out, err := run("systemd-confext", rootArg, "--mutable=auto", "merge"); err != nil {
 			fail("systemd-confext merge: %v: %s", err, out)
+			// Once more with systemd's debug log, for the reason.
+			dbg, _ := exec.Command("env", "SYSTEMD_LOG_LEVEL=debug", "systemd-confext", rootArg, "--mutable=auto", "merge").CombinedOutput()
+			for _, l := range strings.Split(string(dbg), "\n") {
+				if l != "" {
+					r("vdiff_sd_debug", l)
+				}
+			}
+			run("systemd-confext", rootArg, "unmerge")
 		} else {
+			r("vdiff_sd_merge", out)
+			if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+				for _, l := range strings.Split(string(mi), "\n") {
+					if strings.Contains(l, "extsr-vdiff") {
+						r("vdiff_sd_mount", l)
+					}
+				}
+			}
 			s, err := systemd262.TakeSnapshot(root)
 			if err != nil {
 				fail("snapshot of systemd's merge: %v", err)
