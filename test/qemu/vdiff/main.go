@@ -166,7 +166,13 @@ func main() {
 	if err := os.MkdirAll(base, 0o755); err != nil {
 		fail("mkdir %s: %v", base, err)
 	}
-	defer os.RemoveAll(base)
+	// Removed only after a clean run: after a failed unmerge a merge may
+	// still sit on the scratch root's /etc.
+	defer func() {
+		if !failed {
+			os.RemoveAll(base)
+		}
+	}()
 	root := filepath.Join(base, "root")
 	if err := buildRoot(root, image); err != nil {
 		fail("scratch root: %v", err)
