@@ -86,12 +86,16 @@ func TestTmpfilesRunsRootConfigs(t *testing.T) {
 }
 
 // TestMachineIDAndOEM: the blank machine-id goes, a real one stays; the
-// initrd's OEM tree is copied into a mounted /oem only.
+// initrd's OEM tree is copied into a mounted /oem only, with owners,
+// modes, times, xattrs and ACLs.
 func TestMachineIDAndOEM(t *testing.T) {
 	testutil.RequireRoot(t)
 	src := t.TempDir()
-	writeEnts(t, src, []ent{{path: "oem-release", kind: 'f', data: "ID=pxe\n"}, {path: "bin/run", kind: 'f', data: "#!/bin/sh\n", mode: 0o755},
-		{path: "link", kind: 'l', data: "bin/run"}, {path: "grub.cfg", kind: 'f', data: "set linux_append=x\n", uid: 500, mode: 0o600}})
+	// xattrs and ACLs travel too, as with the script's cp -a (snapshot
+	// compares them).
+	writeEnts(t, src, []ent{{path: "oem-release", kind: 'f', data: "ID=pxe\n"}, {path: "bin", kind: 'd', mode: 0o755, dacl: "g:100:rx"},
+		{path: "bin/run", kind: 'f', data: "#!/bin/sh\n", mode: 0o755, xattr: map[string]string{"user.oem": "pxe", "trusted.oem": "t"}},
+		{path: "link", kind: 'l', data: "bin/run"}, {path: "grub.cfg", kind: 'f', data: "set linux_append=x\n", uid: 500, mode: 0o600, acl: "u:600:r"}})
 	c := Default()
 	c.Reset.Enabled, c.Dedup.Enabled, c.Whiteouts.Enabled, c.Tmpfiles.Enabled = false, false, false, false
 	c.OEM.Source = src

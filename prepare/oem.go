@@ -71,7 +71,7 @@ func (r *run) copyDir(src string, dst int, dstPath string, depth int) error {
 				}
 				err = r.copyDir(s, sub, p, depth+1)
 				if err == nil {
-					err = setMeta(sub, &st)
+					err = setDirMeta(sub, &st, s)
 				}
 				closeFd(sub)
 				if err != nil {
@@ -134,7 +134,7 @@ func copyEntry(src string, st *unix.Stat_t, dir int, name string) error {
 		out := os.NewFile(uintptr(fd), tmp)
 		_, err = out.ReadFrom(in)
 		if err == nil {
-			err = setMeta(fd, st)
+			err = setMeta(fd, st, int(in.Fd()))
 		}
 		if err == nil {
 			err = out.Sync()
@@ -149,16 +149,67 @@ func copyEntry(src string, st *unix.Stat_t, dir int, name string) error {
 	return retry(func() error { return unix.Renameat(dir, tmp, dir, name) })
 }
 
-// setMeta gives fd the owner, mode and times of st.
-func setMeta(fd int, st *unix.Stat_t) error {
+// setMeta gives fd the owner, mode, extended attributes (POSIX ACLs
+// included) and times of st and the open source src (-1: no xattrs).
+func setMeta(fd int, st *unix.Stat_t, src int) error {
 	if err := retry(func() error { return unix.Fchown(fd, int(st.Uid), int(st.Gid)) }); err != nil {
 		return err
 	}
 	if err := retry(func() error { return unix.Fchmod(fd, st.Mode&0o7777) }); err != nil {
 		return err
 	}
+	if src >= 0 {
+		// After chmod: an access ACL sets the group bits from its mask,
+		// which for a copy equals the source's mode anyway.
+		if err := copyXattrs(src, fd); err != nil {
+			return err
+		}
+	}
 	ts := []unix.Timespec{st.Atim, st.Mtim}
 	return retry(func() error {
 		return unix.UtimesNanoAt(fd, "", ts, unix.AT_EMPTY_PATH)
 	})
+}
+
+// setDirMeta is setMeta for a copied directory, its xattrs read from the
+// source directory src.
+func setDirMeta(fd int, st *unix.Stat_t, src string) error {
+	sfd, err := retry2(func() (int, error) {
+		return unix.Open(src, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	})
+	if err != nil {
+		return pathErr("open", src, err)
+	}
+	defer closeFd(sfd)
+	return setMeta(fd, st, sfd)
+}
+
+// copyXattrs copies every extended attribute of src to dst, as cp -a
+// does: user, trusted and security attributes and the POSIX ACLs
+// (system.posix_acl_access/default). Like cp -a, an attribute the target
+// file system or our privileges refuse (ENOTSUP, EPERM: an SELinux label
+// without a policy) is skipped, not an error. The name list is bounded by
+// the kernel's XATTR_LIST_MAX (64 KiB), each value by XATTR_SIZE_MAX.
+func copyXattrs(src, dst int) error {
+	names, err := flistxattr(src)
+	if err != nil {
+		return err
+	}
+	for _, n := range names {
+		v, err := fgetxattr(src, n)
+		if err != nil {
+			return fmt.Errorf("getxattr %s: %w", n, err)
+		}
+		if v == nil {
+			continue // removed meanwhile
+		}
+		err = retry(func() error { return unix.Fsetxattr(dst, n, v, 0) })
+		if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EPERM) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("setxattr %s: %w", n, err)
+		}
+	}
+	return nil
 }

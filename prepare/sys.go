@@ -1,6 +1,7 @@
 package prepare
 
 import (
+	"bytes"
 	"errors"
 	"os"
 	"strconv"
@@ -94,6 +95,33 @@ func fgetxattr(fd int, attr string) ([]byte, error) {
 			return nil, err
 		}
 		return buf[:n], nil
+	}
+}
+
+// flistxattr returns the names of fd's extended attributes (none when
+// the file system has no xattrs). The list is bounded at 64 KiB, the
+// kernel's XATTR_LIST_MAX.
+func flistxattr(fd int) ([]string, error) {
+	buf := make([]byte, 1024)
+	for {
+		var n int
+		err := retry(func() (e error) { n, e = unix.Flistxattr(fd, buf); return })
+		switch {
+		case errors.Is(err, unix.EOPNOTSUPP):
+			return nil, nil
+		case errors.Is(err, unix.ERANGE) && len(buf) < 1<<16:
+			buf = make([]byte, 1<<16)
+			continue
+		case err != nil:
+			return nil, err
+		}
+		var names []string
+		for _, b := range bytes.Split(buf[:n], []byte{0}) {
+			if len(b) > 0 {
+				names = append(names, string(b))
+			}
+		}
+		return names, nil
 	}
 }
 
