@@ -24,6 +24,9 @@ var (
 	ProcCmdline = "/proc/cmdline"
 	// ProcMountinfo is this process's mount table (EXT_SETUP_ROOT_PROC_MOUNTINFO).
 	ProcMountinfo = "/proc/self/mountinfo"
+	// ProcSelfStat is this process's status line (its start time, for the
+	// start-up figure of the boot stages).
+	ProcSelfStat = "/proc/self/stat"
 	// DevKmsg is where log lines go when the journal is not reachable
 	// (EXT_SETUP_ROOT_DEV_KMSG).
 	DevKmsg = "/dev/kmsg"

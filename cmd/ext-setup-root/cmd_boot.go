@@ -167,6 +167,11 @@ func runBoot(env *Env, args []string) error {
 	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
+	// Where a stage's time goes before its first operation: the process
+	// start and everything up to here (boot time, 10 ms resolution).
+	if d, err := sinceExec(); err == nil {
+		log.Infof("process start-up: %d ms from exec to the start of stage %s", d.Milliseconds(), st)
+	}
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
