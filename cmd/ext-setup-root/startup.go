@@ -14,6 +14,11 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
+// initAt is when this package's variables were initialised: after the
+// Go runtime started, before main. It splits the start-up figure into the
+// exec and runtime start, and our own set-up.
+var initAt = time.Now()
+
 // userHZ is the unit of /proc/PID/stat's times (USER_HZ, 100 on every
 // architecture Linux exports to user space).
 const userHZ = 100

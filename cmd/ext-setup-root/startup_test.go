@@ -26,12 +26,9 @@ func TestParseStartTicks(t *testing.T) {
 	}
 }
 
-// initAt is when this test binary's package initialisation ran, shortly
-// after its exec.
-var initAt = time.Now()
-
 // TestSinceExec: the process started before its package initialisation
-// (to the 10 ms resolution of the start time), and not much earlier.
+// (initAt; to the 10 ms resolution of the start time), and not much
+// earlier.
 func TestSinceExec(t *testing.T) {
 	time.Sleep(30 * time.Millisecond)
 	d, err := sinceExec()

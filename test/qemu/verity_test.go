@@ -282,6 +282,14 @@ for c in /bin/true "ext-setup-root version"; do
 	for i in 1 2 3 4 5; do a=$(ms); $c >/dev/null 2>&1; b=$(ms); t="$t $((b-a))"; done
 	printf 'EXTSR-RESULT startup=%s:%s ms\n' "$c" "$t"
 done
+# A dry-run pre stage on a scratch root: its own start-up line (exec to
+# stage start, kernel feature probe).
+mkdir -p /var/lib/extsr-st/etc /var/lib/extsr-st/usr/lib && cp /usr/lib/os-release /var/lib/extsr-st/usr/lib/
+for i in 1 2 3; do
+	ext-setup-root boot --stage=pre --root=/var/lib/extsr-st --dry-run 2>&1 | grep -a "process start-up" |
+		while IFS= read -r l; do printf 'EXTSR-RESULT startup=booted dry run: %s\n' "$l"; done
+done
+rm -rf /var/lib/extsr-st
 `
 
 var unitLineRE = regexp.MustCompile(`^\[\s*([0-9.]+)\] .*(Starting|Finished|Failed to start) (\S+\.service)`)
