@@ -28,7 +28,7 @@ func TestPrepareDefaultsFromRawConfext(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			root := flatcarRoot(t)
-			writeFiles(t, root, map[string]string{
+			testutil.WriteTree(t, root, map[string]string{
 				"etc/flatcar-default.conf": "vendor default\n",
 				"etc/mine.conf":            "mine\n",
 			})

@@ -18,32 +18,11 @@ func TestMain(m *testing.M) { testutil.MainInMountNS(m) }
 
 const fixtureVersion = "4000.0.0"
 
-// writeFiles creates files (and parents) under dir; a value starting with
-// "->" makes a symlink.
-func writeFiles(t *testing.T, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if tgt, ok := strings.CutPrefix(content, "->"); ok {
-			err = os.Symlink(tgt, p)
-		} else {
-			err = os.WriteFile(p, []byte(content), 0o644)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // squashfs builds a squashfs image at root/rel from files.
 func squashfs(t *testing.T, root, rel string, files map[string]string) {
 	t.Helper()
 	src := t.TempDir()
-	writeFiles(t, src, files)
+	testutil.WriteTree(t, src, files)
 	out := filepath.Join(root, rel)
 	os.MkdirAll(filepath.Dir(out), 0o755)
 	testutil.MakeSquashfs(t, src, out)
@@ -63,7 +42,7 @@ func flatcarRoot(t *testing.T) string {
 // flatcarFixture writes the flatcarRoot tree into root.
 func flatcarFixture(t *testing.T, root string) {
 	t.Helper()
-	writeFiles(t, root, map[string]string{
+	testutil.WriteTree(t, root, map[string]string{
 		"usr/lib/os-release":                    "ID=flatcar\nVERSION=" + fixtureVersion + "\nVERSION_ID=" + fixtureVersion + "\n",
 		"etc/os-release":                        "->../usr/lib/os-release",
 		"etc/hostname":                          "user-host\n",
@@ -176,7 +155,7 @@ func TestBootFlatcarLikeRoot(t *testing.T) {
 	}
 	// /etc is writable (provisioning writes here) and the write lands in
 	// the upper dir, i.e. /etc of the root itself.
-	writeFiles(t, etc, map[string]string{"ignition-wrote": "x\n"})
+	testutil.WriteTree(t, etc, map[string]string{"ignition-wrote": "x\n"})
 
 	// Provisioning places another confext between the stages.
 	squashfs(t, root, "var/lib/confexts/60-ignition.raw", map[string]string{
@@ -248,7 +227,7 @@ func TestBootFlatcarLikeRoot(t *testing.T) {
 func TestBootMaskedSysextAndEssential(t *testing.T) {
 	realEngineEnv(t)
 	root := flatcarRoot(t)
-	writeFiles(t, root, map[string]string{"etc/systemd/system/systemd-sysext.service": "->/dev/null"})
+	testutil.WriteTree(t, root, map[string]string{"etc/systemd/system/systemd-sysext.service": "->/dev/null"})
 	runStage(t, root, StagePre)
 	s, log := runStage(t, root, StagePost)
 	if s.SysextNote != "masked" || s.Sysext != nil {

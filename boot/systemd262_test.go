@@ -52,7 +52,7 @@ func bootThenSystemd(t *testing.T, zfs, wantSysextSkip bool) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	writeFiles(t, r.Host, map[string]string{"usr/lib/systemd/confext.conf.d/10-ext-setup-root.conf": string(dropin)})
+	testutil.WriteTree(t, r.Host, map[string]string{"usr/lib/systemd/confext.conf.d/10-ext-setup-root.conf": string(dropin)})
 	if !zfs {
 		os.WriteFile(filepath.Join(r.Host, "usr/share/flatcar/enabled-sysext.conf"), nil, 0o644)
 	}

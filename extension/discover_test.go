@@ -27,7 +27,7 @@ func TestDiscoverConfext(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(outside, "evil.raw"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	b1WriteTree(t, dir, map[string]string{
+	testutil.WriteTree(t, dir, map[string]string{
 		// /run/confexts has precedence over later search paths.
 		"run/confexts/dup/":            "",
 		"var/lib/confexts/dup.raw":     "",
@@ -105,7 +105,7 @@ func TestDiscoverConfext(t *testing.T) {
 
 func TestDiscoverInitrdAndSysext(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{
+	testutil.WriteTree(t, dir, map[string]string{
 		"etc/initrd-release":              "",
 		"usr/lib/confexts/vendor/":        "",
 		"run/confexts/rc/":                "",
@@ -153,7 +153,7 @@ func TestDiscoverInitrdAndSysext(t *testing.T) {
 func TestDiscoverBlockDevice(t *testing.T) {
 	testutil.RequireRoot(t)
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"run/confexts/": ""})
+	testutil.WriteTree(t, dir, map[string]string{"run/confexts/": ""})
 	// A block device node (loop0's numbers; it is never opened).
 	if err := unix.Mknod(filepath.Join(dir, "run/confexts/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))); err != nil {
 		t.Fatal(err)

@@ -48,7 +48,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 	if err := f.Build(r.Host); err != nil {
 		t.Fatal(err)
 	}
-	b1WriteTree(t, r.Host, map[string]string{
+	testutil.WriteTree(t, r.Host, map[string]string{
 		"var/lib/confexts/dv.v/dv_1/etc/extension-release.d/extension-release.dv":    "ID=_any\n",
 		"var/lib/confexts/dv.v/dv_1/etc/dv.conf":                                     "1\n",
 		"var/lib/confexts/dv.v/dv_1.10/etc/extension-release.d/extension-release.dv": "ID=_any\n",
@@ -68,9 +68,9 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		"v_noid": "VERSION_ID=1.0\n", "v_sysextlevel": "ID=testos\nSYSEXT_LEVEL=1\n",
 		"v_quoted": "this is not valid\nID=\"testos\"\nVERSION_ID='1.0'\n",
 	} {
-		b1WriteTree(t, r.Host, map[string]string{"var/lib/confexts/" + name + rel + name: content})
+		testutil.WriteTree(t, r.Host, map[string]string{"var/lib/confexts/" + name + rel + name: content})
 	}
-	b1WriteTree(t, r.Host, map[string]string{
+	testutil.WriteTree(t, r.Host, map[string]string{
 		"var/lib/confexts/v_norel/etc/x":          "1",
 		"var/lib/confexts/fb_1.2" + rel + "fb":    "ID=_any\n",
 		"var/lib/confexts/v_other" + rel + "zz":   "ID=_any\n",

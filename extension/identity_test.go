@@ -43,7 +43,7 @@ func mustDiscover(t *testing.T, dir string, c *Class) map[string]Image {
 
 func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{
+	testutil.WriteTree(t, dir, map[string]string{
 		"var/lib/confexts/d1/etc/a": "x",
 		"usr/lib/confexts/sq.raw":   "not really squashfs",
 		"run/confexts/link":         "->/var/lib/confexts/d1",
@@ -120,7 +120,7 @@ func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 
 func TestCrtimeXattr(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"run/confexts/c.raw": ""})
+	testutil.WriteTree(t, dir, map[string]string{"run/confexts/c.raw": ""})
 	p := filepath.Join(dir, "run/confexts/c.raw")
 	set := func(v uint64) {
 		t.Helper()
@@ -178,7 +178,7 @@ func TestVerityHashIdentity(t *testing.T) {
 			for k, v := range tc.files {
 				files["var/lib/extensions/"+k] = v
 			}
-			b1WriteTree(t, dir, files)
+			testutil.WriteTree(t, dir, files)
 			if tc.xattr != "" {
 				if err := unix.Setxattr(filepath.Join(dir, "var/lib/extensions/v.raw"), "user.verity.roothash", []byte(tc.xattr), 0); err != nil {
 					testutil.Gate(t, "user xattrs on the test directory's file system: %v", err)
@@ -209,7 +209,7 @@ func TestVerityHashIdentity(t *testing.T) {
 	}
 	// The GPT seam is consulted only without a sidecar hash.
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"var/lib/extensions/g.raw": "img"})
+	testutil.WriteTree(t, dir, map[string]string{"var/lib/extensions/g.raw": "img"})
 	called := false
 	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, Sysext)["g"], IdentityOptions{
 		EmbeddedVerity: func(Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
@@ -221,7 +221,7 @@ func TestVerityHashIdentity(t *testing.T) {
 
 func TestDirFingerprint(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{
+	testutil.WriteTree(t, dir, map[string]string{
 		"var/lib/confexts/kde/etc/a.conf":     "value=1\n",
 		"var/lib/confexts/kde/etc/sub/b.conf": "b\n",
 		"var/lib/confexts/kde/etc/link":       "->a.conf",
@@ -284,7 +284,7 @@ func TestDirFingerprint(t *testing.T) {
 func TestImageIdentityMountIDs(t *testing.T) {
 	testutil.RequireRoot(t)
 	fsDir := testutil.Tmpfs(t)
-	b1WriteTree(t, fsDir, map[string]string{"run/confexts/t/etc/x": "1", "bind/": ""})
+	testutil.WriteTree(t, fsDir, map[string]string{"run/confexts/t/etc/x": "1", "bind/": ""})
 	root := b1OpenRoot(t, fsDir)
 	img := mustDiscover(t, fsDir, Confext)["t"]
 	a, err := ImageIdentity(root, img, IdentityOptions{})
@@ -302,7 +302,7 @@ func TestImageIdentityMountIDs(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer unix.Unmount(bindTarget, unix.MNT_DETACH)
-	b1WriteTree(t, fsDir, map[string]string{"var/lib/confexts/": ""})
+	testutil.WriteTree(t, fsDir, map[string]string{"var/lib/confexts/": ""})
 	if err := os.Symlink("/bind/t", filepath.Join(fsDir, "var/lib/confexts/viabind")); err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ func TestReadReleaseFile(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
-			b1WriteTree(t, dir, tc.files)
+			testutil.WriteTree(t, dir, tc.files)
 			for p, v := range tc.xattrs {
 				setXattr(t, filepath.Join(dir, p), v)
 			}
@@ -77,7 +77,7 @@ func TestReadReleaseFile(t *testing.T) {
 
 func TestReadReleaseFileSysextDir(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"usr/lib/extension-release.d/extension-release.s": "ID=_any\nSYSEXT_LEVEL=1\n"})
+	testutil.WriteTree(t, dir, map[string]string{"usr/lib/extension-release.d/extension-release.s": "ID=_any\nSYSEXT_LEVEL=1\n"})
 	rf, err := ReadReleaseFile(openTree(t, dir), Sysext, "s", false)
 	if err != nil || rf.Fields["SYSEXT_LEVEL"] != "1" {
 		t.Fatalf("%+v %v", rf, err)
@@ -89,13 +89,13 @@ func TestReadReleaseFileSysextDir(t *testing.T) {
 
 func TestHasForbiddenContent(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"usr/lib/dangling": "->/nowhere", "etc/os-release": "ID=x\n"})
+	testutil.WriteTree(t, dir, map[string]string{"usr/lib/dangling": "->/nowhere", "etc/os-release": "ID=x\n"})
 	for _, c := range []*Class{Sysext, Confext} {
 		if bad, err := HasForbiddenContent(openTree(t, dir), c); err != nil || bad {
 			t.Fatalf("%s clean tree: %v %v", c.Name, bad, err)
 		}
 	}
-	b1WriteTree(t, dir, map[string]string{"usr/lib/os-release": "->/usr/lib/real", "usr/lib/real": "ID=y\n"})
+	testutil.WriteTree(t, dir, map[string]string{"usr/lib/os-release": "->/usr/lib/real", "usr/lib/real": "ID=y\n"})
 	if bad, err := HasForbiddenContent(openTree(t, dir), Sysext); err != nil || !bad {
 		t.Fatalf("sysext with os-release: %v %v", bad, err)
 	}
@@ -121,7 +121,7 @@ func TestImageNames(t *testing.T) {
 
 func TestLoadHostReleaseAndOptions(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"usr/lib/os-release": "ID=flatcar\nVERSION_ID=4000.0.0\n", "alt": "ID=alt\n"})
+	testutil.WriteTree(t, dir, map[string]string{"usr/lib/os-release": "ID=flatcar\nVERSION_ID=4000.0.0\n", "alt": "ID=alt\n"})
 	root := b1OpenRoot(t, dir)
 	h, err := LoadHostRelease(root, func(string) string { return "" })
 	if err != nil || h.ID != "flatcar" {

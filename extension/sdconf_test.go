@@ -2,11 +2,10 @@ package extension
 
 import (
 	"errors"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -63,31 +62,6 @@ func TestParseINIErrors(t *testing.T) {
 	}
 }
 
-func b1WriteTree(t testing.TB, root string, files map[string]string) {
-	t.Helper()
-	for p, content := range files {
-		full := filepath.Join(root, p)
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if target, ok := strings.CutPrefix(content, "->"); ok {
-			if err := os.Symlink(target, full); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if strings.HasSuffix(p, "/") {
-			if err := os.MkdirAll(full, 0o755); err != nil {
-				t.Fatal(err)
-			}
-			continue
-		}
-		if err := os.WriteFile(full, []byte(content), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 func b1OpenRoot(t testing.TB, dir string) *rootfs.Root {
 	t.Helper()
 	r, err := rootfs.Open(dir)
@@ -100,7 +74,7 @@ func b1OpenRoot(t testing.TB, dir string) *rootfs.Root {
 
 func TestLoadConfigDropins(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{
+	testutil.WriteTree(t, dir, map[string]string{
 		// /etc wins for the main file; /usr/lib's is never read.
 		"etc/systemd/confext.conf":     "[ConfExt]\nMutable=import\nImagePolicy=root=verity\n",
 		"usr/lib/systemd/confext.conf": "[ConfExt]\nMutable=yes\nImagePolicy=never\n",
@@ -154,12 +128,12 @@ func TestLoadConfigDropins(t *testing.T) {
 
 func TestLoadConfigFallbackAndErrors(t *testing.T) {
 	dir := t.TempDir()
-	b1WriteTree(t, dir, map[string]string{"usr/lib/systemd/sysext.conf": "[SysExt]\nMutable=auto\n"})
+	testutil.WriteTree(t, dir, map[string]string{"usr/lib/systemd/sysext.conf": "[SysExt]\nMutable=auto\n"})
 	cfg, err := LoadConfig(b1OpenRoot(t, dir), Sysext)
 	if err != nil || cfg.Mutable == nil || *cfg.Mutable != MutableAuto {
 		t.Fatalf("fallback to /usr/lib: %+v %v", cfg, err)
 	}
-	b1WriteTree(t, dir, map[string]string{"run/systemd/sysext.conf.d/x.conf": "[SysExt\n"})
+	testutil.WriteTree(t, dir, map[string]string{"run/systemd/sysext.conf.d/x.conf": "[SysExt\n"})
 	_, err = LoadConfig(b1OpenRoot(t, dir), Sysext)
 	var ce *ConfigError
 	if !errors.As(err, &ce) || ce.File != "/run/systemd/sysext.conf.d/x.conf" || ce.Line != 1 {

@@ -134,3 +134,28 @@ func FillFS(t testing.TB, dir string) {
 		t.Fatal(fmt.Errorf("sync fill file: %w", err))
 	}
 }
+
+// WriteTree creates files (and their parents) under dir: a value starting
+// with "->" makes a symlink to the rest, a name ending in "/" a directory,
+// anything else a file (0644) with that content.
+func WriteTree(t testing.TB, dir string, files map[string]string) {
+	t.Helper()
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		switch tgt, link := strings.CutPrefix(content, "->"); {
+		case link:
+			err = os.Symlink(tgt, p)
+		case strings.HasSuffix(name, "/"):
+			err = os.MkdirAll(p, 0o755)
+		default:
+			err = os.WriteFile(p, []byte(content), 0o644)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+}

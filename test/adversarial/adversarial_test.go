@@ -74,21 +74,7 @@ func newWorld(t *testing.T) *world {
 
 func (w *world) write(files map[string]string) {
 	w.t.Helper()
-	for name, content := range files {
-		p := filepath.Join(w.base, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			w.t.Fatal(err)
-		}
-		var err error
-		if tgt, ok := strings.CutPrefix(content, "->"); ok {
-			err = os.Symlink(tgt, p)
-		} else {
-			err = os.WriteFile(p, []byte(content), 0o644)
-		}
-		if err != nil {
-			w.t.Fatal(err)
-		}
-	}
+	testutil.WriteTree(w.t, w.base, files)
 }
 
 // run runs the binary with a timeout (a hang is a failure) and records

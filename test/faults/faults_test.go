@@ -41,7 +41,7 @@ var phases = []phase{
 	{name: "boot-post", args: []string{"boot", "--stage=post", "--root=ROOT"}, mergedBefore: true},
 	{name: "confext-refresh", args: []string{"confext", "--root=ROOT", "--mutable=auto", "refresh"}, mergedBefore: true,
 		before: func(e *env) {
-			writeTree(e.t, e.root, map[string]string{
+			testutil.WriteTree(e.t, e.root, map[string]string{
 				"var/lib/confexts/60-new/etc/extension-release.d/extension-release.60-new": "ID=_any\n",
 				"var/lib/confexts/60-new/etc/new.conf":                                     "new confext\n",
 			})

@@ -30,25 +30,6 @@ var (
 	imagesErr  error
 )
 
-func writeTree(t testing.TB, dir string, files map[string]string) {
-	t.Helper()
-	for name, content := range files {
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		var err error
-		if tgt, ok := strings.CutPrefix(content, "->"); ok {
-			err = os.Symlink(tgt, p)
-		} else {
-			err = os.WriteFile(p, []byte(content), 0o644)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-}
-
 // buildImages makes the squashfs images of the fixture once.
 func buildImages(t testing.TB) string {
 	t.Helper()
@@ -64,7 +45,7 @@ func buildImages(t testing.TB) string {
 				return
 			}
 			defer os.RemoveAll(src)
-			writeTree(t, src, files)
+			testutil.WriteTree(t, src, files)
 			out, err := exec.Command("mksquashfs", src, filepath.Join(imagesDir, name), "-noappend", "-quiet", "-no-progress").CombinedOutput()
 			if err != nil {
 				imagesErr = fmt.Errorf("mksquashfs %s: %v\n%s", name, err, out)
@@ -130,7 +111,7 @@ func newEnv(t testing.TB, bin string) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(root, unix.MNT_DETACH) })
-	writeTree(t, root, map[string]string{
+	testutil.WriteTree(t, root, map[string]string{
 		"usr/lib/os-release":                    "ID=flatcar\nVERSION=" + version + "\nVERSION_ID=" + version + "\n",
 		"etc/os-release":                        "->../usr/lib/os-release",
 		"etc/hostname":                          "user-host\n",
@@ -143,7 +124,7 @@ func newEnv(t testing.TB, bin string) *env {
 	if err := unix.Mount("tmpfs", oem, "tmpfs", 0, "mode=0755,size=4m"); err != nil {
 		t.Fatal(err)
 	}
-	writeTree(t, root, map[string]string{"oem/oem-release": "ID=qemu\n", "oem/sysext/active-oem-qemu": ""})
+	testutil.WriteTree(t, root, map[string]string{"oem/oem-release": "ID=qemu\n", "oem/sysext/active-oem-qemu": ""})
 	copyFile(t, filepath.Join(imgs, "00-flatcar-default.raw"), filepath.Join(root, "usr/lib/confexts/00-flatcar-default.raw"))
 	copyFile(t, filepath.Join(imgs, "50-user.raw"), filepath.Join(root, "var/lib/confexts/50-user.raw"))
 	// The new OEM image waits on the root partition: the post stage moves

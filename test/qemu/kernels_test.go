@@ -102,24 +102,7 @@ func checkKernelTable(t *testing.T, rep *Report, kver string) {
 // ext-setup-root's late refresh instead of systemd's skip line.
 func checkMatrixSlot(t *testing.T, rep *Report, boot int, v string) {
 	t.Helper()
-	RequireStagesFinished(t, rep)
-	RequireNoFailedUnits(t, rep)
-	if got := rep.Get("usr_version"); got != v {
-		t.Errorf("/usr version %q, want %s", got, v)
-	}
-	RequireLink(t, rep, "oem-"+OEMID+".raw", "/oem/sysext/oem-"+OEMID+"-"+v+".raw")
-	RequireLink(t, rep, "flatcar-foo.raw", "/etc/flatcar/sysext/flatcar-foo-"+v+".raw")
-	for _, want := range []string{"oem-" + v, "foo-" + v} {
-		if !rep.AnyContains("usr_ext", want) {
-			t.Errorf("sysext content %s not in /usr/lib/extsr-ext: %q", want, rep.Get("usr_ext"))
-		}
-	}
-	if got := rep.Get("oem_service"); got != "active ran" {
-		t.Errorf("OEM sysext service: %q, want \"active ran\"", got)
-	}
-	if rep.Get("etc_writable") != "yes" {
-		t.Errorf("/etc not writable")
-	}
+	checkSlotImages(t, rep, v)
 	if !rep.AnyContains("file", "/etc/extsr/default.conf: from-default-confext version="+v) {
 		t.Errorf("default confext file not in /etc: %q", rep.All("file"))
 	}

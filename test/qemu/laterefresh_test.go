@@ -5,7 +5,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -143,36 +142,12 @@ func buildGuestTool(t *testing.T, pkg, out string) {
 // are logged, not asserted (the gap is short and may be missed).
 func TestQEMULateRefreshAtomic(t *testing.T) {
 	in := RequireInputs(t)
-	root := RootTree(t, in)
-	buildWatcher(t, filepath.Join(root, "var/lib/extsr/watcher"))
-	nc := filepath.Join(root, "var/lib/extsr", newConfext)
-	writeFile(t, nc, "etc/extension-release.d/extension-release."+newConfext, "ID=_any\n", 0o644)
-	writeFile(t, nc, "etc/extsr/new.conf", "from-new-confext\n", 0o644)
-	for name, unit := range map[string]string{
-		"extsr-watch.service":       watchUnit,
-		"extsr-add-confext.service": addConfextUnit,
-		"extsr-watch-stop.service":  watchStopUnit,
-	} {
-		writeFile(t, root, "etc/systemd/system/"+name, unit, 0o644)
-		symlink(t, root, "etc/systemd/system/sysinit.target.wants/"+name, "/etc/systemd/system/"+name)
-	}
-	writeFile(t, root, "etc/extsr/check.d/50-watch", watchHook, 0o755)
+	root := lateRefreshRoot(t, in, addConfextUnit)
 	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t)})
 	// Each boot's changing refresh runs `systemctl daemon-reload`, which
 	// took 40 s under TCG on a loaded machine: more than the default 5 min
 	// per boot may be needed.
 	m.Timeout = 12 * time.Minute
-
-	watch := func(rep *Report) (fails int, summary string) {
-		fails, err := strconv.Atoi(rep.Get("watch_fails"))
-		if err != nil {
-			t.Errorf("no watcher result (watch_fails=%q, unit %q); console tail:\n%s", rep.Get("watch_fails"), rep.Get("watch_unit"), rep.Tail(60))
-			return -1, ""
-		}
-		return fails, "rounds " + rep.Get("watch_rounds") + " over " + rep.Get("watch_elapsed_ms") + " ms; " +
-			rep.Get("watch_path0") + ": " + rep.Get("watch_fails0") + " failed stats, longest gap " + rep.Get("watch_max_gap_us0") + " us; " +
-			rep.Get("watch_path1") + ": " + rep.Get("watch_fails1") + " failed stats, longest gap " + rep.Get("watch_max_gap_us1") + " us"
-	}
 
 	// Boots 1 and 2: ext-setup-root's atomic refresh by default, slot A
 	// then slot B.
@@ -202,7 +177,7 @@ func TestQEMULateRefreshAtomic(t *testing.T) {
 		if rep.Get("etc_writable") != "yes" {
 			t.Errorf("slot %s: /etc not writable after the refresh", slot)
 		}
-		fails, sum := watch(rep)
+		fails, sum := watchResult(t, rep)
 		t.Logf("watcher, slot %s, ext-setup-root's refresh (default): %s", slot, sum)
 		if fails != 0 {
 			t.Errorf("slot %s: the watcher saw %d failed stats during ext-setup-root's refresh, want 0: %s", slot, fails, sum)
@@ -226,6 +201,6 @@ func TestQEMULateRefreshAtomic(t *testing.T) {
 		t.Errorf("control: systemd-confext's own refresh did not merge; the unit's journal: %q", rep.All("confext_ident"))
 	}
 	t.Logf("control: systemd-confext's own lines: %q", tool)
-	fails, sum := watch(rep)
+	fails, sum := watchResult(t, rep)
 	t.Logf("watcher, systemd 262's refresh (control, not asserted): %d failed stats; %s; /etc writable: %s", fails, sum, rep.Get("etc_writable"))
 }

@@ -15,8 +15,9 @@ var addConfextOnDemandUnit = strings.Replace(addConfextUnit, "\n[Service]", "Con
 // lateRefreshRoot is the root of the late refresh scenarios: the stat
 // watcher over /etc from before the late refresh until after it, the
 // directory confext a unit copies to /run/confexts before the refresh (on
-// boots with extsr.add-confext), and the reporter hook printing both.
-func lateRefreshRoot(t *testing.T, in *Inputs) string {
+// boots with extsr.add-confext; TestQEMULateRefreshAtomic passes its
+// every-boot unit instead), and the reporter hook printing both.
+func lateRefreshRoot(t *testing.T, in *Inputs, addUnit string) string {
 	t.Helper()
 	root := RootTree(t, in)
 	buildWatcher(t, filepath.Join(root, "var/lib/extsr/watcher"))
@@ -25,7 +26,7 @@ func lateRefreshRoot(t *testing.T, in *Inputs) string {
 	writeFile(t, nc, "etc/extsr/new.conf", "from-new-confext\n", 0o644)
 	for name, unit := range map[string]string{
 		"extsr-watch.service":       watchUnit,
-		"extsr-add-confext.service": addConfextOnDemandUnit,
+		"extsr-add-confext.service": addUnit,
 		"extsr-watch-stop.service":  watchStopUnit,
 	} {
 		writeFile(t, root, "etc/systemd/system/"+name, unit, 0o644)
@@ -77,7 +78,7 @@ func TestQEMUSystemd257(t *testing.T) {
 	base := RequireInputs(t)
 	in := WithKernel(t, base, Kernel{Suite: "trixie", Name: "6.12-trixie"})
 	in = WithRootfs(t, in, "trixie")
-	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: lateRefreshRoot(t, in), OEM: OEMTree(t)})
+	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: lateRefreshRoot(t, in, addConfextOnDemandUnit), OEM: OEMTree(t)})
 	m.Timeout = 12 * time.Minute
 
 	for boot, extra := range []string{"", "extsr.add-confext"} {
@@ -131,7 +132,7 @@ func TestQEMUSystemd257(t *testing.T) {
 func TestQEMULateRefreshNoBeneath(t *testing.T) {
 	base := RequireInputs(t)
 	in := WithKernel(t, base, Kernel{Suite: "bookworm", Name: "6.1-bookworm"})
-	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: lateRefreshRoot(t, in), OEM: OEMTree(t)})
+	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: lateRefreshRoot(t, in, addConfextOnDemandUnit), OEM: OEMTree(t)})
 	m.Timeout = 12 * time.Minute
 	rep := m.Boot("A", "extsr.add-confext ext-setup-root.late-refresh=ours")
 	RequireStagesFinished(t, rep)

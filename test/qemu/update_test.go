@@ -20,10 +20,11 @@ func updateDisk(t *testing.T, in *Inputs) DiskSpec {
 	return DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: oem}
 }
 
-// checkSlot checks the facts every boot of the update disk must show for
-// /usr version v: links to v's images, both sysexts merged, the OEM
-// service (enabled by a .wants link inside the OEM sysext) ran.
-func checkSlot(t *testing.T, rep *Report, boot int, v string) {
+// checkSlotImages checks what every boot of the update disk shows for
+// /usr version v, whichever tool refreshes in the booted system: stages
+// finished, no failed unit, links to v's images, both sysexts merged, the
+// OEM service ran, /etc writable.
+func checkSlotImages(t *testing.T, rep *Report, v string) {
 	t.Helper()
 	RequireStagesFinished(t, rep)
 	RequireNoFailedUnits(t, rep)
@@ -43,6 +44,14 @@ func checkSlot(t *testing.T, rep *Report, boot int, v string) {
 	if rep.Get("etc_writable") != "yes" {
 		t.Errorf("/etc not writable")
 	}
+}
+
+// checkSlot checks the facts every boot of the update disk must show for
+// /usr version v: links to v's images, both sysexts merged, the OEM
+// service (enabled by a .wants link inside the OEM sysext) ran.
+func checkSlot(t *testing.T, rep *Report, boot int, v string) {
+	t.Helper()
+	checkSlotImages(t, rep, v)
 	// The hand-off: the booted systemd-confext and systemd-sysext both
 	// find the initrd's merges unchanged and skip. The Flatcar extension
 	// lives in /etc/flatcar/sysext, inside the /etc overlay that the post
