@@ -330,13 +330,8 @@ func run(o options) error {
 
 	var peakOurs, peakSD int64
 	for _, n := range o.counts {
-		r, cleanup, err := e.NewRoot("")
+		r, cleanup, err := mixedRoot(e, n)
 		if err != nil {
-			return err
-		}
-		f := sd.Fixture{Layout: sd.LayoutSymlink, Images: sd.MixedImages(n)}
-		if err := f.Build(r.Host); err != nil {
-			cleanup()
 			return err
 		}
 		mc, rc := mergeBench([]tool{sysd, ours}, r, o.runs)
@@ -439,4 +434,20 @@ func int8sToBytes(s []int8) []byte {
 		b[i] = byte(c)
 	}
 	return b
+}
+
+// mixedRoot is a fresh root in the systemd 262 chroot with Flatcar's
+// layout and n images (directories and squashfs alternating); cleanup
+// removes it.
+func mixedRoot(e *sd.Env, n int) (sd.Root, func(), error) {
+	r, cleanup, err := e.NewRoot("")
+	if err != nil {
+		return r, nil, err
+	}
+	f := sd.Fixture{Layout: sd.LayoutSymlink, Images: sd.MixedImages(n)}
+	if err := f.Build(r.Host); err != nil {
+		cleanup()
+		return r, nil, err
+	}
+	return r, cleanup, nil
 }

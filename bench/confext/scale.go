@@ -25,13 +25,8 @@ type scalePoint struct {
 func runScale(tools []tool, e *sd.Env, counts []int, runs int, out, svg string) error {
 	var pts []scalePoint
 	for _, n := range counts {
-		r, cleanup, err := e.NewRoot("")
+		r, cleanup, err := mixedRoot(e, n)
 		if err != nil {
-			return err
-		}
-		f := sd.Fixture{Layout: sd.LayoutSymlink, Images: sd.MixedImages(n)}
-		if err := f.Build(r.Host); err != nil {
-			cleanup()
 			return err
 		}
 		mc, rc := mergeBench(tools, r, runs)
