@@ -1,13 +1,13 @@
 package abslots
 
 import (
+	"errors"
 	"io"
 	"os"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // Protection values of a chosen image, in image policy terms.
@@ -20,7 +20,7 @@ const (
 // imageOpener is the part of a root (rootfs.Root) that opens an image
 // for reading by fd, inside the root.
 type imageOpener interface {
-	Open(name string, flags int, mode uint32) (*os.File, error)
+	OpenRegular(name string, links rootfs.Links) (*os.File, error)
 }
 
 // annotateProtection records for every chosen image whether it carries
@@ -49,7 +49,11 @@ func annotateProtection(root FS, p *Plan) {
 // protectionOf dissects the image at in-root path p; ok is false when p
 // cannot be opened (not there yet: a planned move).
 func protectionOf(op imageOpener, p string) (string, bool) {
-	f, err := op.Open(p, unix.O_RDONLY, 0)
+	f, err := op.OpenRegular(p, rootfs.FollowInRoot)
+	var bad *rootfs.FileRuleError
+	if errors.As(err, &bad) {
+		return "invalid (" + err.Error() + ")", true
+	}
 	if err != nil {
 		return "", false
 	}
@@ -67,7 +71,8 @@ func protectionOf(op imageOpener, p string) (string, bool) {
 		}
 	}()
 	side := func(suffix string) *os.File {
-		sf, err := op.Open(base+suffix, unix.O_RDONLY|unix.O_NOFOLLOW, 0)
+		// A sidecar is hostile input: never a FIFO or a device.
+		sf, err := op.OpenRegular(base+suffix, rootfs.NoFollow)
 		if err != nil {
 			return nil
 		}

@@ -90,28 +90,7 @@ const maxSmallFile = 16 << 20
 // than maxSmallFile is an error: callers never see a truncated file as if
 // it were whole.
 func readFileIn(root *os.File, p string) ([]byte, error) {
-	f, err := rootfs.OpenIn(root, p, unix.O_RDONLY|unix.O_NOFOLLOW)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return readSmall(f)
-}
-
-// readSmall reads f whole, up to maxSmallFile bytes.
-func readSmall(f io.Reader) ([]byte, error) {
-	name := "file"
-	if n, ok := f.(interface{ Name() string }); ok {
-		name = n.Name()
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxSmallFile+1))
-	if err != nil {
-		return nil, &os.PathError{Op: "read", Path: name, Err: err}
-	}
-	if len(b) > maxSmallFile {
-		return nil, &os.PathError{Op: "read", Path: name, Err: fmt.Errorf("file larger than %d bytes", maxSmallFile)}
-	}
-	return b, nil
+	return rootfs.ReadRegular(root, p, maxSmallFile, rootfs.NoFollow)
 }
 
 // stripRoot turns abs, a path the kernel reported for an fd below root

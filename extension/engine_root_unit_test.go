@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // failingReader returns some data, then an error: readSmall must not hand
@@ -24,6 +26,7 @@ func (r *failingReader) Read(p []byte) (int, error) {
 }
 
 func TestReadSmall(t *testing.T) {
+	readSmall := func(r io.Reader) ([]byte, error) { return rootfs.ReadAtMost(r, "file", maxSmallFile) }
 	if b, err := readSmall(&failingReader{}); err == nil {
 		t.Fatalf("readSmall on a failing read = %q, nil", b)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -177,7 +178,7 @@ func VerityRootHash(root *rootfs.Root, img Image, f *os.File, getenv func(string
 		src := img.Path + " xattr user.verity." + kind
 		if text == nil {
 			side := auxiliaryPath(img.Path, "."+kind)
-			data, err := root.ReadFile(side)
+			data, err := root.ReadRegular(side, image.MaxRootHashText, rootfs.NoFollow)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
 			}

@@ -44,18 +44,20 @@ func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File,
 			return nil, nil, err
 		}
 		o.RootHashXattr = string(x)
-		if b, err := e.rfs.ReadFile(auxiliaryPath(img.Path, ".roothash")); err == nil {
+		if b, err := e.rfs.ReadRegular(auxiliaryPath(img.Path, ".roothash"), image.MaxRootHashText, rootfs.NoFollow); err == nil {
 			o.RootHashFile = bytes.NewReader(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
 		}
-		if b, err := e.rfs.ReadFile(auxiliaryPath(img.Path, ".roothash.p7s")); err == nil {
+		if b, err := e.rfs.ReadRegular(auxiliaryPath(img.Path, ".roothash.p7s"), image.MaxSigFile, rootfs.NoFollow); err == nil {
 			o.RootHashSigFile = bytes.NewReader(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
 		}
+		// The hash tree is read in place (its size is checked by the
+		// dissection), but never from a FIFO or a device.
 		vp := auxiliaryPath(img.Path, ".verity")
-		hf, err := rootfs.OpenIn(e.root, vp, unix.O_RDONLY|unix.O_NOFOLLOW)
+		hf, err := rootfs.OpenRegular(e.root, vp, rootfs.NoFollow)
 		switch {
 		case err == nil:
 			hst, err := hf.Stat()

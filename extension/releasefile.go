@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"strconv"
 	"strings"
 	"unicode/utf8"
 
@@ -102,12 +101,8 @@ func OpenReleaseFile(tree *os.File, c *Class, name string, relax bool) (*os.File
 		return nil, "", fmt.Errorf("extension name %q is invalid: %w", name, unix.EINVAL)
 	}
 	exact := c.ReleaseDir + "/extension-release." + name
-	f, err := rootfs.OpenIn(tree, exact, unix.O_RDONLY|unix.O_NONBLOCK)
+	f, err := rootfs.OpenRegular(tree, exact, rootfs.FollowInRoot)
 	if err == nil {
-		if err := releaseCheckRegular(f); err != nil {
-			f.Close()
-			return nil, exact, err
-		}
 		return f, exact, nil
 	}
 	if !errors.Is(err, unix.ENOENT) {
@@ -134,19 +129,18 @@ func OpenReleaseFile(tree *os.File, c *Class, name string, relax bool) (*os.File
 		if t := e.Type(); t != 0 && !t.IsRegular() {
 			continue
 		}
-		cf, err := releaseOpenAt(dir, e.Name(), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK)
+		// Only regular files count: a link, FIFO or device is passed
+		// over (the bounded reader refuses it without reading).
+		cf, err := rootfs.OpenRegular(dir, e.Name(), rootfs.NoFollow)
+		var notRegular *rootfs.FileRuleError
 		if err != nil {
-			if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOENT) {
+			if errors.As(err, &notRegular) || errors.Is(err, unix.ENOENT) {
 				continue
 			}
 			if found != nil {
 				found.Close()
 			}
 			return nil, exact, err
-		}
-		if releaseCheckRegular(cf) != nil {
-			cf.Close()
-			continue
 		}
 		if !relax && suffix != base {
 			if strict, err := strictXattr(cf); err != nil || strict {
@@ -206,26 +200,6 @@ func HasForbiddenContent(tree *os.File, c *Class) (bool, error) {
 	return false, err
 }
 
-// releaseOpenAt opens a plain name inside dir.
-func releaseOpenAt(dir *os.File, name string, flags int) (*os.File, error) {
-	fd, err := openat(int(dir.Fd()), name, flags, 0)
-	if err != nil {
-		return nil, &os.PathError{Op: "openat", Path: dir.Name() + "/" + name, Err: err}
-	}
-	return os.NewFile(uintptr(fd), dir.Name()+"/"+name), nil
-}
-
-func releaseCheckRegular(f *os.File) error {
-	var st unix.Stat_t
-	if err := fstat(int(f.Fd()), &st); err != nil {
-		return &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return &os.PathError{Op: "open", Path: f.Name(), Err: fmt.Errorf("not a regular file (mode %s)", strconv.FormatUint(uint64(st.Mode), 8))}
-	}
-	return nil
-}
-
 // LoadHostRelease reads the host os-release inside root (see
 // release.LoadHost), honouring $SYSTEMD_OS_RELEASE from getenv (nil means
 // os.Getenv) like systemd.
@@ -233,7 +207,7 @@ func LoadHostRelease(root *rootfs.Root, getenv func(string) string) (release.Hos
 	if getenv == nil {
 		getenv = os.Getenv
 	}
-	open := func(p string) (*os.File, error) { return root.Open(p, unix.O_RDONLY|unix.O_NONBLOCK, 0) }
+	open := func(p string) (*os.File, error) { return root.OpenRegular(p, rootfs.FollowInRoot) }
 	return release.LoadHost(open, getenv("SYSTEMD_OS_RELEASE"))
 }
 

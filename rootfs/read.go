@@ -2,7 +2,6 @@ package rootfs
 
 import (
 	"errors"
-	"io"
 	"os"
 	"sort"
 	"strconv"
@@ -96,14 +95,15 @@ func (r *Root) inRoot(p, name string) (string, error) {
 	return "", r.errPath("resolve", name, errors.New("resolved to "+p+", outside the root "+r.real))
 }
 
-// ReadFile reads the whole file name (followed inside the root).
+// MaxConfigFile is the bound of ReadFile: configuration and release files
+// without a tighter rule of their own (release.MaxFileSize is the same).
+const MaxConfigFile = 4 << 20
+
+// ReadFile reads the regular file name (a final link followed inside the
+// root) with the bounded reader (ReadRegular): at most MaxConfigFile
+// bytes; a FIFO, device or directory is an error naming the file.
 func (r *Root) ReadFile(name string) ([]byte, error) {
-	f, err := r.Open(name, unix.O_RDONLY, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	return io.ReadAll(f)
+	return r.ReadRegular(name, MaxConfigFile, FollowInRoot)
 }
 
 // ReadDir lists the directory name (followed inside the root), sorted by

@@ -61,7 +61,7 @@ func LoadTrustedCerts(root string) ([]TrustedCert, []error) {
 	// A symlinked *.crt (systemd follows them) is resolved inside the
 	// trust root, never outside it.
 	resolve := func(i int, name string) (*os.File, error) {
-		return rootfs.OpenIn(rf, path.Join(VerityDirs[i], name), unix.O_RDONLY|unix.O_NONBLOCK)
+		return rootfs.OpenRegular(rf, path.Join(VerityDirs[i], name), rootfs.FollowInRoot)
 	}
 	certs, w := loadCerts(dirs, VerityDirs, resolve)
 	return certs, append(warns, w...)
@@ -125,7 +125,7 @@ func loadCerts(dirs []*os.File, names []string, resolve func(int, string) (*os.F
 			}
 			seen[n] = true
 			c, err := readCertAt(d, n)
-			if errors.Is(err, unix.ELOOP) && resolve != nil {
+			if isType(err, unix.S_IFLNK) && resolve != nil {
 				c, err = readCertResolved(resolve, i, n)
 			}
 			if err != nil {
@@ -144,23 +144,29 @@ func loadCerts(dirs []*os.File, names []string, resolve func(int, string) (*os.F
 
 // readCertAt reads one certificate file below d (nil, nil for a mask).
 func readCertAt(d *os.File, name string) (*x509.Certificate, error) {
-	fd, err := unix.Openat(int(d.Fd()), name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
+	f, err := rootfs.OpenRegular(d, name, rootfs.NoFollow)
 	if err != nil {
 		return nil, err
 	}
-	return readCert(os.NewFile(uintptr(fd), name))
+	return readCert(f)
+}
+
+// isType reports whether err is the bounded reader's refusal of a file of
+// type typ (unix.S_IFLNK, unix.S_IFCHR...).
+func isType(err error, typ uint32) bool {
+	var fe *rootfs.FileRuleError
+	return errors.As(err, &fe) && fe.Type == typ
 }
 
 // readCertResolved reads a symlinked entry through resolve; a link to
 // /dev/null (a character device) masks the name, as in systemd.
 func readCertResolved(resolve func(int, string) (*os.File, error), i int, name string) (*x509.Certificate, error) {
 	f, err := resolve(i, name)
+	if isType(err, unix.S_IFCHR) {
+		return nil, nil
+	}
 	if err != nil {
 		return nil, err
-	}
-	if fi, err := f.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
-		f.Close()
-		return nil, nil
 	}
 	return readCert(f)
 }
@@ -169,19 +175,12 @@ func readCertResolved(resolve func(int, string) (*os.File, error), i int, name s
 // closes it.
 func readCert(f *os.File) (*x509.Certificate, error) {
 	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	if err := rootfs.CheckRegular(f); err != nil {
 		return nil, err
 	}
-	if !fi.Mode().IsRegular() {
-		return nil, errors.New("not a regular file")
-	}
-	b, err := io.ReadAll(io.LimitReader(f, maxCertFile+1))
+	b, err := rootfs.ReadBounded(f, maxCertFile)
 	if err != nil {
 		return nil, err
-	}
-	if len(b) > maxCertFile {
-		return nil, fmt.Errorf("larger than %d bytes", maxCertFile)
 	}
 	if len(bytes.TrimSpace(b)) == 0 {
 		return nil, nil

@@ -14,11 +14,11 @@ const (
 	// (systemd-repart writes a few KiB, padded to 4 KiB; systemd refuses
 	// signature partitions above 4 MiB).
 	maxSigPartition = 4 << 20
-	// maxSigFile bounds a .roothash.p7s sidecar.
-	maxSigFile = 1 << 20
-	// maxRootHashText bounds a .roothash sidecar or xattr (hex of at most
+	// MaxSigFile bounds a .roothash.p7s sidecar.
+	MaxSigFile = 1 << 20
+	// MaxRootHashText bounds a .roothash sidecar or xattr (hex of at most
 	// 64 bytes plus white space).
-	maxRootHashText = 4096
+	MaxRootHashText = 4096
 )
 
 // SignatureError is a signature partition or sidecar that breaks a rule.
@@ -85,12 +85,12 @@ func ParseSignatureJSON(r io.Reader, size int64) (*Signature, error) {
 // ReadSignatureFile reads a .roothash.p7s sidecar (DER PKCS#7), at most
 // 1 MiB.
 func ReadSignatureFile(r io.Reader) (*Signature, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxSigFile+1))
+	b, err := io.ReadAll(io.LimitReader(r, MaxSigFile+1))
 	if err != nil {
 		return nil, &SignatureError{Rule: fmt.Sprintf("cannot read .roothash.p7s: %v", err)}
 	}
-	if len(b) == 0 || len(b) > maxSigFile {
-		return nil, &SignatureError{Rule: fmt.Sprintf(".roothash.p7s size %d is outside 1..%d", len(b), maxSigFile)}
+	if len(b) == 0 || len(b) > MaxSigFile {
+		return nil, &SignatureError{Rule: fmt.Sprintf(".roothash.p7s size %d is outside 1..%d", len(b), MaxSigFile)}
 	}
 	return &Signature{PKCS7: b}, nil
 }
@@ -114,12 +114,12 @@ func ParseRootHash(s string) ([]byte, error) {
 
 // ReadRootHash reads a .roothash sidecar (hex, at most 4 KiB).
 func ReadRootHash(r io.Reader) ([]byte, error) {
-	b, err := io.ReadAll(io.LimitReader(r, maxRootHashText+1))
+	b, err := io.ReadAll(io.LimitReader(r, MaxRootHashText+1))
 	if err != nil {
 		return nil, err
 	}
-	if len(b) > maxRootHashText {
-		return nil, fmt.Errorf(".roothash is larger than %d bytes", maxRootHashText)
+	if len(b) > MaxRootHashText {
+		return nil, fmt.Errorf(".roothash is larger than %d bytes", MaxRootHashText)
 	}
 	return ParseRootHash(string(b))
 }
