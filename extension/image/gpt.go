@@ -81,12 +81,11 @@ type GPT struct {
 // array's CRC, and each used entry's FirstLBA <= LastLBA inside the usable
 // area. Sectors of 512 and 4096 bytes are probed, in that order.
 //
-// For 512-byte sectors with a standard 92-byte header and at most 128
-// entries the table is then read by u-root's gpt.Table; u-root handles
-// neither 4096-byte sectors (its block size is a constant) nor other
-// header sizes or entry counts, so those are decoded here with u-root's
-// entry layout. u-root allocates the entry array from the header's fields
-// before any check, which is why it is never called on an unchecked header.
+// The entries are decoded from the very bytes whose CRC was checked, in
+// u-root's gpt.Part layout; nothing is read twice. u-root's gpt.Table is
+// not used: it re-reads the header and allocates NPart * PartSize bytes
+// from that second copy before any check, so a file changing under us (or
+// a hostile block device) could make it allocate gigabytes.
 func ReadGPT(r io.ReaderAt, size int64) (*GPT, error) {
 	var firstErr error
 	for _, ss := range gptSectorSizes {
@@ -117,10 +116,37 @@ func ReadGPT(r io.ReaderAt, size int64) (*GPT, error) {
 	return nil, ErrNoGPT
 }
 
+// gptFail builds the GPTError of a rule broken with ss-byte sectors.
+func gptFail(ss int64, rule string, a ...any) error {
+	return &GPTError{Rule: fmt.Sprintf("%d-byte sectors: ", ss) + fmt.Sprintf(rule, a...)}
+}
+
+// readGPTAt reads the GPT for ss-byte sectors: the header (read once and
+// checked), the entry array (read once, CRC checked) and the entries
+// decoded from that array.
 func readGPTAt(r io.ReaderAt, size, ss int64) (*GPT, error) {
-	fail := func(rule string, a ...any) error {
-		return &GPTError{Rule: fmt.Sprintf("%d-byte sectors: ", ss) + fmt.Sprintf(rule, a...)}
+	h, err := readGPTHeader(r, ss)
+	if err != nil {
+		return nil, err
 	}
+	arrayBytes, err := checkGPTLayout(h, size, ss)
+	if err != nil {
+		return nil, err
+	}
+	array := make([]byte, arrayBytes)
+	if n, err := r.ReadAt(array, int64(h.PartStart)*ss); int64(n) < arrayBytes {
+		return nil, &GPTError{Rule: fmt.Sprintf("cannot read the partition entry array (%d of %d bytes)", n, arrayBytes), Err: err}
+	}
+	if c := crc32.ChecksumIEEE(array); c != h.PartCRC {
+		return nil, gptFail(ss, "partition entry array CRC %08x does not match the computed %08x", h.PartCRC, c)
+	}
+	return gptPartitions(h, array, ss)
+}
+
+// readGPTHeader reads the header sector at LBA 1 once and checks the
+// rules of the header itself: revision, header size, header CRC, its own
+// location.
+func readGPTHeader(r io.ReaderAt, ss int64) (*gpt.Header, error) {
 	hdr := make([]byte, ss)
 	if n, err := r.ReadAt(hdr, ss); n < len(hdr) {
 		return nil, &GPTError{Rule: "cannot read the header sector", Err: err}
@@ -130,84 +156,75 @@ func readGPTAt(r io.ReaderAt, size, ss int64) (*GPT, error) {
 		return nil, &GPTError{Rule: "cannot decode the header", Err: err}
 	}
 	if h.Revision != gpt.Revision {
-		return nil, fail("revision %#x is not 1.0 (%#x)", h.Revision, gpt.Revision)
+		return nil, gptFail(ss, "revision %#x is not 1.0 (%#x)", h.Revision, gpt.Revision)
 	}
 	if h.HeaderSize < gptMinHeaderSize || int64(h.HeaderSize) > ss {
-		return nil, fail("header size %d is outside %d..%d", h.HeaderSize, gptMinHeaderSize, ss)
+		return nil, gptFail(ss, "header size %d is outside %d..%d", h.HeaderSize, gptMinHeaderSize, ss)
 	}
 	crcBuf := append([]byte(nil), hdr[:h.HeaderSize]...)
 	copy(crcBuf[16:20], []byte{0, 0, 0, 0})
 	if c := crc32.ChecksumIEEE(crcBuf); c != h.CRC {
-		return nil, fail("header CRC %08x does not match the computed %08x", h.CRC, c)
+		return nil, gptFail(ss, "header CRC %08x does not match the computed %08x", h.CRC, c)
 	}
 	if h.CurrentLBA != 1 {
-		return nil, fail("primary header names LBA %d as its own location, not 1", h.CurrentLBA)
+		return nil, gptFail(ss, "primary header names LBA %d as its own location, not 1", h.CurrentLBA)
 	}
+	return &h, nil
+}
+
+// checkGPTLayout checks the header's entry size and count and where the
+// entry array and the usable area lie, and returns the array's size in
+// bytes (at most gptMaxArray): nothing sized by the header is allocated
+// before this.
+func checkGPTLayout(h *gpt.Header, size, ss int64) (int64, error) {
 	if h.PartSize < gptMinEntrySize || h.PartSize > gptMaxEntrySize || h.PartSize&(h.PartSize-1) != 0 {
-		return nil, fail("partition entry size %d is not 128 * 2^n within %d..%d", h.PartSize, gptMinEntrySize, gptMaxEntrySize)
+		return 0, gptFail(ss, "partition entry size %d is not 128 * 2^n within %d..%d", h.PartSize, gptMinEntrySize, gptMaxEntrySize)
 	}
 	if h.NPart == 0 || h.NPart > gptMaxEntries {
-		return nil, fail("partition entry count %d is outside 1..%d", h.NPart, gptMaxEntries)
+		return 0, gptFail(ss, "partition entry count %d is outside 1..%d", h.NPart, gptMaxEntries)
 	}
 	arrayBytes := int64(h.NPart) * int64(h.PartSize)
 	if arrayBytes > gptMaxArray {
-		return nil, fail("partition entry array of %d bytes exceeds %d", arrayBytes, gptMaxArray)
+		return 0, gptFail(ss, "partition entry array of %d bytes exceeds %d", arrayBytes, gptMaxArray)
 	}
 	arraySectors := (arrayBytes + ss - 1) / ss
 	const maxLBA = uint64(1) << 40 // 4 PiB at 4096-byte sectors: LBA * sector size never overflows
 	if h.PartStart < 2 || h.PartStart > maxLBA {
-		return nil, fail("partition entry array at LBA %d is not after the header", h.PartStart)
+		return 0, gptFail(ss, "partition entry array at LBA %d is not after the header", h.PartStart)
 	}
-	arrayEnd := int64(h.PartStart)*ss + arrayBytes
-	if size > 0 && arrayEnd > size {
-		return nil, fail("partition entry array (LBA %d, %d bytes) extends beyond the end of the file (%d bytes)", h.PartStart, arrayBytes, size)
+	if arrayEnd := int64(h.PartStart)*ss + arrayBytes; size > 0 && arrayEnd > size {
+		return 0, gptFail(ss, "partition entry array (LBA %d, %d bytes) extends beyond the end of the file (%d bytes)", h.PartStart, arrayBytes, size)
 	}
 	if h.FirstLBA > h.LastLBA {
-		return nil, fail("first usable LBA %d is after last usable LBA %d", h.FirstLBA, h.LastLBA)
+		return 0, gptFail(ss, "first usable LBA %d is after last usable LBA %d", h.FirstLBA, h.LastLBA)
 	}
 	if h.LastLBA > maxLBA || (size > 0 && int64(h.LastLBA+1)*ss > size) {
-		return nil, fail("last usable LBA %d is beyond the end of the file (%d bytes)", h.LastLBA, size)
+		return 0, gptFail(ss, "last usable LBA %d is beyond the end of the file (%d bytes)", h.LastLBA, size)
 	}
 	if arrayLast := h.PartStart + uint64(arraySectors) - 1; h.FirstLBA < 2 || (h.PartStart <= h.LastLBA && arrayLast >= h.FirstLBA) {
-		return nil, fail("partition entry array (LBA %d, %d sectors) overlaps the usable area LBA %d..%d", h.PartStart, arraySectors, h.FirstLBA, h.LastLBA)
+		return 0, gptFail(ss, "partition entry array (LBA %d, %d sectors) overlaps the usable area LBA %d..%d", h.PartStart, arraySectors, h.FirstLBA, h.LastLBA)
 	}
-	array := make([]byte, arrayBytes)
-	if n, err := r.ReadAt(array, int64(h.PartStart)*ss); int64(n) < arrayBytes {
-		return nil, &GPTError{Rule: fmt.Sprintf("cannot read the partition entry array (%d of %d bytes)", n, arrayBytes), Err: err}
-	}
-	if c := crc32.ChecksumIEEE(array); c != h.PartCRC {
-		return nil, fail("partition entry array CRC %08x does not match the computed %08x", h.PartCRC, c)
-	}
+	return arrayBytes, nil
+}
 
-	var parts []gpt.Part
-	if ss == gpt.BlockSize && h.HeaderSize == gpt.HeaderSize && h.NPart <= gpt.MaxNPart {
-		// Checked above: u-root allocates NPart*PartSize <= 512 KiB
-		// here and reads only inside the file.
-		t, err := gpt.Table(r, gpt.HeaderOff)
-		if err != nil {
-			return nil, &GPTError{Rule: "u-root gpt", Err: err}
-		}
-		parts = t.Parts
-	} else {
-		parts = make([]gpt.Part, h.NPart)
-		for i := range parts {
-			e := array[int64(i)*int64(h.PartSize):]
-			if err := binary.Read(bytes.NewReader(e[:128]), binary.LittleEndian, &parts[i]); err != nil {
-				return nil, &GPTError{Rule: fmt.Sprintf("cannot decode partition entry %d", i+1), Err: err}
-			}
-		}
-	}
-
+// gptPartitions decodes the used entries of the checked array and checks
+// each against the usable area.
+func gptPartitions(h *gpt.Header, array []byte, ss int64) (*GPT, error) {
 	g := &GPT{SectorSize: ss, DiskGUID: guidText(h.DiskGUID)}
-	for i, p := range parts {
+	for i := 0; i < int(h.NPart); i++ {
+		var p gpt.Part
+		e := array[int64(i)*int64(h.PartSize):]
+		if err := binary.Read(bytes.NewReader(e[:gptMinEntrySize]), binary.LittleEndian, &p); err != nil {
+			return nil, &GPTError{Rule: fmt.Sprintf("cannot decode partition entry %d", i+1), Err: err}
+		}
 		if p.PartGUID == (gpt.GUID{}) {
 			continue // unused entry
 		}
 		if p.FirstLBA > p.LastLBA {
-			return nil, fail("partition %d: first LBA %d is after last LBA %d", i+1, p.FirstLBA, p.LastLBA)
+			return nil, gptFail(ss, "partition %d: first LBA %d is after last LBA %d", i+1, p.FirstLBA, p.LastLBA)
 		}
 		if p.FirstLBA < h.FirstLBA || p.LastLBA > h.LastLBA {
-			return nil, fail("partition %d: LBA %d..%d is outside the usable area %d..%d", i+1, p.FirstLBA, p.LastLBA, h.FirstLBA, h.LastLBA)
+			return nil, gptFail(ss, "partition %d: LBA %d..%d is outside the usable area %d..%d", i+1, p.FirstLBA, p.LastLBA, h.FirstLBA, h.LastLBA)
 		}
 		g.Partitions = append(g.Partitions, GPTPartition{
 			Number: i + 1, Type: guidText(p.PartGUID), UUID: guidText(p.UniqueGUID),

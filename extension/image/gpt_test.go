@@ -225,3 +225,89 @@ func FuzzReadGPT(f *testing.F) {
 		}
 	})
 }
+
+// changingReader serves img, except that every read of the header's
+// fields after the first one sees evil instead: a file being rewritten, or
+// a hostile block device answering differently each time. It records the
+// number of header reads and the largest read asked for, and refuses a
+// read over gptMaxArray (the largest array a checked header allows).
+type changingReader struct {
+	img, evil   []byte
+	ss          int64
+	headerReads int
+	maxRead     int
+}
+
+func (c *changingReader) ReadAt(p []byte, off int64) (int, error) {
+	c.maxRead = max(c.maxRead, len(p))
+	if len(p) > gptMaxArray {
+		return 0, errors.New("read larger than any checked GPT array")
+	}
+	src := c.img
+	// Fields past the 8-byte signature: what a parser decodes.
+	if off < c.ss+gptMinHeaderSize && off+int64(len(p)) > c.ss+8 {
+		c.headerReads++
+		if c.headerReads > 1 {
+			src = c.evil
+		}
+	}
+	return bytes.NewReader(src).ReadAt(p, off)
+}
+
+// evilHeader returns img with the primary header's entry size set to
+// entrySize (CRC not updated: u-root allocates before it checks).
+func evilHeader(img []byte, ss int64, entrySize uint32) []byte {
+	evil := append([]byte(nil), img...)
+	binary.LittleEndian.PutUint32(evil[ss+84:], entrySize)
+	return evil
+}
+
+// TestReadGPTHeaderReadOnce (issue 14 item 8): the header is read once and
+// the entries are decoded from the array whose CRC was checked. Before,
+// u-root's gpt.Table read the header a second time and allocated
+// 128 x entry size from that copy before any check (64 MiB entries: an
+// 8 GiB allocation, "out of memory"); here the second copy claims 4 MiB
+// entries, so the old code asks for a 512 MiB read, which the reader
+// refuses and records.
+func TestReadGPTHeaderReadOnce(t *testing.T) {
+	img := mkGPT(gptSpec{Sectors: 2048, Parts: []gptTestPart{
+		{Type: x86Root, UUID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", First: 40, Last: 99, Name: "root-x86-64"},
+	}})
+	r := &changingReader{img: img, evil: evilHeader(img, 512, 4<<20), ss: 512}
+	g, err := ReadGPT(r, int64(len(img)))
+	if err != nil {
+		t.Fatalf("ReadGPT: %v (header reads %d, largest read %d bytes)", err, r.headerReads, r.maxRead)
+	}
+	if r.headerReads != 1 {
+		t.Errorf("the header was read %d times, want once", r.headerReads)
+	}
+	if r.maxRead > 128*128 {
+		t.Errorf("largest read %d bytes, more than the 128 x 128-byte array the checked header claims", r.maxRead)
+	}
+	if len(g.Partitions) != 1 || g.Partitions[0].Name != "root-x86-64" {
+		t.Errorf("partitions %+v", g.Partitions)
+	}
+}
+
+// FuzzReadGPTChanging: whatever a second look at the header would show,
+// ReadGPT reads the header once and never reads (or allocates for) more
+// than a checked array.
+func FuzzReadGPTChanging(f *testing.F) {
+	f.Add(mkGPT(gptSpec{Sectors: 128, Parts: []gptTestPart{{Type: x86Root, UUID: "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee", First: 40, Last: 99}}}), uint32(64<<20))
+	f.Add(mkGPT(gptSpec{SectorSize: 4096, Sectors: 64, Entries: 4}), uint32(0xffffffff))
+	f.Fuzz(func(t *testing.T, b []byte, entrySize uint32) {
+		if len(b) < 1024 {
+			return
+		}
+		for _, ss := range gptSectorSizes {
+			if int64(len(b)) < ss+gptMinHeaderSize {
+				continue
+			}
+			r := &changingReader{img: b, evil: evilHeader(b, ss, entrySize), ss: ss}
+			ReadGPT(r, int64(len(b)))
+			if r.headerReads > 1 || r.maxRead > gptMaxArray {
+				t.Fatalf("%d-byte sectors: %d header reads, largest read %d", ss, r.headerReads, r.maxRead)
+			}
+		}
+	})
+}
