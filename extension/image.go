@@ -86,49 +86,36 @@ func (e *engine) openRaw(img Image) (*openedImage, error) {
 	if hashFile != nil {
 		defer hashFile.Close()
 	}
+	if err == nil && d == nil {
+		err = errors.New("the dissection found nothing to mount")
+	}
 	if err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot dissect image", err}
 	}
-	if d != nil {
-		// The policy is checked before anything is set up, with the
-		// signature taken as good if there is one: a signature that
-		// does not verify is refused by the set-up itself.
-		pol, from, err := e.imagePolicy()
-		if err != nil {
-			return nil, &imageError{img.Name, e.display(img.Path), "image policy", err}
-		}
-		sig := image.SignatureAbsent
-		if d.Verity != nil && d.Verity.Signature != nil {
-			sig = image.SignatureVerified
-		}
-		if _, err := pol.Check(img.Name, d, sig); err != nil {
-			return nil, &imageError{img.Name, e.display(img.Path), "refused by the image policy (" + from + ")", err}
-		}
+	// The policy is checked before anything is set up, with the
+	// signature taken as good if there is one: a signature that does not
+	// verify is refused by the set-up itself.
+	pol, from, err := e.imagePolicy()
+	if err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "image policy", err}
 	}
-	if d != nil && d.Verity != nil {
+	sig := image.SignatureAbsent
+	if d.Verity != nil && d.Verity.Signature != nil {
+		sig = image.SignatureVerified
+	}
+	if _, err := pol.Check(img.Name, d, sig); err != nil {
+		return nil, &imageError{img.Name, e.display(img.Path), "refused by the image policy (" + from + ")", err}
+	}
+	if d.Verity != nil {
 		return e.openVerity(img, f, d, hashFile)
 	}
-	o := &openedImage{img: img}
-	var fstype string
-	var offset, size uint64
-	if d != nil {
-		fstype, offset, size, o.usrOnly = d.Data.FSType, d.Data.Region.Offset, d.Data.Region.Size, d.UsrOnly
-		if d.Data.UUID == "" && offset == 0 {
-			size = 0 // a bare file system: the whole file
-		}
-	} else if fstype, err = image.DetectFS(f, 0); err != nil {
-		return nil, &imageError{img.Name, e.display(img.Path), "cannot read image header", err}
-	}
-	if fstype == "" {
-		part, perr := findGPTPartition(f, e.cls)
-		if perr != nil {
-			return nil, &imageError{img.Name, e.display(img.Path), "no squashfs/erofs/ext4 filesystem and no usable GPT root/usr partition", perr}
-		}
-		offset, size, o.usrOnly = part.offset, part.size, part.usr
-		fstype, err = image.DetectFS(f, int64(offset))
-		if err != nil || fstype == "" {
-			return nil, &imageError{img.Name, e.display(img.Path), fmt.Sprintf("GPT %s partition holds no squashfs/erofs/ext4 filesystem", part.kind), err}
-		}
+	// The partition is the one the dissection rules picked (native root,
+	// else usr where allowed, no-auto left out, newest label): there is
+	// no second picker.
+	o := &openedImage{img: img, usrOnly: d.UsrOnly}
+	fstype, offset, size := d.Data.FSType, d.Data.Region.Offset, d.Data.Region.Size
+	if d.Data.UUID == "" && offset == 0 {
+		size = 0 // a bare file system: the whole file
 	}
 	mnt, closeLoop, err := e.mountBlockImage(f, fstype, offset, size)
 	if err != nil {
