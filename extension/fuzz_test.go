@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
 
 // FuzzParseOrigin: an origin record read from a merge (untrusted: systemd
@@ -68,7 +70,7 @@ func FuzzMutableMode(f *testing.F) {
 		if err != nil || m2 != m {
 			t.Fatalf("%q -> %v -> %v, %v", s, m, m2, err)
 		}
-		b, ok := ParseBoolean(s)
+		b, ok := kcmdline.ParseBool(s)
 		if ok && (m == MutableYes) != b {
 			t.Fatalf("boolean %q gave mode %v", s, m)
 		}

@@ -13,6 +13,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -163,7 +164,7 @@ func VerityRootHash(root *rootfs.Root, img Image, f *os.File, getenv func(string
 		getenv = os.Getenv
 	}
 	if v := getenv("SYSTEMD_DISSECT_VERITY_SIDECAR"); v != "" {
-		if b, ok := ParseBoolean(v); ok && !b {
+		if b, ok := kcmdline.ParseBool(v); ok && !b {
 			return nil, nil
 		}
 	}

@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -33,7 +34,7 @@ func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File,
 	o := image.DissectOptions{AllowUsr: e.cls != Confext}
 	sidecars := true
 	if v := e.getenv("SYSTEMD_DISSECT_VERITY_SIDECAR"); v != "" {
-		if b, ok := ParseBoolean(v); ok && !b {
+		if b, ok := kcmdline.ParseBool(v); ok && !b {
 			sidecars = false
 		}
 	}

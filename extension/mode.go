@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
 
 // MutableMode is systemd's --mutable= mode: whether and how the merged
@@ -54,7 +56,7 @@ func ParseMutableMode(s string) (MutableMode, error) {
 	if s == "help" {
 		return MutableNo, ErrMutableHelp
 	}
-	if b, ok := ParseBoolean(s); ok {
+	if b, ok := kcmdline.ParseBool(s); ok {
 		if b {
 			return MutableYes, nil
 		}
@@ -66,19 +68,6 @@ func ParseMutableMode(s string) (MutableMode, error) {
 		}
 	}
 	return MutableNo, fmt.Errorf("invalid mutable mode %q (valid: %s)", s, strings.Join(mutableModeNames[:], ", "))
-}
-
-// ParseBoolean is systemd's parse_boolean(): every boolean this program
-// reads (options, environment, config files, the kernel command line)
-// accepts the same spellings systemd's own tools do, case-insensitively.
-func ParseBoolean(s string) (value, ok bool) {
-	switch strings.ToLower(s) {
-	case "1", "yes", "y", "true", "t", "on":
-		return true, true
-	case "0", "no", "n", "false", "f", "off":
-		return false, true
-	}
-	return false, false
 }
 
 // ModeSource says where the effective mutable mode came from.

@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -174,7 +175,7 @@ func strictXattr(f *os.File) (bool, error) {
 	if strings.IndexByte(v, 0) >= 0 {
 		return false, unix.EINVAL
 	}
-	b, ok := ParseBoolean(v)
+	b, ok := kcmdline.ParseBool(v)
 	if !ok {
 		return false, unix.EINVAL
 	}

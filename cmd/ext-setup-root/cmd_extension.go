@@ -10,6 +10,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
 
 // The confext and sysext verbs take systemd-confext/systemd-sysext's
@@ -23,7 +24,7 @@ func init() {
 
 // parseBool parses a systemd-style boolean option value.
 func parseBool(s string) (bool, error) {
-	if v, ok := extension.ParseBoolean(s); ok {
+	if v, ok := kcmdline.ParseBool(s); ok {
 		return v, nil
 	}
 	return false, fmt.Errorf("invalid boolean %q", s)
