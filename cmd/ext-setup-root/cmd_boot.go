@@ -171,10 +171,8 @@ func runBoot(env *Env, args []string) error {
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
 	// Where a stage's time goes before its first operation: the process
 	// start and everything up to here (boot time, 10 ms resolution).
-	if d, err := sinceExec(); err == nil {
-		ours := time.Since(initAt)
-		log.Infof("process start-up: %d ms from exec to the start of stage %s (exec and Go runtime %d ms, our set-up %d ms of which kernel feature probe %d ms)",
-			d.Milliseconds(), st, max(d-ours, 0).Milliseconds(), ours.Milliseconds(), mount.Kernel().ProbeTime.Milliseconds())
+	if line, ok := startupReport(string(st), func() time.Duration { return mount.Kernel().ProbeTime }, sinceExec, initAt); ok {
+		log.Infof("%s", line)
 	}
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{

@@ -64,3 +64,21 @@ func sinceExec() (time.Duration, error) {
 	d := time.Duration(ts.Nano()) - time.Duration(ticks)*time.Second/userHZ
 	return max(d, 0), nil
 }
+
+// startupReport is the start-up log line of stage: how long since exec
+// (sinceExec), split into exec and Go runtime (before start, when the
+// package was initialised) and our set-up (since start). The kernel
+// feature probe (probe, which runs it on first use and returns how long
+// it took) runs before the split is measured, so the probe is inside "our
+// set-up" that the line says it is part of. ok is false when the time
+// since exec cannot be read.
+func startupReport(stage string, probe func() time.Duration, sinceExec func() (time.Duration, error), start time.Time) (string, bool) {
+	p := probe()
+	d, err := sinceExec()
+	if err != nil {
+		return "", false
+	}
+	ours := time.Since(start)
+	return fmt.Sprintf("process start-up: %d ms from exec to the start of stage %s (exec and Go runtime %d ms, our set-up %d ms of which kernel feature probe %d ms)",
+		d.Milliseconds(), stage, max(d-ours, 0).Milliseconds(), ours.Milliseconds(), p.Milliseconds()), true
+}

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -46,4 +48,29 @@ func FuzzParseStartTicks(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		parseStartTicks(strings.NewReader(string(b)))
 	})
+}
+
+// TestStartupReportProbeInsideOurs (issue 14 item 11): the kernel feature
+// probe runs before "our set-up" is measured, so the set-up figure
+// includes it. Before, the probe ran inside the log line's arguments after
+// the measurement ("our set-up 0 ms of which kernel feature probe 71 ms").
+func TestStartupReportProbeInsideOurs(t *testing.T) {
+	start := time.Now()
+	const probeTook = 60 * time.Millisecond
+	probe := func() time.Duration { time.Sleep(probeTook); return probeTook }
+	since := func() (time.Duration, error) { return time.Since(start) + time.Second, nil }
+	line, ok := startupReport("pre", probe, since, start)
+	if !ok {
+		t.Fatal("no line")
+	}
+	var total, runtime, ours, p int64
+	if _, err := fmt.Sscanf(line, "process start-up: %d ms from exec to the start of stage pre (exec and Go runtime %d ms, our set-up %d ms of which kernel feature probe %d ms)", &total, &runtime, &ours, &p); err != nil {
+		t.Fatalf("%q: %v", line, err)
+	}
+	if p != probeTook.Milliseconds() || ours < p {
+		t.Errorf("%q: our set-up %d ms does not include the probe's %d ms", line, ours, p)
+	}
+	if _, ok := startupReport("pre", probe, func() (time.Duration, error) { return 0, errors.New("no /proc") }, start); ok {
+		t.Error("a line without the time since exec")
+	}
 }
