@@ -163,13 +163,24 @@ func pluralContent(names []string) string {
 }
 
 // writeNew creates name in dir with data, mode 0644 (systemd: 0666 & ~022).
-func writeNew(dir *os.File, name, data string) error {
+// The close is checked like the write: a write error the file system
+// reports only at close (quota, a full tmpfs) must not leave a meta file
+// that looks whole.
+func writeNew(dir *os.File, name, data string) (err error) {
 	fd, err := openat(int(dir.Fd()), name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return &os.PathError{Op: "create", Path: "meta " + name, Err: err}
 	}
 	f := os.NewFile(uintptr(fd), name)
-	defer f.Close()
+	defer func() {
+		cerr := fault.Point(fault.Write, "close meta "+name)
+		if e := f.Close(); cerr == nil {
+			cerr = e
+		}
+		if err == nil && cerr != nil {
+			err = &os.PathError{Op: "close", Path: "meta " + name, Err: cerr}
+		}
+	}()
 	if err := fchmod(fd, 0o644); err != nil {
 		return &os.PathError{Op: "chmod", Path: "meta " + name, Err: err}
 	}
