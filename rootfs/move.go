@@ -17,8 +17,9 @@ import (
 // On one filesystem it is a rename. Across filesystems (EXDEV) it copies
 // src to a temp name in dst's directory, fsyncs it, renames it to dst,
 // fsyncs dst's directory, then removes src and fsyncs src's directory.
-// Regular files, symlinks and directory trees are supported; mode, owner
-// and times are kept (xattrs are not).
+// Regular files, symlinks and directory trees are supported; mode, owner,
+// times and the xattrs the target accepts are kept (not on symlinks), and
+// a file's holes stay holes (copyData, copyXattrs in sparse.go).
 //
 // Crash safety: a crash at any point leaves src and/or a complete dst, plus
 // at most a temp (removed by CleanTemps or the next Move). Running Move
@@ -274,7 +275,7 @@ func copyTree(sdir int, sname string, ddir int, dname, display string) error {
 				return err
 			}
 		}
-		if err := setMeta(dfd, &st); err != nil {
+		if err := setMeta(sfd, dfd, &st); err != nil {
 			return &os.PathError{Op: "set metadata of copy of", Path: display, Err: err}
 		}
 		if err := step("fsync copy of dir " + display); err != nil {
@@ -309,10 +310,10 @@ func copyFile(sdir int, sname string, ddir int, dname, display string, st *unix.
 	if err := step("write copy of " + display); err != nil {
 		return &os.PathError{Op: "write copy of", Path: display, Err: err}
 	}
-	if _, err := io.Copy(d, s); err != nil {
+	if err := copyData(s, d, st.Size); err != nil {
 		return &os.PathError{Op: "write copy of", Path: display, Err: bareErr(err)}
 	}
-	if err := setMeta(dfd, st); err != nil {
+	if err := setMeta(sfd, dfd, st); err != nil {
 		return &os.PathError{Op: "set metadata of copy of", Path: display, Err: err}
 	}
 	if err := step("fsync copy of " + display); err != nil {
@@ -324,10 +325,17 @@ func copyFile(sdir int, sname string, ddir int, dname, display string, st *unix.
 	return nil
 }
 
-// setMeta gives the copy fd the owner, mode and times of st. Filesystems
-// without owners (vfat) refuse chown with EPERM; that is not an error.
-func setMeta(fd int, st *unix.Stat_t) error {
+// setMeta gives the copy fd the owner, xattrs, mode and times of the
+// source sfd (whose status is st). Filesystems without owners (vfat)
+// refuse chown with EPERM; that is not an error. The xattrs follow the
+// chown, which would clear security.capability, and precede the chmod,
+// which keeps an ACL's mask in line with the mode; the ones the target
+// refuses are skipped (copyXattrs).
+func setMeta(sfd, fd int, st *unix.Stat_t) error {
 	if err := sysx.Retry(func() error { return unix.Fchown(fd, int(st.Uid), int(st.Gid)) }); err != nil && !errors.Is(err, unix.EPERM) {
+		return err
+	}
+	if _, err := copyXattrs(sfd, fd); err != nil {
 		return err
 	}
 	if err := sysx.Retry(func() error { return unix.Fchmod(fd, st.Mode&0o7777) }); err != nil {

@@ -68,3 +68,37 @@ func readlinkat(dirfd int, name string) (string, error) {
 		}
 	}
 }
+
+func lseek(fd int, off int64, whence int) (int64, error) {
+	return sysx.RetryValue(func() (int64, error) { return unix.Seek(fd, off, whence) })
+}
+
+func pread(fd int, p []byte, off int64) (int, error) {
+	return sysx.RetryValue(func() (int, error) { return unix.Pread(fd, p, off) })
+}
+
+func pwrite(fd int, p []byte, off int64) (int, error) {
+	return sysx.RetryValue(func() (int, error) { return unix.Pwrite(fd, p, off) })
+}
+
+func ftruncate(fd int, size int64) error {
+	return sysx.Retry(func() error { return unix.Ftruncate(fd, size) })
+}
+
+// copyFileRange copies up to n bytes from sfd at *soff to dfd at *doff
+// (both advanced by the kernel).
+func copyFileRange(sfd int, soff *int64, dfd int, doff *int64, n int) (int, error) {
+	return sysx.RetryValue(func() (int, error) { return unix.CopyFileRange(sfd, soff, dfd, doff, n, 0) })
+}
+
+func flistxattr(fd int, buf []byte) (int, error) {
+	return sysx.RetryValue(func() (int, error) { return unix.Flistxattr(fd, buf) })
+}
+
+func fgetxattr(fd int, name string, buf []byte) (int, error) {
+	return sysx.RetryValue(func() (int, error) { return unix.Fgetxattr(fd, name, buf) })
+}
+
+func fsetxattr(fd int, name string, value []byte) error {
+	return sysx.Retry(func() error { return unix.Fsetxattr(fd, name, value, 0) })
+}
