@@ -27,10 +27,55 @@ func (e *engine) assemble(b *build, layers []*os.File, names []string, origin []
 	return mnt, op.Finish(err)
 }
 
+// assembleInner builds the overlay detached: a fresh meta layer on top of
+// the lower layers, the overlay itself, then the meta files that describe
+// it (they need the overlay's device number).
 func (e *engine) assembleInner(b *build, layers []*os.File, names []string, origin []byte) (*os.File, error) {
-	mfc, err := mount.NewFS("tmpfs", e.cls.Name)
+	meta, metaDir, err := e.newMetaLayer(b)
 	if err != nil {
 		return nil, err
+	}
+	defer meta.Close()
+	defer metaDir.Close()
+	mnt, err := mount.MountOverlay(e.overlaySpec(b, meta, layers))
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			mnt.Close()
+		}
+	}()
+	st, err := statFd(mnt)
+	if err != nil {
+		return nil, err
+	}
+	if err := e.writeMetaFiles(b, metaDir, names, origin, st); err != nil {
+		return nil, err
+	}
+	if b.upper != nil {
+		if e.kern.DetachedTree {
+			if err := e.protectMeta(mnt); err != nil {
+				return nil, err
+			}
+		} else {
+			// Before Linux 6.15 nothing can be bound into a detached
+			// mount: place() does it right after attaching.
+			b.protectLater = true
+		}
+	}
+	ok = true
+	return mnt, nil
+}
+
+// newMetaLayer mounts the detached tmpfs of the meta layer and creates its
+// opaque .systemd-<C> directory; it returns the mount and a readable fd of
+// its root.
+func (e *engine) newMetaLayer(b *build) (meta, metaDir *os.File, err error) {
+	mfc, err := mount.NewFS("tmpfs", e.cls.Name)
+	if err != nil {
+		return nil, nil, err
 	}
 	// The merged root takes the mode of the top layer: the upper if
 	// mutable, else this meta layer, which therefore gets the hierarchy's
@@ -39,27 +84,37 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	if err == nil {
 		err = mfc.SetString("size", "1m")
 	}
-	var meta *os.File
 	if err == nil {
 		meta, err = mfc.Mount(unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC)
 	}
 	mfc.Close()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer meta.Close()
-	metaDir, err := reopen(meta, unix.O_RDONLY|unix.O_DIRECTORY)
+	metaDir, err = reopen(meta, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err == nil {
+		if err = mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
+			err = &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
+		}
+	}
+	if err == nil {
+		err = makeOpaque(metaDir, e.cls.DotDir)
+	}
 	if err != nil {
-		return nil, err
+		if metaDir != nil {
+			metaDir.Close()
+		}
+		meta.Close()
+		return nil, nil, err
 	}
-	defer metaDir.Close()
-	if err := mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
-		return nil, &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
-	}
-	if err := makeOpaque(metaDir, e.cls.DotDir); err != nil {
-		return nil, err
-	}
+	return meta, metaDir, nil
+}
 
+// overlaySpec is the overlay of the meta layer, the imported layers, the
+// image layers and (if it is a lower) the host hierarchy, with the class's
+// mount attributes and the overlay options ($SYSTEMD_*_OVERLAY_OPTIONS,
+// else the mutable defaults).
+func (e *engine) overlaySpec(b *build, meta *os.File, layers []*os.File) mount.OverlaySpec {
 	spec := mount.OverlaySpec{Source: e.cls.Name, Features: e.kern}
 	spec.Lower = append(spec.Lower, mount.Layer{File: meta})
 	for _, f := range b.imports {
@@ -95,20 +150,13 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 		// attribute is systemd's "extra turbo safety" remount.
 		spec.Attrs |= unix.MOUNT_ATTR_RDONLY
 	}
-	mnt, err := mount.MountOverlay(spec)
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			mnt.Close()
-		}
-	}()
-	st, err := statFd(mnt)
-	if err != nil {
-		return nil, err
-	}
+	return spec
+}
+
+// writeMetaFiles writes the meta files of the overlay whose status is st
+// into the meta layer's .systemd-<C>: the image list, origin, dev, and
+// work_dir and backing where they apply.
+func (e *engine) writeMetaFiles(b *build, metaDir *os.File, names []string, origin []byte, st unix.Stat_t) error {
 	files := []struct {
 		name string
 		data string
@@ -125,32 +173,20 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	}
 	dot, err := rootfs.OpenIn(metaDir, e.cls.DotDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer dot.Close()
 	for _, f := range files {
 		if err := writeNew(dot, f.name, f.data); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if e.opt.Records != nil {
 		if b.metaDot, err = reopen(dot, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if b.upper != nil {
-		if e.kern.DetachedTree {
-			if err := e.protectMeta(mnt); err != nil {
-				return nil, err
-			}
-		} else {
-			// Before Linux 6.15 nothing can be bound into a detached
-			// mount: place() does it right after attaching.
-			b.protectLater = true
-		}
-	}
-	ok = true
-	return mnt, nil
+	return nil
 }
 
 // pluralContent is the confexts/extensions file: names ascending, each
