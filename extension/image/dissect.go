@@ -162,19 +162,13 @@ func gptCandidates(g *GPT, arch string) map[string][]GPTPartition {
 	return m
 }
 
+// dissectGPT picks the data partition of a GPT image (root, else usr where
+// allowed, of the native or else the secondary architecture) and its
+// -verity and -verity-sig partitions, and works out the root hash.
 func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource string, extSig *Signature) (*Dissected, error) {
-	arch := o.Architecture
-	if _, ok := archTypes[arch]; !ok {
-		return nil, &DissectError{Rule: fmt.Sprintf("no partition types known for architecture %q", arch)}
-	}
-	cand := gptCandidates(g, arch)
-	if len(cand["root"]) == 0 && (!o.AllowUsr || len(cand["usr"]) == 0) {
-		if sec := release.SecondaryArchitecture(arch); sec != "" {
-			c2 := gptCandidates(g, sec)
-			if len(c2["root"]) > 0 || (o.AllowUsr && len(c2["usr"]) > 0) {
-				arch, cand = sec, c2
-			}
-		}
+	arch, cand, err := gptArchitecture(g, o)
+	if err != nil {
+		return nil, err
 	}
 	d := &Dissected{}
 	for _, p := range g.Partitions {
@@ -195,44 +189,11 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 		base = "usr"
 		d.UsrOnly = true
 	}
-	uuidOf := func(h []byte, last bool) string {
-		if len(h) < 32 {
-			return ""
-		}
-		b := h[:16]
-		if last {
-			b = h[len(h)-16:]
-		}
-		return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
-	}
-	// pick chooses one partition of a designator the way systemd 262's
-	// dissect_image does (no-auto partitions are not candidates): with a
-	// root hash known before dissection (xattr or sidecar) only the
-	// partition whose UUID is the matching half of it counts; of several
-	// left, the one whose label is the newest version (strverscmp_improved,
-	// an empty label the oldest) wins, and of equal labels the first in
-	// the table. That lets one DDI carry A/B versions of its root (and
-	// -verity, -verity-sig) partitions. The count is bounded by the GPT
-	// reader's entry limit.
-	pick := func(designator string, want string) *GPTPartition {
-		var best *GPTPartition
-		for i := range cand[designator] {
-			p := &cand[designator][i]
-			if want != "" && p.UUID != want {
-				continue
-			}
-			if best == nil || labelNewer(p.Name, best.Name) {
-				best = p
-			}
-		}
-		return best
-	}
-	data := pick(base, uuidOf(ext, false))
+	data := pickPartition(cand[base], uuidHalf(ext, false))
 	if data == nil {
-		return nil, &DissectError{Rule: fmt.Sprintf("GPT has no %s partition with the UUID %s that the root hash from %s selects", base, uuidOf(ext, false), extSource)}
+		return nil, &DissectError{Rule: fmt.Sprintf("GPT has no %s partition with the UUID %s that the root hash from %s selects", base, uuidHalf(ext, false), extSource)}
 	}
 	d.Data = Partition{Designator: base, Region: data.Region, UUID: data.UUID, Label: data.Name, ReadOnly: data.Attrs&(1<<60) != 0, GrowFS: data.Attrs&(1<<59) != 0}
-	var err error
 	if d.Data.FSType, err = DetectFS(r, int64(data.Region.Offset)); err != nil {
 		return nil, &DissectError{Rule: fmt.Sprintf("cannot read %s partition %d", base, data.Number), Err: err}
 	}
@@ -240,8 +201,8 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 		return nil, &DissectError{Rule: fmt.Sprintf("%s partition %d holds no squashfs/erofs/ext4 file system", base, data.Number)}
 	}
 
-	vp := pick(base+"-verity", uuidOf(ext, true))
-	sp := pick(base+"-verity-sig", "")
+	vp := pickPartition(cand[base+"-verity"], uuidHalf(ext, true))
+	sp := pickPartition(cand[base+"-verity-sig"], "")
 	if vp == nil {
 		if sp != nil {
 			return nil, &DissectError{Rule: fmt.Sprintf("GPT has a %s-verity-sig partition but no %s-verity partition", base, base)}
@@ -251,7 +212,74 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 		}
 		return d, nil
 	}
+	if d.Verity, err = gptVerity(r, base, data, vp, sp, ext, extSource, extSig); err != nil {
+		return nil, err
+	}
+	return d, nil
+}
 
+// gptArchitecture returns the architecture whose partitions count (the
+// requested one, else its secondary one when only that has a root, or a
+// usr where allowed) and the candidates of each designator.
+func gptArchitecture(g *GPT, o DissectOptions) (string, map[string][]GPTPartition, error) {
+	arch := o.Architecture
+	if _, ok := archTypes[arch]; !ok {
+		return "", nil, &DissectError{Rule: fmt.Sprintf("no partition types known for architecture %q", arch)}
+	}
+	cand := gptCandidates(g, arch)
+	if len(cand["root"]) == 0 && (!o.AllowUsr || len(cand["usr"]) == 0) {
+		if sec := release.SecondaryArchitecture(arch); sec != "" {
+			c2 := gptCandidates(g, sec)
+			if len(c2["root"]) > 0 || (o.AllowUsr && len(c2["usr"]) > 0) {
+				return sec, c2, nil
+			}
+		}
+	}
+	return arch, cand, nil
+}
+
+// uuidHalf is the partition UUID a root hash known before dissection
+// selects: its first 128 bits for the data partition, its last for the
+// verity partition; "" when there is no such hash.
+func uuidHalf(h []byte, last bool) string {
+	if len(h) < 32 {
+		return ""
+	}
+	b := h[:16]
+	if last {
+		b = h[len(h)-16:]
+	}
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
+}
+
+// pickPartition chooses one of the candidates of a designator the way
+// systemd 262's dissect_image does (no-auto partitions are not
+// candidates): with a root hash known before dissection (xattr or
+// sidecar) only the partition whose UUID is the matching half of it
+// (want) counts; of several left, the one whose label is the newest
+// version (strverscmp_improved, an empty label the oldest) wins, and of
+// equal labels the first in the table. That lets one DDI carry A/B
+// versions of its root (and -verity, -verity-sig) partitions. The count is
+// bounded by the GPT reader's entry limit.
+func pickPartition(cand []GPTPartition, want string) *GPTPartition {
+	var best *GPTPartition
+	for i := range cand {
+		p := &cand[i]
+		if want != "" && p.UUID != want {
+			continue
+		}
+		if best == nil || labelNewer(p.Name, best.Name) {
+			best = p
+		}
+	}
+	return best
+}
+
+// gptVerity reads the verity set-up of the data partition: the root hash
+// (known before dissection, else the signature partition's, else the
+// partition UUIDs'), the signature and the hash partition's superblock,
+// checked against the data partition.
+func gptVerity(r io.ReaderAt, base string, data, vp, sp *GPTPartition, ext []byte, extSource string, extSig *Signature) (*Verity, error) {
 	rootHash, source := ext, extSource
 	sig := extSig
 	if sp != nil {
@@ -276,7 +304,6 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 		}
 		rootHash, source = h, "partition UUIDs"
 	}
-
 	sb, err := ParseVeritySuperblock(io.NewSectionReader(r, int64(vp.Region.Offset), veritySBSize))
 	if err != nil {
 		return nil, &DissectError{Rule: fmt.Sprintf("%s-verity partition %d", base, vp.Number), Err: err}
@@ -287,8 +314,7 @@ func dissectGPT(r io.ReaderAt, g *GPT, o DissectOptions, ext []byte, extSource s
 	if ds := verityDigestSizes[sb.Algorithm]; ds != len(rootHash) {
 		return nil, &DissectError{Rule: fmt.Sprintf("root hash from %s has %d bytes, %s digests have %d", source, len(rootHash), sb.Algorithm, ds)}
 	}
-	d.Verity = &Verity{Hash: vp.Region, Superblock: sb, HashStartBlock: 1, RootHash: rootHash, RootHashSource: source, Signature: sig}
-	return d, nil
+	return &Verity{Hash: vp.Region, Superblock: sb, HashStartBlock: 1, RootHash: rootHash, RootHashSource: source, Signature: sig}, nil
 }
 
 // gptFlagNoAuto is the GPT attribute bit (63) that tells automatic
