@@ -48,7 +48,12 @@ func (e *engine) loadState() *runState {
 	// under the hierarchy lock, so no writer of ours is active.
 	p := e.statePath()
 	os.Remove(filepath.Join(filepath.Dir(p), rootfs.TempName(filepath.Base(p))))
-	b, err := os.ReadFile(p)
+	dir, err := os.Open(filepath.Dir(p))
+	if err != nil {
+		return nil
+	}
+	defer dir.Close()
+	b, err := rootfs.ReadRegular(dir, filepath.Base(p), maxSmallFile, rootfs.NoFollow)
 	if err != nil {
 		return nil
 	}
