@@ -70,9 +70,14 @@ func protectionOf(op imageOpener, p string) (string, bool) {
 			c.Close()
 		}
 	}()
+	// A sidecar is hostile input: a FIFO, a device or a link there makes
+	// the image invalid (the merge refuses it too), never a blocked read.
+	var refused error
 	side := func(suffix string) *os.File {
-		// A sidecar is hostile input: never a FIFO or a device.
 		sf, err := op.OpenRegular(base+suffix, rootfs.NoFollow)
+		if errors.As(err, &bad) && refused == nil {
+			refused = err
+		}
 		if err != nil {
 			return nil
 		}
@@ -89,6 +94,9 @@ func protectionOf(op imageOpener, p string) (string, bool) {
 		if vst, err := sf.Stat(); err == nil {
 			o.VerityFile, o.VerityFileSize, o.VerityPath = sf, vst.Size(), base+".verity"
 		}
+	}
+	if refused != nil {
+		return "invalid (" + refused.Error() + ")", true
 	}
 	d, err := image.Dissect(f, st.Size(), o)
 	switch {

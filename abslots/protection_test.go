@@ -6,6 +6,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
@@ -53,15 +56,27 @@ func TestPlanProtection(t *testing.T) {
 	}
 	os.WriteFile(filepath.Join(sx, "sig.roothash.p7s"), []byte("DER"), 0o644)
 	os.WriteFile(filepath.Join(sx, "bad.raw"), []byte("not an image"), 0o644)
+	// A FIFO sidecar (issue 14 item 5): invalid, and no blocked open.
+	testutil.MakeSquashfs(t, src, filepath.Join(sx, "fifo.raw"))
+	if err := unix.Mkfifo(filepath.Join(sx, "fifo.roothash"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	root := openRootFS(t, dir)
 	p := &Plan{Choices: []Choice{
 		{Name: "plain", Image: "/etc/flatcar/sysext/plain.raw"},
 		{Name: "ver", Image: "/etc/flatcar/sysext/moved-away.raw", Fallback: "/etc/flatcar/sysext/ver.raw"},
 		{Name: "sig", Image: "/etc/flatcar/sysext/sig.raw"},
 		{Name: "bad", Image: "/etc/flatcar/sysext/bad.raw"},
+		{Name: "fifo", Image: "/etc/flatcar/sysext/fifo.raw"},
 		{Name: "none"},
 	}}
-	annotateProtection(root, p)
+	done := make(chan struct{})
+	go func() { annotateProtection(root, p); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("annotateProtection blocks (a FIFO sidecar)")
+	}
 	want := map[string]string{"plain": ProtUnprotected, "ver": ProtVerity, "sig": ProtSigned, "none": ""}
 	for _, c := range p.Choices {
 		if w, ok := want[c.Name]; ok && c.Protection != w {
@@ -69,6 +84,9 @@ func TestPlanProtection(t *testing.T) {
 		}
 		if c.Name == "bad" && !strings.HasPrefix(c.Protection, "invalid (") {
 			t.Errorf("bad: protection %q", c.Protection)
+		}
+		if c.Name == "fifo" && !strings.Contains(c.Protection, "fifo.roothash: is a FIFO, not a regular file") {
+			t.Errorf("fifo: protection %q", c.Protection)
 		}
 	}
 }
