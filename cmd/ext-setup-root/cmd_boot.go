@@ -76,6 +76,36 @@ func init() {
 	})
 }
 
+// bootRoot is the --root of a boot stage: as given, else the sysroot in
+// the initrd and / elsewhere.
+func bootRoot(root string) string {
+	switch {
+	case root != "":
+		return root
+	case paths.InInitrd():
+		return paths.Sysroot
+	}
+	return "/"
+}
+
+// readBootCmdline reads and parses the kernel command line
+// (paths.ProcCmdline; none when it cannot be read, with a warning) and logs
+// its problems. It returns the raw line too, for the engines.
+func readBootCmdline(env *Env) (string, boot.Cmdline, error) {
+	raw, err := os.ReadFile(paths.ProcCmdline)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		env.Log.Warnf("reading kernel command line %s: %v; using none", paths.ProcCmdline, err)
+	}
+	cl, err := boot.ParseCmdline(bytes.NewReader(raw))
+	if err != nil {
+		return "", cl, fmt.Errorf("parsing kernel command line %s: %w", paths.ProcCmdline, err)
+	}
+	for _, p := range cl.Problems {
+		env.Log.Warnf("%s", p)
+	}
+	return string(raw), cl, nil
+}
+
 // runBoot is the verb the initrd units run. The kernel command line
 // (paths.ProcCmdline) can disable stages, confexts and sysexts, turn on
 // debug logging or a dry run; see docs/boot.md.
@@ -104,22 +134,10 @@ func runBoot(env *Env, args []string) error {
 	default:
 		return usagef("boot: --stage must be pre, post, late-confext or late-sysext, not %q", *stage)
 	}
-	if *root == "" {
-		*root = "/"
-		if paths.InInitrd() {
-			*root = paths.Sysroot
-		}
-	}
-	raw, err := os.ReadFile(paths.ProcCmdline)
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		env.Log.Warnf("reading kernel command line %s: %v; using none", paths.ProcCmdline, err)
-	}
-	cl, err := boot.ParseCmdline(bytes.NewReader(raw))
+	*root = bootRoot(*root)
+	raw, cl, err := readBootCmdline(env)
 	if err != nil {
-		return fmt.Errorf("parsing kernel command line %s: %w", paths.ProcCmdline, err)
-	}
-	for _, p := range cl.Problems {
-		env.Log.Warnf("%s", p)
+		return err
 	}
 	if *debug || cl.Debug {
 		env.Log.SetDebug(true)
@@ -168,7 +186,7 @@ func runBoot(env *Env, args []string) error {
 		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: stagePolicy}
 	}
 	var engErr error
-	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
+	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, raw, log)
 	// Where a stage's time goes before its first operation: the process
 	// start and everything up to here (boot time, 10 ms resolution).
 	if line, ok := startupReport(string(st), func() time.Duration { return mount.Kernel().ProbeTime }, sinceExec, initAt); ok {
