@@ -16,10 +16,11 @@ type fakePrep struct {
 	res *prepare.Result
 	err error
 	dry bool
+	req PrepareRequest
 }
 
-func (p *fakePrep) Prepare(_ context.Context, _ string, dry bool) (*prepare.Result, error) {
-	p.dry = dry
+func (p *fakePrep) Prepare(_ context.Context, req PrepareRequest) (*prepare.Result, error) {
+	p.dry, p.req = req.DryRun, req
 	p.f.calls = append(p.f.calls, "prepare")
 	return p.res, p.err
 }
