@@ -163,7 +163,36 @@ func (d *deduper) subdir(dir int, p, name string, lowers []lower, st *unix.Stat_
 		d.walk.fail(pathErr("getxattr", d.r.display(p), err))
 		return false
 	}
+	if len(below) == 1 {
+		// Without the user's directory, one layer's directory alone is
+		// shown, and overlayfs lists it as it is: a whiteout in it, hidden
+		// while the directory is merged, would appear as a name that
+		// cannot be opened (found by the property test).
+		if wo, err := hasWhiteout(below[0].fd); err != nil || wo {
+			d.walk.fail(pathErr("readdir", d.r.display(p), err))
+			return false
+		}
+	}
 	return d.remove(dir, p, name, &now)
+}
+
+// hasWhiteout reports whether the directory fd holds a whiteout (a 0:0
+// character device).
+func hasWhiteout(fd int) (bool, error) {
+	names, err := readNames(fd)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := fstatat(fd, n, &st); err != nil {
+			return false, err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0 {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // lowersOf returns the layer directories called name below lowers, as
