@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
@@ -59,7 +60,9 @@ func (s *Stack) Close() {
 // search directory holding a name wins, .v/ picking), the same identity
 // step, the same checks (image policy, dm-verity and signature for raw
 // images, extension-release against the root's os-release, forbidden
-// content) and the same order. An essential image (opt.Essential) that the
+// content) and the same order; no layers when the class's first hierarchy
+// is not merged at all (SYSTEMD_<CLASS>_HIERARCHIES). An essential image
+// (opt.Essential) that the
 // merge would refuse is an error, as it fails the merge. The prepare
 // step's dedup uses it to remove only what the merged hierarchy will show
 // unchanged.
@@ -84,6 +87,11 @@ func OpenStack(opt Options) (*Stack, error) {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
 	st := &Stack{}
+	if !slices.Contains(e.hiers, e.cls.Hierarchies[0]) {
+		// The merge does not cover the hierarchy (SYSTEMD_*_HIERARCHIES):
+		// nothing of an image shows there.
+		return st, nil
+	}
 	ok := false
 	var cands []*candidate
 	defer func() {

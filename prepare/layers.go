@@ -83,6 +83,10 @@ func (r *run) openConfexts(name string) (*stack, error) {
 		r.log.Infof("prepare: no default confext configured (prepare.dedup.defaults_confext); no dedup")
 		return nil, nil
 	}
+	if r.etcPath != "/etc" {
+		r.log.Infof("prepare: the confext merge covers /etc, not %s; no dedup", r.display(r.etcPath))
+		return nil, nil
+	}
 	st, err := r.o.Confexts()
 	if err != nil {
 		return nil, fmt.Errorf("the confexts the merge will use (no dedup): %w", err)
