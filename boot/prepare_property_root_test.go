@@ -30,9 +30,9 @@ import (
 // user databases, no machine-id), so every path must be equal.
 //
 // Each case is a random /etc (files, symlinks, directories, opaque
-// directories, whiteouts, user xattrs, ACLs, modes, owners) and a random
-// stack of 1-4 directory confexts derived from the same base tree, so
-// that many entries are identical to a layer's: some refused (no or a
+// directories, whiteouts, user xattrs, access and default ACLs, modes,
+// owners) and a random stack of 1-4 directory confexts derived from the
+// same base tree, so that many entries are identical to a layer's: some refused (no or a
 // wrong extension-release), some shadowed by a higher search directory,
 // some versioned (NAME.v/). EXT_SETUP_ROOT_PROPERTY_CASES sets the number
 // of cases (default 200; make fuzz runs more), EXT_SETUP_ROOT_PROPERTY_SEED
@@ -159,6 +159,9 @@ func randNode(r *rand.Rand) *gnode {
 	}
 	if n.kind != 'l' && r.Intn(8) == 0 {
 		n.xattr["system.posix_acl_access"] = string(aclValue(uint32(1000 + r.Intn(2))))
+	}
+	if n.kind == 'd' && r.Intn(8) == 0 {
+		n.xattr["system.posix_acl_default"] = string(aclValue(uint32(1000 + r.Intn(2))))
 	}
 	return n
 }
