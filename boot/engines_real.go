@@ -185,8 +185,8 @@ type RealPreparer struct {
 	Config prepare.Config
 	Log    *oplog.Logger
 	// Getenv and ImagePolicy (the stage's effective policy text, "" for
-	// the class's) are used to open a raw default confext for the dedup's
-	// vendor defaults exactly as its merge will.
+	// the class's) are used to open the confexts for the dedup exactly as
+	// the merge that follows will (extension.OpenStack).
 	Getenv      func(string) string
 	ImagePolicy string
 }
