@@ -129,3 +129,22 @@ func TestConfigPrepareTable(t *testing.T) {
 		}
 	}
 }
+
+// TestPrepareToldWhenNoMergeFollows: with systemd.confext=0 the prepare
+// step still runs (reset, whiteouts, machine-id) but is told that no merge
+// follows, so its dedup removes nothing; otherwise it gets the merge's
+// essential list.
+func TestPrepareToldWhenNoMergeFollows(t *testing.T) {
+	f := newFake()
+	p := &fakePrep{f: f, res: &prepare.Result{}}
+	run(t, f, Options{Stage: StagePre, Prep: p, Cmdline: Cmdline{ConfextOff: true}})
+	if p.req.NoMerge == "" || !strings.Contains(p.req.NoMerge, "systemd.confext=0") {
+		t.Errorf("confext=0: NoMerge = %q", p.req.NoMerge)
+	}
+	f = newFake()
+	p = &fakePrep{f: f, res: &prepare.Result{}}
+	run(t, f, Options{Stage: StagePre, Prep: p, Essential: []string{"00-x"}})
+	if p.req.NoMerge != "" || strings.Join(p.req.Essential, ",") != "00-x" {
+		t.Errorf("merge follows: %+v", p.req)
+	}
+}
