@@ -62,10 +62,9 @@ func (s *Stack) Close() {
 // images, extension-release against the root's os-release, forbidden
 // content) and the same order; no layers when the class's first hierarchy
 // is not merged at all (SYSTEMD_<CLASS>_HIERARCHIES). An essential image
-// (opt.Essential) that the
-// merge would refuse is an error, as it fails the merge. The prepare
-// step's dedup uses it to remove only what the merged hierarchy will show
-// unchanged.
+// (opt.Essential) that the merge would refuse is an error, as it fails the
+// merge. The prepare step's dedup uses it to remove only what the merged
+// hierarchy will show unchanged.
 func OpenStack(opt Options) (*Stack, error) {
 	e, err := newEngine(opt)
 	if err != nil {
