@@ -75,8 +75,15 @@ demo: build
 
 # fuzz runs every go test -fuzz target for FUZZTIME each (scripts/fuzz.sh,
 # table in out/fuzz.md); make test runs a short pass (FUZZTIME_TEST each).
+# It also runs the prepare step's property test (boot/
+# prepare_property_root_test.go, 200 cases in make test) on PROPERTY_CASES
+# more generated cases from PROPERTY_SEED (as root).
 FUZZTIME      ?= 60s
 FUZZTIME_TEST ?= 3s
+PROPERTY_CASES ?= 5000
+PROPERTY_SEED  ?= 1000
 .PHONY: fuzz
 fuzz:
 	GO=$(GO) FUZZTIME=$(FUZZTIME) scripts/fuzz.sh
+	EXT_SETUP_ROOT_PROPERTY_CASES=$(PROPERTY_CASES) EXT_SETUP_ROOT_PROPERTY_SEED=$(PROPERTY_SEED) \
+		$(GO) test -count=1 -timeout 60m -run '^TestPrepareInvariantProperty$$' ./boot/

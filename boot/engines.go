@@ -115,5 +115,17 @@ type RootOps interface {
 // Preparer runs the /etc hygiene and first-boot duties (package prepare)
 // on root; the result is reported in the stage summary.
 type Preparer interface {
-	Prepare(ctx context.Context, root string, dryRun bool) (*prepare.Result, error)
+	Prepare(ctx context.Context, req PrepareRequest) (*prepare.Result, error)
+}
+
+// PrepareRequest is one prepare step of the pre stage.
+type PrepareRequest struct {
+	Root   string
+	DryRun bool
+	// NoMerge says why no confext merge follows (systemd.confext=0): the
+	// dedup removes nothing then, as nothing would show the defaults.
+	NoMerge string
+	// Essential are the confext patterns the merge requires: the dedup's
+	// view of the merge refuses what the merge refuses.
+	Essential []string
 }

@@ -3,7 +3,6 @@ package boot
 import (
 	"context"
 	"errors"
-	"os"
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
@@ -186,35 +185,44 @@ type RealPreparer struct {
 	Config prepare.Config
 	Log    *oplog.Logger
 	// Getenv and ImagePolicy (the stage's effective policy text, "" for
-	// the class's) are used to open a raw default confext for the dedup's
-	// vendor defaults exactly as its merge will.
+	// the class's) are used to open the confexts for the dedup exactly as
+	// the merge that follows will (extension.OpenStack).
 	Getenv      func(string) string
 	ImagePolicy string
 }
 
 // Prepare implements Preparer.
-func (p RealPreparer) Prepare(ctx context.Context, root string, dryRun bool) (*prepare.Result, error) {
-	return prepare.Run(ctx, prepare.Options{Root: root, Config: p.Config, DryRun: dryRun, Log: p.Log,
-		OpenConfext: p.openConfext(root)})
+func (p RealPreparer) Prepare(ctx context.Context, req PrepareRequest) (*prepare.Result, error) {
+	return prepare.Run(ctx, prepare.Options{Root: req.Root, Config: p.Config, DryRun: req.DryRun, Log: p.Log,
+		Confexts: p.confexts(req), NoDedup: req.NoMerge})
 }
 
-// openConfext opens a confext image's etc/ with the extension engine
-// (dm-verity, signature, image policy and extension-release as in the
-// merge that follows).
-func (p RealPreparer) openConfext(root string) func(string) (*os.File, string, func(), error) {
-	return func(name string) (*os.File, string, func(), error) {
-		o := extension.Options{Root: root, Class: extension.Confext, Getenv: p.Getenv, Log: p.Log, NoReload: true}
+// confexts opens the confext stack the merge that follows will use, with
+// the extension engine's own discovery and checks (dm-verity, signature,
+// image policy, extension-release, the essential list) in this stage's
+// configuration.
+func (p RealPreparer) confexts(req PrepareRequest) func() (*prepare.Stack, error) {
+	return func() (*prepare.Stack, error) {
+		o := extension.Options{Root: req.Root, Class: extension.Confext, Getenv: p.Getenv, Log: p.Log, NoReload: true,
+			Essential: req.Essential}
 		if p.ImagePolicy != "" {
 			pol, err := image.ParsePolicy(p.ImagePolicy)
 			if err != nil {
-				return nil, "", nil, err
+				return nil, err
 			}
 			o.ImagePolicy = pol
 		}
-		t, err := extension.OpenImageTree(o, name)
-		if err != nil || t == nil {
-			return nil, "", nil, err
+		st, err := extension.OpenStack(o)
+		if err != nil {
+			return nil, err
 		}
-		return t.Dir, t.Where, func() { t.Close() }, nil
+		out := &prepare.Stack{Close: st.Close}
+		for _, l := range st.Layers {
+			out.Layers = append(out.Layers, prepare.Layer{Name: l.Name, Where: l.Where, Dir: l.Dir})
+		}
+		for _, s := range st.Skipped {
+			out.Skipped = append(out.Skipped, s.Name+": "+s.Reason)
+		}
+		return out, nil
 	}
 }

@@ -217,7 +217,11 @@ func runPrepare(ctx context.Context, o *Options, s *Summary) bool {
 		return false
 	}
 	op := o.Log.Op("prepare %s: /etc hygiene and first-boot duties", o.Root)
-	res, err := o.Prep.Prepare(ctx, o.Root, o.DryRun)
+	req := PrepareRequest{Root: o.Root, DryRun: o.DryRun, Essential: o.essential()}
+	if o.Cmdline.ConfextOff {
+		req.NoMerge = "no confext merge follows (systemd.confext=0)"
+	}
+	res, err := o.Prep.Prepare(ctx, req)
 	if op.Finish(err) != nil {
 		s.PrepareNote = "failed"
 		o.Log.Errorf("prepare step failed, continuing with the merge: %v", err)

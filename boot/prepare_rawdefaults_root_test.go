@@ -37,7 +37,7 @@ func TestPrepareDefaultsFromRawConfext(t *testing.T) {
 			cfg.Dedup.DefaultsDirs = nil
 			var log strings.Builder
 			p := RealPreparer{Config: cfg, Log: oplog.New(oplog.WriterSink{W: &log}), Getenv: func(string) string { return "" }, ImagePolicy: tc.policy}
-			res, err := p.Prepare(context.Background(), root, false)
+			res, err := p.Prepare(context.Background(), PrepareRequest{Root: root, Essential: DefaultEssential})
 			_, serr := os.Stat(filepath.Join(root, "etc/flatcar-default.conf"))
 			gone := os.IsNotExist(serr)
 			if gone != tc.wantGone {

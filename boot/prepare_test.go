@@ -16,10 +16,11 @@ type fakePrep struct {
 	res *prepare.Result
 	err error
 	dry bool
+	req PrepareRequest
 }
 
-func (p *fakePrep) Prepare(_ context.Context, _ string, dry bool) (*prepare.Result, error) {
-	p.dry = dry
+func (p *fakePrep) Prepare(_ context.Context, req PrepareRequest) (*prepare.Result, error) {
+	p.dry, p.req = req.DryRun, req
 	p.f.calls = append(p.f.calls, "prepare")
 	return p.res, p.err
 }
@@ -126,5 +127,24 @@ func TestConfigPrepareTable(t *testing.T) {
 		if _, err := ParseConfig(strings.NewReader(in), "boot.toml"); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%q: err %v, want %q", in, err, want)
 		}
+	}
+}
+
+// TestPrepareToldWhenNoMergeFollows: with systemd.confext=0 the prepare
+// step still runs (reset, whiteouts, machine-id) but is told that no merge
+// follows, so its dedup removes nothing; otherwise it gets the merge's
+// essential list.
+func TestPrepareToldWhenNoMergeFollows(t *testing.T) {
+	f := newFake()
+	p := &fakePrep{f: f, res: &prepare.Result{}}
+	run(t, f, Options{Stage: StagePre, Prep: p, Cmdline: Cmdline{ConfextOff: true}})
+	if p.req.NoMerge == "" || !strings.Contains(p.req.NoMerge, "systemd.confext=0") {
+		t.Errorf("confext=0: NoMerge = %q", p.req.NoMerge)
+	}
+	f = newFake()
+	p = &fakePrep{f: f, res: &prepare.Result{}}
+	run(t, f, Options{Stage: StagePre, Prep: p, Essential: []string{"00-x"}})
+	if p.req.NoMerge != "" || strings.Join(p.req.Essential, ",") != "00-x" {
+		t.Errorf("merge follows: %+v", p.req)
 	}
 }

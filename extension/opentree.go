@@ -4,16 +4,19 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 
 	"golang.org/x/sys/unix"
 )
 
 // ImageTree is one image opened read-only for reading its files outside a
-// merge: Dir is its tree at the class's hierarchy (etc/ of a confext).
+// merge (a layer of OpenStack): Dir is its tree at the class's hierarchy
+// (etc/ of a confext).
 // Close releases the detached mounts and loop and dm devices behind it.
 type ImageTree struct {
 	Dir    *os.File
 	Where  string // the image file, for messages
+	Name   string // the image's name
 	opened *openedImage
 }
 
@@ -23,77 +26,132 @@ func (t *ImageTree) Close() error {
 		t.Dir.Close()
 		t.Dir = nil
 	}
-	return t.opened.Close()
+	if t.opened == nil {
+		return nil
+	}
+	err := t.opened.Close()
+	t.opened = nil
+	return err
 }
 
-// OpenImageTree finds the image called name in the class's search paths of
-// opt.Root and opens it exactly as a merge would: dm-verity, signature and
-// image policy for raw images, and the extension-release checked against
-// the root's os-release. The prepare step reads the vendor defaults from
-// the default confext this way before the merge exists, so that a raw
-// (signed) default confext serves as well as a directory one, and an image
-// the merge would refuse is not trusted either. It changes nothing on
-// disk; nil and no error when there is no such image.
-func OpenImageTree(opt Options, name string) (*ImageTree, error) {
+// Stack is the images a merge of the class would stack, opened read-only
+// with the merge's own rules, for reading what the merge will show.
+// Layers is top layer first (the order of overlayfs's lowerdir=: the
+// image sorting last by name is on top); an accepted image without the
+// class's hierarchy is not a layer. Close releases every image.
+type Stack struct {
+	Layers []ImageTree
+	// Names are the accepted images, ascending (as Result.Merged).
+	Names []string
+	// Skipped are the images the merge would leave out, with the reason.
+	Skipped []Skip
+}
+
+// Close releases every layer.
+func (s *Stack) Close() {
+	for i := range s.Layers {
+		s.Layers[i].Close()
+	}
+	s.Layers = nil
+}
+
+// OpenStack computes, without changing anything, the stack of images a
+// merge of opt's class in opt.Root would use: the same discovery (first
+// search directory holding a name wins, .v/ picking), the same identity
+// step, the same checks (image policy, dm-verity and signature for raw
+// images, extension-release against the root's os-release, forbidden
+// content) and the same order; no layers when the class's first hierarchy
+// is not merged at all (SYSTEMD_<CLASS>_HIERARCHIES). An essential image
+// (opt.Essential) that the merge would refuse is an error, as it fails the
+// merge. The prepare step's dedup uses it to remove only what the merged
+// hierarchy will show unchanged.
+func OpenStack(opt Options) (*Stack, error) {
 	e, err := newEngine(opt)
 	if err != nil {
 		return nil, err
 	}
 	defer e.close()
+	if len(e.cls.Hierarchies) == 0 {
+		return nil, errors.New("extension: class without hierarchy")
+	}
 	if _, _, err := e.imagePolicy(); err != nil {
+		return nil, err
+	}
+	host, scope, err := e.hostRelease()
+	if err != nil {
 		return nil, err
 	}
 	imgs, err := e.discover()
 	if err != nil {
 		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
-	var img *Image
-	for i := range imgs {
-		if imgs[i].Name == name {
-			img = &imgs[i]
-			break
-		}
-	}
-	if img == nil {
-		return nil, nil
-	}
-	o, err := e.openImage(*img)
-	if err != nil {
-		return nil, err
+	st := &Stack{}
+	if !slices.Contains(e.hiers, e.cls.Hierarchies[0]) {
+		// The merge does not cover the hierarchy (SYSTEMD_*_HIERARCHIES):
+		// nothing of an image shows there.
+		return st, nil
 	}
 	ok := false
+	var cands []*candidate
 	defer func() {
+		for _, c := range cands {
+			if c.opened != nil {
+				c.opened.Close()
+			}
+		}
 		if !ok {
-			o.Close()
+			st.Close()
 		}
 	}()
-	host, scope, err := e.hostRelease()
-	if err != nil {
+	for _, img := range imgs {
+		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
+		if err != nil {
+			if e.essential(img.Name) {
+				return nil, &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}
+			}
+			st.Skipped = append(st.Skipped, Skip{Name: img.Name, Reason: fmt.Sprintf("cannot identify image: %v", err)})
+			continue
+		}
+		c := &candidate{img: img, id: id}
+		cands = append(cands, c)
+		if err := e.check(c, host, scope); err != nil {
+			return nil, err
+		}
+		if !c.accepted {
+			st.Skipped = append(st.Skipped, Skip{Name: img.Name, Reason: c.reason})
+		}
+	}
+	if err := st.layers(e, cands); err != nil {
 		return nil, err
 	}
-	valid, reason, err := e.validate(o, host, scope)
-	if err != nil {
-		return nil, &imageError{img.Name, e.display(img.Path), "extension-release", err}
-	}
-	if !valid {
-		return nil, &imageError{img.Name, e.display(img.Path), reason, nil}
-	}
-	if len(e.cls.Hierarchies) == 0 {
-		return nil, errors.New("extension: class without hierarchy")
-	}
-	dir, err := o.layer(e.cls.Hierarchies[0])
-	if err != nil {
-		return nil, &imageError{img.Name, e.display(img.Path), "cannot open " + e.cls.Hierarchies[0], err}
-	}
-	if dir == nil {
-		return nil, &imageError{img.Name, e.display(img.Path), "image has no " + e.cls.Hierarchies[0], nil}
-	}
-	// layer gives an O_PATH descriptor; readers need a real one.
-	rd, err := reopen(dir, unix.O_RDONLY|unix.O_DIRECTORY)
-	dir.Close()
-	if err != nil {
-		return nil, &imageError{img.Name, e.display(img.Path), "cannot open " + e.cls.Hierarchies[0], err}
-	}
 	ok = true
-	return &ImageTree{Dir: rd, Where: e.display(img.Path), opened: o}, nil
+	return st, nil
+}
+
+// layers fills in the accepted images, top layer first; each layer takes
+// over its image (the candidate no longer closes it).
+func (st *Stack) layers(e *engine, cands []*candidate) error {
+	h := e.cls.Hierarchies[0]
+	for i := len(cands) - 1; i >= 0; i-- {
+		c := cands[i]
+		if !c.accepted {
+			continue
+		}
+		st.Names = append([]string{c.img.Name}, st.Names...)
+		dir, err := c.opened.layer(h)
+		if err != nil {
+			return &imageError{c.img.Name, e.display(c.img.Path), "cannot open hierarchy " + h + " in image", err}
+		}
+		if dir == nil {
+			continue
+		}
+		rd, err := reopen(dir, unix.O_RDONLY|unix.O_DIRECTORY)
+		dir.Close()
+		if err != nil {
+			return &imageError{c.img.Name, e.display(c.img.Path), "cannot open " + h, err}
+		}
+		st.Layers = append(st.Layers, ImageTree{Dir: rd, Where: e.display(c.img.Path), Name: c.img.Name, opened: c.opened})
+		c.opened = nil
+	}
+	return nil
 }

@@ -76,12 +76,15 @@ type DedupConfig struct {
 	Enabled bool `toml:"enabled"`
 	// Etc is the directory cleaned, in the root.
 	Etc string `toml:"etc"`
-	// DefaultsConfext names a directory confext image (found in the
-	// confext search paths of the root) whose etc/ holds the vendor
-	// defaults; tried before DefaultsDirs when set.
+	// DefaultsConfext names the vendor's default confext: an entry of
+	// /etc goes only when, in the merge that follows, this image is what
+	// shows through at its path, identical. "" turns the dedup off in
+	// the boot stages.
 	DefaultsConfext string `toml:"defaults_confext"`
 	// DefaultsDirs are directories in the root holding the vendor
-	// defaults; the first that exists is used.
+	// defaults, used only by a caller without an extension engine (no
+	// Options.Confexts): the first that exists is taken as the one layer
+	// below /etc, Flatcar's classic overlay.
 	DefaultsDirs []string `toml:"defaults_dirs"`
 	// OptOutFlag disables the dedup when it exists.
 	OptOutFlag string `toml:"opt_out_flag"`
@@ -112,7 +115,7 @@ func Default() Config {
 			Configs:  []string{"baselayout.conf", "baselayout-usr.conf", "baselayout-home.conf", "base_image_var.conf"},
 			Commands: [][]string{{"/usr/sbin/flatcar-tmpfiles", "{ROOT}"}}},
 		MachineID: MachineIDConfig{Enabled: true, File: "/etc/machine-id", Blank: BlankMachineID},
-		Dedup: DedupConfig{Enabled: true, Etc: "/etc", DefaultsDirs: []string{"/usr/share/flatcar/etc"},
+		Dedup: DedupConfig{Enabled: true, Etc: "/etc", DefaultsConfext: "00-flatcar-default", DefaultsDirs: []string{"/usr/share/flatcar/etc"},
 			OptOutFlag: "/etc/.no-dup-update"},
 		OEM: OEMConfig{Enabled: true, Source: "/usr/share/oem", Target: "/oem"},
 	}

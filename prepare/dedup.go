@@ -6,24 +6,24 @@ import (
 	"errors"
 	"fmt"
 
-	"path"
-	"sort"
-
 	"golang.org/x/sys/unix"
 )
 
 // dedup removes entries of /etc identical to their vendor default, so that
-// a later update of the default is not shadowed by a stale copy. The rules
-// are Flatcar's: an entry is a candidate when the default has an entry of
-// the same name with the same type, permission bits (including set-id and
-// sticky), owner and group; regular files and directories must also have
-// the same POSIX ACLs. A symlink goes when its target string is the same,
-// a regular file when its content is, a directory when it is empty (after
-// its own identical entries went) and not opaque. Nothing below an opaque
-// directory (overlayfs trusted.overlay.opaque=y, a directory the user
-// recreated, so the default's contents do not show through) is removed,
-// nor any other type (devices, whiteouts, fifos, sockets). Other xattrs
-// and SELinux labels are not compared. Mounts below /etc are not entered.
+// a later update of the default is not shadowed by a stale copy. Its
+// contract: what a reader of the merged /etc sees is the same before and
+// after. So an entry goes only when the layer that would show through at
+// its path once it is gone is the default confext, as the merge will stack
+// it (layers.go), and that layer's entry is identical: same type,
+// permission bits (including set-id and sticky), owner and group, the same
+// extended attributes (POSIX ACLs included; overlayfs's own trusted.overlay
+// ones, which a reader never sees, aside), and for a symlink the same
+// target, for a regular file the same bytes, for a directory nothing left
+// in it (after its own identical entries went). A higher confext that has
+// the path, or hides it (a whiteout, an opaque or non-directory parent),
+// keeps the copy. Nothing below an opaque directory of /etc (the user
+// removed and recreated it) is removed, nor any other type (devices, so
+// whiteouts stay; fifos, sockets). Mounts below /etc are not entered.
 func (r *run) dedup(ctx context.Context) error {
 	c := &r.o.Config.Dedup
 	if r.etc < 0 {
@@ -31,235 +31,227 @@ func (r *run) dedup(ctx context.Context) error {
 		return nil
 	}
 	if c.OptOutFlag != "" {
-		dir, rel := r.splitIn(c.OptOutFlag)
-		fd, err := openIn(dir, rel, unix.O_PATH, false)
+		// Resolved in the root: /etc/.no-dup-update may be an absolute
+		// symlink to another file of /etc.
+		fd, err := openIn(r.in, c.OptOutFlag, unix.O_PATH, false)
 		if err == nil {
 			closeFd(fd)
 			r.log.Infof("prepare: %s exists; no dedup", r.display(c.OptOutFlag))
 			return nil
 		}
 	}
-	def, from, err := r.openDefaults()
+	st, err := r.openStack()
 	if err != nil {
 		return err
 	}
-	if def < 0 {
-		r.log.Infof("prepare: no vendor defaults found (%s); no dedup", from)
+	if st == nil {
 		return nil
 	}
-	defer closeFd(def)
-	op := r.log.Op("remove entries of %s identical to the vendor defaults in %s", r.display(r.etcPath), from)
-	var st unix.Stat_t
-	if err := fstat(r.etc, &st); err != nil {
+	defer st.close()
+	op := r.log.Op("remove entries of %s identical to the vendor default %s as the merge shows it", r.display(r.etcPath), st.from)
+	var est unix.Stat_t
+	if err := fstat(r.etc, &est); err != nil {
 		return op.Finish(pathErr("stat", r.display(r.etcPath), err))
 	}
-	d := &deduper{r: r, dev: st.Dev, from: from, buf1: make([]byte, 64<<10), buf2: make([]byte, 64<<10)}
+	d := &deduper{r: r, dev: est.Dev, def: st.def, walk: treeWalk{ctx: ctx, sorted: true},
+		buf1: make([]byte, 64<<10), buf2: make([]byte, 64<<10)}
 	opaque, err := isOpaque(r.etc)
 	if err != nil {
 		return op.Finish(pathErr("getxattr", r.display(r.etcPath), err))
 	}
 	if !opaque {
-		d.walk(ctx, r.etc, r.etcPath, def)
+		d.dir(r.etc, r.etcPath, st.top())
 	}
-	return op.Finish(errors.Join(d.errs...))
-}
-
-// openDefaults opens the vendor defaults directory: the default confext's
-// etc/ when configured and present, else the first of the directories.
-func (r *run) openDefaults() (int, string, error) {
-	c := &r.o.Config.Dedup
-	var tried []string
-	if c.DefaultsConfext != "" {
-		fd, where, err := r.openConfextDefaults(c.DefaultsConfext)
-		if err != nil {
-			return -1, "", err
-		}
-		if fd >= 0 {
-			return fd, where, nil
-		}
-		tried = append(tried, "confext "+c.DefaultsConfext)
-	}
-	for _, d := range c.DefaultsDirs {
-		fd, err := openIn(r.live, d, unix.O_RDONLY|unix.O_DIRECTORY, false)
-		if err == nil {
-			return fd, r.display(d), nil
-		}
-		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
-			return -1, "", pathErr("open", r.display(d), err)
-		}
-		tried = append(tried, r.display(d))
-	}
-	return -1, fmt.Sprint(tried), nil
-}
-
-// confextDirs are systemd's confext search paths (the image's etc/ tree
-// is under NAME/etc for a directory image).
-var confextDirs = []string{"/run/confexts", "/var/lib/confexts", "/usr/local/lib/confexts", "/usr/lib/confexts"}
-
-// openConfextDefaults opens etc/ of the confext image name: a directory
-// image in the first search path holding it, else (with Options.OpenConfext)
-// any image of that name opened the way the merge opens it, dm-verity and
-// signature included; -1 when there is none.
-func (r *run) openConfextDefaults(name string) (int, string, error) {
-	for _, d := range confextDirs {
-		p := path.Join(d, name, "etc")
-		fd, err := openIn(r.live, p, unix.O_RDONLY|unix.O_DIRECTORY, false)
-		if err == nil {
-			return fd, r.display(p), nil
-		}
-		if !errors.Is(err, unix.ENOENT) && !errors.Is(err, unix.ENOTDIR) {
-			return -1, "", pathErr("open", r.display(p), err)
-		}
-	}
-	if r.o.OpenConfext == nil {
-		return -1, "", nil
-	}
-	dir, where, release, err := r.o.OpenConfext(name)
-	if err != nil {
-		return -1, "", fmt.Errorf("vendor defaults from confext %s: %w", name, err)
-	}
-	if dir == nil {
-		return -1, "", nil
-	}
-	// A duplicate keeps the image's detached mount (and the loop or dm
-	// device under it) alive while the dedup reads it; closing it drops
-	// them (autoclear, deferred removal).
-	fd, err := unix.Dup(int(dir.Fd()))
-	release()
-	if err != nil {
-		return -1, "", pathErr("dup", where, err)
-	}
-	unix.CloseOnExec(fd)
-	return fd, where + " (etc/)", nil
+	return op.Finish(d.walk.err())
 }
 
 type deduper struct {
 	r          *run
 	dev        uint64
-	from       string
-	errs       []error
+	def        int // the index of the default confext among the layers
+	walk       treeWalk
 	buf1, buf2 []byte
 }
 
-func (d *deduper) fail(err error) {
-	if len(d.errs) < 20 {
-		d.errs = append(d.errs, err)
-	}
-}
+// lower is a directory of one layer that shows through below the user's
+// directory being walked (layer indexes the stack, top first).
+type lower struct{ fd, layer int }
 
-// walk handles the entries of directory dir (in-root path p) depth first
-// against def, the matching defaults directory (-1 when it has none), and
-// reports whether dir is left empty (or would be, in a dry run). dir is not
-// below an opaque directory and not opaque itself.
-func (d *deduper) walk(ctx context.Context, dir int, p string, def int) bool {
-	names, err := readNames(dir)
-	if err != nil {
-		d.fail(pathErr("readdir", d.r.display(p), err))
-		return false
-	}
-	sort.Strings(names)
-	left := len(names)
-	for _, name := range names {
-		if ctx.Err() != nil {
-			d.fail(ctx.Err())
-			return false
-		}
-		if d.entry(ctx, dir, path.Join(p, name), name, def) {
-			left--
-		}
-	}
-	return left == 0
+// dir handles the entries of the user's directory fd (in-root path p),
+// with the layer directories that show through below it, top first, and
+// reports whether it is left empty (or would be, in a dry run).
+func (d *deduper) dir(fd int, p string, lowers []lower) bool {
+	return d.walk.dir(fd, p, d.r.display(p), func(name, sub string) bool {
+		return d.entry(fd, sub, name, lowers)
+	})
 }
 
 // entry handles one entry and reports whether it is gone (or would be).
-func (d *deduper) entry(ctx context.Context, dir int, p, name string, def int) bool {
+func (d *deduper) entry(dir int, p, name string, lowers []lower) bool {
 	var st unix.Stat_t
 	if err := fstatat(dir, name, &st); err != nil {
 		if !errors.Is(err, unix.ENOENT) {
-			d.fail(pathErr("stat", d.r.display(p), err))
+			d.walk.fail(pathErr("stat", d.r.display(p), err))
 		}
 		return errors.Is(err, unix.ENOENT)
 	}
-	typ := st.Mode & unix.S_IFMT
-	if typ == unix.S_IFDIR {
-		return d.dir(ctx, dir, p, name, def, &st)
-	}
-	if def < 0 || (typ != unix.S_IFREG && typ != unix.S_IFLNK) {
+	switch st.Mode & unix.S_IFMT {
+	case unix.S_IFDIR:
+		return d.subdir(dir, p, name, lowers, &st)
+	case unix.S_IFREG, unix.S_IFLNK:
+	default:
 		return false
 	}
-	var dst unix.Stat_t
-	if err := fstatat(def, name, &dst); err != nil {
+	l, lst, ok := shownBelow(lowers, name)
+	if !ok || l.layer != d.def || !sameMeta(&st, &lst) {
 		return false
 	}
-	if !sameMeta(&st, &dst) {
-		return false
+	if st.Mode&unix.S_IFMT == unix.S_IFLNK {
+		return d.link(dir, p, name, l.fd, &st)
 	}
-	if typ == unix.S_IFLNK {
-		a, err1 := readlinkat(dir, name)
-		b, err2 := readlinkat(def, name)
-		if err1 != nil || err2 != nil || a != b {
-			return false
-		}
-		return d.remove(dir, p, name, &st, 0)
-	}
-	return d.file(dir, p, name, def, &st)
+	return d.file(dir, p, name, l.fd, &st)
 }
 
-// dir handles a directory entry: its contents first (unless it is opaque
-// or on another file system), then the directory itself.
-func (d *deduper) dir(ctx context.Context, dir int, p, name string, def int, st *unix.Stat_t) bool {
+// shownBelow returns the first layer (top first) that has an entry called
+// name, and that entry's stat: what a reader sees at that name when the
+// user's entry is gone (a whiteout there shows nothing, which no user
+// entry equals).
+func shownBelow(lowers []lower, name string) (lower, unix.Stat_t, bool) {
+	for _, l := range lowers {
+		var st unix.Stat_t
+		if err := fstatat(l.fd, name, &st); err == nil {
+			return l, st, true
+		}
+	}
+	return lower{}, unix.Stat_t{}, false
+}
+
+// subdir handles a directory entry: its contents first (unless it is
+// opaque, on another file system, or no layer has a directory there),
+// then the directory itself.
+func (d *deduper) subdir(dir int, p, name string, lowers []lower, st *unix.Stat_t) bool {
 	if st.Dev != d.dev {
 		return false // a mount point: not entered, not removed
 	}
 	fd, err := openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
 	if err != nil {
-		d.fail(pathErr("open", d.r.display(p), err))
+		d.walk.fail(pathErr("open", d.r.display(p), err))
 		return false
 	}
 	defer closeFd(fd)
 	opaque, err := isOpaque(fd)
+	if err != nil || opaque {
+		d.walk.fail(pathErr("getxattr", d.r.display(p), err))
+		return false
+	}
+	below, err := d.lowersOf(lowers, name)
+	defer closeLowers(below)
 	if err != nil {
-		d.fail(pathErr("getxattr", d.r.display(p), err))
+		d.walk.fail(pathErr("open defaults of", d.r.display(p), err))
 		return false
 	}
-	if opaque {
-		return false
-	}
-	cdef := -1
-	if def >= 0 {
-		// Follow a symlinked default directory inside the defaults tree.
-		cdef, _ = openIn(def, name, unix.O_RDONLY|unix.O_DIRECTORY, false)
-	}
-	if cdef < 0 {
-		// No default directory: nothing below can be identical to one.
-		return false
-	}
-	defer closeFd(cdef)
-	if !d.walk(ctx, fd, p, cdef) {
+	// No layer directory: nothing below can be identical to a default;
+	// and the one that would show must be the default's.
+	if len(below) == 0 || !d.dir(fd, p, below) || below[0].layer != d.def {
 		return false
 	}
 	var dst, now unix.Stat_t
-	if fstatat(def, name, &dst) != nil || !sameMeta(st, &dst) {
+	if fstat(below[0].fd, &dst) != nil || !sameMeta(st, &dst) || fstat(fd, &now) != nil {
 		return false
 	}
-	if eq, err := sameACLs(fd, cdef, true); err != nil || !eq {
-		if err != nil {
-			d.fail(pathErr("getxattr", d.r.display(p), err))
+	if eq, err := sameXattrs(fd, below[0].fd); err != nil || !eq {
+		d.walk.fail(pathErr("getxattr", d.r.display(p), err))
+		return false
+	}
+	if len(below) == 1 {
+		// Without the user's directory, one layer's directory alone is
+		// shown, and overlayfs lists it as it is: a whiteout in it, hidden
+		// while the directory is merged, would appear as a name that
+		// cannot be opened (found by the property test).
+		if wo, err := hasWhiteout(below[0].fd); err != nil || wo {
+			d.walk.fail(pathErr("readdir", d.r.display(p), err))
+			return false
 		}
-		return false
 	}
-	if err := fstat(fd, &now); err != nil {
-		return false
-	}
-	return d.remove(dir, p, name, &now, unix.AT_REMOVEDIR)
+	return d.remove(dir, p, name, &now)
 }
 
-// file compares a regular file's ACLs and content with the default's
-// through fds held open across the unlink's re-check.
+// hasWhiteout reports whether the directory fd holds a whiteout (a 0:0
+// character device).
+func hasWhiteout(fd int) (bool, error) {
+	names, err := readNames(fd)
+	if err != nil {
+		return false, err
+	}
+	for _, n := range names {
+		var st unix.Stat_t
+		if err := fstatat(fd, n, &st); err != nil {
+			return false, err
+		}
+		if st.Mode&unix.S_IFMT == unix.S_IFCHR && st.Rdev == 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
+
+// lowersOf returns the layer directories called name below lowers, as
+// overlayfs merges them: top first, down to the first opaque one; a
+// non-directory (a file, a symlink, a whiteout) hides the layers below it.
+func (d *deduper) lowersOf(lowers []lower, name string) ([]lower, error) {
+	var out []lower
+	for _, l := range lowers {
+		var st unix.Stat_t
+		err := fstatat(l.fd, name, &st)
+		if errors.Is(err, unix.ENOENT) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		if st.Mode&unix.S_IFMT != unix.S_IFDIR {
+			break
+		}
+		fd, err := openat(l.fd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			return out, err
+		}
+		out = append(out, lower{fd: fd, layer: l.layer})
+		if opaque, err := isOpaque(fd); err != nil || opaque {
+			return out, err
+		}
+	}
+	return out, nil
+}
+
+func closeLowers(ls []lower) {
+	for _, l := range ls {
+		closeFd(l.fd)
+	}
+}
+
+// link removes a symlink whose target string and extended attributes are
+// the default's.
+func (d *deduper) link(dir int, p, name string, def int, st *unix.Stat_t) bool {
+	a, err1 := readlinkat(dir, name)
+	b, err2 := readlinkat(def, name)
+	if err1 != nil || err2 != nil || a != b {
+		return false
+	}
+	eq, err := sameLinkXattrs(dir, def, name)
+	if err != nil || !eq {
+		d.walk.fail(pathErr("getxattr", d.r.display(p), err))
+		return false
+	}
+	return d.remove(dir, p, name, st)
+}
+
+// file compares a regular file's extended attributes and content with the
+// default's through fds held open across the unlink's re-check.
 func (d *deduper) file(dir int, p, name string, def int, st *unix.Stat_t) bool {
 	fd, err := openat(dir, name, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_NOCTTY, 0)
 	if err != nil {
-		d.fail(pathErr("open", d.r.display(p), err))
+		d.walk.fail(pathErr("open", d.r.display(p), err))
 		return false
 	}
 	defer closeFd(fd)
@@ -270,57 +262,29 @@ func (d *deduper) file(dir int, p, name string, def int, st *unix.Stat_t) bool {
 	defer closeFd(dfd)
 	var a, b unix.Stat_t
 	if fstat(fd, &a) != nil || fstat(dfd, &b) != nil || a.Ino != st.Ino || a.Size != b.Size ||
-		a.Mode&unix.S_IFMT != unix.S_IFREG || b.Mode&unix.S_IFMT != unix.S_IFREG {
+		a.Mode&unix.S_IFMT != unix.S_IFREG || !sameMeta(&a, &b) {
 		return false
 	}
-	if eq, err := sameACLs(fd, dfd, false); err != nil || !eq {
-		if err != nil {
-			d.fail(pathErr("getxattr", d.r.display(p), err))
-		}
+	if eq, err := sameXattrs(fd, dfd); err != nil || !eq {
+		d.walk.fail(pathErr("getxattr", d.r.display(p), err))
 		return false
 	}
 	if eq, err := sameContent(fd, dfd, d.buf1, d.buf2); err != nil || !eq {
-		if err != nil {
-			d.fail(pathErr("read", d.r.display(p), err))
-		}
+		d.walk.fail(pathErr("read", d.r.display(p), err))
 		return false
 	}
-	return d.remove(dir, p, name, &a, 0)
+	return d.remove(dir, p, name, &a)
 }
 
-func (d *deduper) remove(dir int, p, name string, st *unix.Stat_t, flags int) bool {
-	op := "remove"
-	if flags&unix.AT_REMOVEDIR != 0 {
-		op = "rmdir"
-	}
-	a := Action{Duty: "dedup", Op: op, Path: p, Why: "identical to the vendor default"}
-	if d.r.planned[p] {
-		return true // a dry run's reset has it already
-	}
-	if d.r.o.DryRun {
-		d.r.act(a)
-		d.r.res.Dedup++
-		return true
-	}
-	fault("dedup " + p)
-	err := removeName(dir, name, st, flags)
-	switch {
-	case err == nil:
-		d.r.act(a)
-		d.r.res.Dedup++
-		return true
-	case errors.Is(err, unix.ENOTEMPTY), errors.Is(err, unix.EEXIST), errors.Is(err, unix.EBUSY):
-		return false
-	case errors.Is(err, unix.ENOENT):
-		return true
-	default:
-		d.fail(pathErr(op, d.r.display(p), err))
-		return false
-	}
+func (d *deduper) remove(dir int, p, name string, st *unix.Stat_t) bool {
+	a := Action{Duty: "dedup", Op: removeOp(st), Path: p, Why: "identical to the vendor default"}
+	gone, err := d.r.removeEntry(a, dir, name, st, &d.r.res.Dedup)
+	d.walk.fail(err)
+	return gone
 }
 
-// sameMeta compares what Flatcar's rule compares: type, permission bits
-// (with set-id and sticky), owner and group.
+// sameMeta compares type, permission bits (with set-id and sticky), owner
+// and group.
 func sameMeta(a, b *unix.Stat_t) bool {
 	return a.Mode&(unix.S_IFMT|0o7777) == b.Mode&(unix.S_IFMT|0o7777) && a.Uid == b.Uid && a.Gid == b.Gid
 }
@@ -364,9 +328,10 @@ func readFullAt(fd int, buf []byte, off int64) (int, error) {
 	return n, nil
 }
 
-// isOpaque reports whether the directory fd is an opaque overlayfs upper
-// directory (trusted.overlay.opaque = "y", as overlayfs writes it when a
-// directory is removed and created again).
+// isOpaque reports whether the directory fd is an opaque overlayfs
+// directory (trusted.overlay.opaque = "y", as overlayfs writes it in the
+// upper dir when a directory is removed and created again; in a lower
+// layer it hides the layers below).
 func isOpaque(fd int) (bool, error) {
 	v, err := fgetxattr(fd, "trusted.overlay.opaque")
 	if err != nil {
@@ -375,38 +340,86 @@ func isOpaque(fd int) (bool, error) {
 	return string(v) == "y", nil
 }
 
-// sameACLs compares the POSIX ACLs of two open files (and the default ACLs
-// of two directories). An access ACL of the three base entries only says
-// no more than the mode (which is compared already), so it counts as none.
-func sameACLs(a, b int, dir bool) (bool, error) {
-	names := []string{"system.posix_acl_access"}
-	if dir {
-		names = append(names, "system.posix_acl_default")
+var errXattrs = errors.New("too many extended attributes")
+
+// xattrSet reads the extended attributes a reader of the merged tree sees
+// on an entry: all but overlayfs's own (trusted.overlay.*, hidden by the
+// overlay), an access ACL of the three base entries (which says no more
+// than the mode) dropped. list and get read the entry's names and values.
+func xattrSet(list func() ([]string, error), get func(string) ([]byte, error)) (map[string]string, error) {
+	names, err := list()
+	if err != nil {
+		return nil, err
 	}
-	for i, n := range names {
-		va, err := fgetxattr(a, n)
-		if err != nil {
-			return false, err
-		}
-		vb, err := fgetxattr(b, n)
-		if err != nil {
-			return false, err
-		}
-		if i == 0 {
-			va, vb = dropMinimalACL(va), dropMinimalACL(vb)
-		}
-		if !bytes.Equal(va, vb) {
-			return false, nil
-		}
+	if len(names) > 4096 {
+		return nil, errXattrs
 	}
-	return true, nil
+	out := map[string]string{}
+	for _, n := range names {
+		if len(n) >= len("trusted.overlay.") && n[:len("trusted.overlay.")] == "trusted.overlay." {
+			continue
+		}
+		v, err := get(n)
+		if err != nil {
+			return nil, err
+		}
+		if n == "system.posix_acl_access" && len(v) == 4+3*8 {
+			continue
+		}
+		out[n] = string(v)
+	}
+	return out, nil
 }
 
-// dropMinimalACL returns nil for an ACL xattr holding only the owner,
-// group and other entries (4-byte header, 8 bytes an entry).
-func dropMinimalACL(v []byte) []byte {
-	if len(v) == 4+3*8 {
-		return nil
+func equalSets(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
 	}
-	return v
+	for k, v := range a {
+		if w, ok := b[k]; !ok || w != v {
+			return false
+		}
+	}
+	return true
+}
+
+// sameXattrs compares the extended attributes (ACLs included) of two open
+// files or directories.
+func sameXattrs(a, b int) (bool, error) {
+	sa, err := xattrSet(func() ([]string, error) { return flistxattr(a) }, func(n string) ([]byte, error) { return fgetxattr(a, n) })
+	if err != nil {
+		return false, err
+	}
+	sb, err := xattrSet(func() ([]string, error) { return flistxattr(b) }, func(n string) ([]byte, error) { return fgetxattr(b, n) })
+	if err != nil {
+		return false, err
+	}
+	return equalSets(sa, sb), nil
+}
+
+// sameLinkXattrs compares the extended attributes of the symlinks name in
+// the directories a and b (a symlink cannot be opened for reading: they
+// are read through the directory fd's /proc name, the link not followed).
+func sameLinkXattrs(a, b int, name string) (bool, error) {
+	set := func(dir int) (map[string]string, error) {
+		p := procFdName(dir, name)
+		return xattrSet(func() ([]string, error) { return llistxattr(p) }, func(n string) ([]byte, error) { return lgetxattr(p, n) })
+	}
+	sa, err := set(a)
+	if err != nil {
+		return false, err
+	}
+	sb, err := set(b)
+	if err != nil {
+		return false, err
+	}
+	return equalSets(sa, sb), nil
+}
+
+// describeSkipped names the images the merge leaves out, for the log.
+func describeSkipped(skipped []string) string {
+	if len(skipped) == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (left out by the merge: %v)", skipped)
 }

@@ -14,10 +14,12 @@
 //     configs (and flatcar-tmpfiles), when present;
 //   - machine-id: the image's blank machine-id is removed, so systemd
 //     generates one;
-//   - dedup: /etc entries identical to the vendor default (type, mode,
-//     owner, ACLs, link target or content) are removed, so a later update
-//     of that default takes effect; never below an opaque directory, only
-//     empty directories, not at all when /etc/.no-dup-update exists;
+//   - dedup: /etc entries are removed when the confext merge that follows
+//     shows the same without them: the default confext is what shows
+//     through at that path, identical (type, mode, owner, xattrs and ACLs,
+//     link target or content), so a later update of that default takes
+//     effect; never below an opaque directory, only empty directories, not
+//     at all when /etc/.no-dup-update exists or no merge follows;
 //   - oem: a PXE initrd's /usr/share/oem is copied into a mounted
 //     /sysroot/oem.
 //
@@ -26,7 +28,9 @@
 // that when /etc already carries the confext overlay (a rerun) the work
 // happens on the real /etc underneath it, its upper dir, never through the
 // overlay, and /etc stays merged. Every name is resolved below a directory
-// fd (openat2 RESOLVE_IN_ROOT, O_NOFOLLOW on the last element); every
+// fd (openat2 RESOLVE_IN_ROOT, O_NOFOLLOW on the last element; the paths
+// of the configuration against the root's fd, so an absolute symlink in
+// /etc names the root's /etc); every
 // removal re-checks, right before the unlink, that the name still is the
 // entry that was compared. Each duty is idempotent, so a rerun after a
 // crash at any point reaches the same result.

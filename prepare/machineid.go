@@ -16,7 +16,7 @@ const maxMachineIDSize = 4096
 // larger than a machine-id can be is not the placeholder.
 func (r *run) machineID(context.Context) error {
 	c := &r.o.Config.MachineID
-	b, err := r.readSmall(r.base, c.File, maxMachineIDSize)
+	b, err := r.readSmall(c.File, false, maxMachineIDSize)
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil

@@ -29,12 +29,15 @@ type Options struct {
 	// exec.LookPath and exec.CommandContext unless a test sets them.
 	LookPath func(string) (string, error)
 	Command  func(ctx context.Context, name string, args ...string) *exec.Cmd
-	// OpenConfext opens the etc/ tree of the confext image called name
-	// (a raw or signed image included) the way the merge opens it, for
-	// the dedup's vendor defaults; dir is nil when there is no such
-	// image. Nil means directory images only. The boot stages pass
-	// package extension's OpenImageTree.
-	OpenConfext func(name string) (dir *os.File, where string, release func(), err error)
+	// Confexts opens the confext images the merge that follows will
+	// stack over /etc, as it will (the boot stages pass package
+	// extension's OpenStack); the dedup removes only what the merged /etc
+	// then shows unchanged. Nil: no extension engine, the first of
+	// Dedup.DefaultsDirs is the one layer below /etc.
+	Confexts func() (*Stack, error)
+	// NoDedup, when set, says why no merge will show the vendor defaults
+	// (systemd.confext=0, ...): the dedup then removes nothing.
+	NoDedup string
 }
 
 // Action is one change, done or (in a dry run) planned.
@@ -130,6 +133,12 @@ type run struct {
 	// real /etc under a confext overlay; etcPath is its in-root path.
 	etc     int
 	etcPath string
+	// in is the root that in-root paths named by the configuration
+	// (the flag files, the whiteout list's entries, the machine-id) are
+	// resolved in, absolute symlinks included: the root's own file
+	// system (the clone), where /etc is the real directory, or the live
+	// root when /etc is a separate, non-overlay mount. Not owned.
+	in int
 	// mounts are the in-root paths of mount points below the root (other
 	// than a merged /etc), which the reset neither enters nor removes.
 	mounts map[string]bool
@@ -178,7 +187,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	if err := c.Validate(); err != nil {
 		return res, err
 	}
-	r := &run{o: &o, log: o.Log, res: res, live: -1, base: -1, etc: -1}
+	r := &run{o: &o, log: o.Log, res: res, live: -1, base: -1, etc: -1, in: -1}
 	defer r.close()
 	if err := r.open(); err != nil {
 		return res, err
@@ -215,7 +224,7 @@ func (r *run) close() {
 	for _, fd := range []int{r.etc, r.base, r.live} {
 		closeFd(fd)
 	}
-	r.etc, r.base, r.live = -1, -1, -1
+	r.etc, r.base, r.live, r.in = -1, -1, -1, -1
 }
 
 // open opens the root, its non-recursive clone and the /etc to work on.
@@ -270,6 +279,10 @@ func (r *run) open() error {
 		if err != nil {
 			return err
 		}
+	}
+	r.in = r.base
+	if etcMount && !etcOverlay {
+		r.in = r.live
 	}
 	switch {
 	case etcOverlay:
@@ -348,26 +361,17 @@ func mountPoints(live int, etcPath string, etcOverlay bool) (map[string]bool, er
 	return out, nil
 }
 
-// splitIn returns the directory fd to resolve the in-root path p against
-// and p relative to it: paths at or below the /etc being worked on go to
-// that directory (the real /etc), others to the root's own file system.
-func (r *run) splitIn(p string) (int, string) {
-	p = path.Clean("/" + p)
-	if r.etc >= 0 && (p == r.etcPath || strings.HasPrefix(p, r.etcPath+"/")) {
-		return r.etc, strings.TrimPrefix(strings.TrimPrefix(p, r.etcPath), "/")
-	}
-	return r.base, strings.TrimPrefix(p, "/")
-}
-
-// openParent opens the parent directory of the in-root path p (following
-// symlinks inside the root) and returns it with p's last element.
+// openParent opens the parent directory of the in-root path p, resolved
+// in the root (r.in: symlinks, absolute ones included, stay inside it and
+// an /etc path reaches the real /etc), and returns it with p's last
+// element, which is not followed.
 func (r *run) openParent(p string) (int, string, error) {
-	dir, rel := r.splitIn(p)
+	rel := strings.TrimPrefix(path.Clean("/"+p), "/")
 	if rel == "" {
 		return -1, "", unix.EINVAL
 	}
 	d, base := path.Split(rel)
-	fd, err := openIn(dir, d, unix.O_RDONLY|unix.O_DIRECTORY, false)
+	fd, err := openIn(r.in, d, unix.O_RDONLY|unix.O_DIRECTORY, false)
 	return fd, base, err
 }
 

@@ -26,7 +26,7 @@ import (
 // last, the flag file: a crash before that redoes the whole reset.
 func (r *run) reset(ctx context.Context) error {
 	c := &r.o.Config.Reset
-	b, err := r.readSmall(r.base, c.FlagFile, c.MaxSize)
+	b, err := r.readSmall(c.FlagFile, false, c.MaxSize)
 	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
@@ -45,7 +45,7 @@ func (r *run) reset(ctx context.Context) error {
 		return fmt.Errorf("%s: %w; reset not done", r.display(c.FlagFile), err)
 	}
 	op := r.log.Op("selective OS reset of %s, keeping paths matching %q", r.o.Root, expr)
-	w := &resetter{r: r, re: re, flag: path.Clean(c.FlagFile), protect: map[string]bool{"/": true}}
+	w := &resetter{r: r, re: re, flag: path.Clean(c.FlagFile), protect: map[string]bool{"/": true}, walk: treeWalk{ctx: ctx}}
 	for _, p := range c.Protect {
 		w.protect[path.Clean(p)] = true
 	}
@@ -54,10 +54,10 @@ func (r *run) reset(ctx context.Context) error {
 		return op.Finish(err)
 	}
 	w.dev = st.Dev
-	w.walk(ctx, r.base, "/")
-	if len(w.errs) > 0 {
+	w.dir(r.base, "/")
+	if err := w.walk.err(); err != nil {
 		// Keep the flag so the next boot tries again.
-		return op.Finish(errors.Join(w.errs...))
+		return op.Finish(err)
 	}
 	if err := w.r.recreateEtc(); err != nil {
 		return op.Finish(err)
@@ -84,38 +84,18 @@ type resetter struct {
 	flag    string
 	dev     uint64
 	protect map[string]bool
-	errs    []error
+	walk    treeWalk
 }
 
-func (w *resetter) fail(err error) {
-	if len(w.errs) < 20 {
-		w.errs = append(w.errs, err)
-	}
+// dir resets the entries of directory fd (in-root path p), in directory
+// order as find does, and reports whether it is left empty.
+func (w *resetter) dir(fd int, p string) bool {
+	return w.walk.dir(fd, p, w.r.display(p), func(name, sub string) bool {
+		return w.entry(fd, sub, name)
+	})
 }
 
-// walk resets the entries of directory dir (in-root path p) and reports
-// whether it is left empty. Entries are handled in directory order, as
-// find does.
-func (w *resetter) walk(ctx context.Context, dir int, p string) bool {
-	names, err := readNames(dir)
-	if err != nil {
-		w.fail(pathErr("readdir", w.r.display(p), err))
-		return false
-	}
-	left := len(names)
-	for _, name := range names {
-		if ctx.Err() != nil {
-			w.fail(ctx.Err())
-			return false
-		}
-		if w.entry(ctx, dir, path.Join(p, name), name) {
-			left--
-		}
-	}
-	return left == 0
-}
-
-func (w *resetter) entry(ctx context.Context, dir int, p, name string) bool {
+func (w *resetter) entry(dir int, p, name string) bool {
 	if w.protect[p] || w.r.mounts[p] || p == w.flag {
 		return false
 	}
@@ -124,38 +104,13 @@ func (w *resetter) entry(ctx context.Context, dir int, p, name string) bool {
 		if errors.Is(err, unix.ENOENT) {
 			return true
 		}
-		w.fail(pathErr("stat", w.r.display(p), err))
+		w.walk.fail(pathErr("stat", w.r.display(p), err))
 		return false
 	}
 	keep := w.re.MatchString(p)
 	switch st.Mode & unix.S_IFMT {
 	case unix.S_IFDIR:
-		if st.Dev != w.dev {
-			return false
-		}
-		sub := dir
-		if p == w.r.etcPath && w.r.etc >= 0 {
-			sub = -1 // the /etc being worked on (the real one under a merge)
-		}
-		fd := w.r.etc
-		if sub >= 0 {
-			var err error
-			fd, err = openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
-			if err != nil {
-				w.fail(pathErr("open", w.r.display(p), err))
-				return false
-			}
-			defer closeFd(fd)
-		}
-		empty := w.walk(ctx, fd, p)
-		if keep || !empty {
-			return false
-		}
-		var now unix.Stat_t
-		if fstat(fd, &now) != nil {
-			return false
-		}
-		return w.remove(dir, p, name, &now, unix.AT_REMOVEDIR)
+		return w.subdir(dir, p, name, &st, keep)
 	case unix.S_IFLNK:
 		if keep {
 			return false
@@ -171,39 +126,45 @@ func (w *resetter) entry(ctx context.Context, dir int, p, name string) bool {
 				return false
 			}
 		}
-		return w.remove(dir, p, name, &st, 0)
+		return w.remove(dir, p, name, &st)
 	default:
 		if keep {
 			return false
 		}
-		return w.remove(dir, p, name, &st, 0)
+		return w.remove(dir, p, name, &st)
 	}
 }
 
-func (w *resetter) remove(dir int, p, name string, st *unix.Stat_t, flags int) bool {
-	op := "remove"
-	if flags&unix.AT_REMOVEDIR != 0 {
-		op = "rmdir"
+// subdir resets a directory's entries, then removes it when it is left
+// empty and not kept. A directory on another file system is not entered.
+func (w *resetter) subdir(dir int, p, name string, st *unix.Stat_t, keep bool) bool {
+	if st.Dev != w.dev {
+		return false
 	}
-	a := Action{Duty: "reset", Op: op, Path: p, Why: "not matched by the keep regex"}
-	w.r.planRemoved(p)
-	if !w.r.o.DryRun {
-		fault("reset " + p)
-		err := removeName(dir, name, st, flags)
-		switch {
-		case err == nil:
-		case errors.Is(err, unix.ENOTEMPTY), errors.Is(err, unix.EEXIST), errors.Is(err, unix.EBUSY):
-			return false
-		case errors.Is(err, unix.ENOENT):
-			return true
-		default:
-			w.fail(pathErr(op, w.r.display(p), err))
+	fd := w.r.etc // the /etc being worked on (the real one under a merge)
+	if p != w.r.etcPath || w.r.etc < 0 {
+		var err error
+		fd, err = openat(dir, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)
+		if err != nil {
+			w.walk.fail(pathErr("open", w.r.display(p), err))
 			return false
 		}
+		defer closeFd(fd)
 	}
-	w.r.act(a)
-	w.r.res.Reset++
-	return true
+	if empty := w.dir(fd, p); keep || !empty {
+		return false
+	}
+	var now unix.Stat_t
+	if fstat(fd, &now) != nil {
+		return false
+	}
+	return w.remove(dir, p, name, &now)
+}
+
+func (w *resetter) remove(dir int, p, name string, st *unix.Stat_t) bool {
+	gone, err := w.r.removeEntry(Action{Duty: "reset", Op: removeOp(st), Path: p, Why: "not matched by the keep regex"}, dir, name, st, &w.r.res.Reset)
+	w.walk.fail(err)
+	return gone
 }
 
 // planRemoved notes an in-root path that a dry run plans to remove.
@@ -219,9 +180,6 @@ func (r *run) planRemoved(p string) {
 // removeFile removes the in-root name p (any type but a directory; a
 // symlink itself), as rm -f: a missing one is no error.
 func (r *run) removeFile(duty, p, why string) error {
-	if r.planned[path.Clean(p)] {
-		return nil
-	}
 	dir, base, err := r.openParent(p)
 	if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.ENOTDIR) {
 		return nil
@@ -240,15 +198,8 @@ func (r *run) removeFile(duty, p, why string) error {
 	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return pathErr("remove", r.display(p), unix.EISDIR)
 	}
-	if !r.o.DryRun {
-		fault(duty + " " + p)
-		if err := removeName(dir, base, &st, 0); err != nil && !errors.Is(err, unix.ENOENT) {
-			return pathErr("remove", r.display(p), err)
-		}
-	}
-	r.act(Action{Duty: duty, Op: "remove", Path: path.Clean(p), Why: why})
-	r.planRemoved(path.Clean(p))
-	return nil
+	_, err = r.removeEntry(Action{Duty: duty, Op: "remove", Path: path.Clean(p), Why: why}, dir, base, &st, nil)
+	return err
 }
 
 // recreateEtc makes /etc again when the reset removed it (the script's

@@ -164,3 +164,44 @@ func retry2(f func() (int, error)) (int, error) {
 	err := retry(func() (e error) { n, e = f(); return })
 	return n, err
 }
+
+// procFdName names the entry name of the directory fd through /proc, for
+// the calls that have no fd-relative form (l*xattr on a symlink); name is
+// one path element, so nothing but the fd's directory is resolved.
+func procFdName(dir int, name string) string {
+	return "/proc/self/fd/" + strconv.Itoa(dir) + "/" + name
+}
+
+// llistxattr is flistxattr for a path whose last element is not followed.
+func llistxattr(p string) ([]string, error) {
+	buf := make([]byte, 1<<16)
+	var n int
+	err := retry(func() (e error) { n, e = unix.Llistxattr(p, buf); return })
+	switch {
+	case errors.Is(err, unix.EOPNOTSUPP):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	var names []string
+	for _, b := range bytes.Split(buf[:n], []byte{0}) {
+		if len(b) > 0 {
+			names = append(names, string(b))
+		}
+	}
+	return names, nil
+}
+
+// lgetxattr is fgetxattr for a path whose last element is not followed.
+func lgetxattr(p, attr string) ([]byte, error) {
+	buf := make([]byte, 1<<16)
+	var n int
+	err := retry(func() (e error) { n, e = unix.Lgetxattr(p, attr, buf); return })
+	switch {
+	case errors.Is(err, unix.ENODATA), errors.Is(err, unix.EOPNOTSUPP):
+		return nil, nil
+	case err != nil:
+		return nil, err
+	}
+	return buf[:n], nil
+}

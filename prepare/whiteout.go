@@ -24,7 +24,7 @@ func (r *run) whiteouts(ctx context.Context) error {
 	c := &r.o.Config.Whiteouts
 	var list []string
 	if c.ListFile != "" {
-		b, err := r.readSmall(r.live, c.ListFile, maxListSize)
+		b, err := r.readSmall(c.ListFile, true, maxListSize)
 		switch {
 		case errors.Is(err, unix.ENOENT):
 			r.log.Infof("prepare: no whiteout list %s", r.display(c.ListFile))
@@ -85,34 +85,23 @@ func (r *run) whiteout(p string, zeroOnly bool, why string) error {
 		return nil
 	}
 	a := Action{Duty: "whiteout", Op: "remove", Path: path.Clean(p), Why: fmt.Sprintf("character device %d:%d; %s", unix.Major(st.Rdev), unix.Minor(st.Rdev), why)}
-	if !r.o.DryRun {
-		fault("whiteout " + p)
-		if err := removeName(dir, base, &st, 0); err != nil {
-			if errors.Is(err, unix.ENOENT) {
-				return nil
-			}
-			return pathErr("remove", r.display(p), err)
-		}
-	}
-	r.act(a)
-	r.res.Whiteouts++
-	return nil
+	_, err = r.removeEntry(a, dir, base, &st, &r.res.Whiteouts)
+	return err
 }
 
 // errTooBig is returned by readSmall for a file over its limit.
 var errTooBig = errors.New("file too large")
 
-// readSmall reads the in-root file p below dir (following symlinks inside
-// the root), refusing files larger than max.
-func (r *run) readSmall(dir int, p string, max int64) ([]byte, error) {
+// readSmall reads the in-root file p, resolved in the root (r.in; with
+// mounted, in the root as mounted, for vendor files in /usr), refusing
+// files larger than max.
+func (r *run) readSmall(p string, mounted bool, max int64) ([]byte, error) {
 	disp := r.display(path.Clean("/" + p))
-	if dir == r.base || dir == r.live {
-		// Resolve /etc paths against the /etc being worked on.
-		if d, rel := r.splitIn(p); d == r.etc {
-			dir, p = d, rel
-		}
+	root := r.in
+	if mounted {
+		root = r.live
 	}
-	fd, err := openIn(dir, p, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, false)
+	fd, err := openIn(root, p, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, false)
 	if err != nil {
 		return nil, pathErr("open", disp, err)
 	}

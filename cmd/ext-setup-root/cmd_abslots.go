@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
@@ -124,5 +125,12 @@ func planPrepare(root string) (*prepare.Result, error) {
 	if !cfg.Prepare.Enabled {
 		return nil, nil
 	}
-	return prepare.Run(context.Background(), prepare.Options{Root: root, Config: cfg.Prepare, DryRun: true})
+	// The same preparer as the pre stage's, so that the dedup plans
+	// against the confexts the merge would use.
+	essential := boot.DefaultEssential
+	if cfg.EssentialConfexts != nil {
+		essential = cfg.EssentialConfexts
+	}
+	p := boot.RealPreparer{Config: cfg.Prepare, Getenv: os.Getenv, ImagePolicy: cfg.ImagePolicy}
+	return p.Prepare(context.Background(), boot.PrepareRequest{Root: root, DryRun: true, Essential: essential})
 }
