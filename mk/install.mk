@@ -26,6 +26,8 @@ install-units:
 install-dropins:
 	$(call install-file,units/host/systemd-confext.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-confext.service.d/10-ext-setup-root.conf,0644)
 	$(call install-file,units/host/systemd-sysext.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysext.service.d/10-ext-setup-root.conf,0644)
+	$(call install-file,units/host/systemd-sysext@.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysext@.service.d/10-ext-setup-root.conf,0644)
+	$(call install-file,units/host/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf,0644)
 	$(call install-file,units/host/confext.conf.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDCONFDIR)/confext.conf.d/10-ext-setup-root.conf,0644)
 
 install-dracut:
