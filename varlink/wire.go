@@ -154,10 +154,12 @@ func objectFields(msg []byte) ([]field, error) {
 }
 
 // reply is one message the server sends.
+// Its members come in sd-varlink's order, so replies are byte for byte
+// what systemd-sysext sends.
 type reply struct {
+	Error      string `json:"error,omitempty"`
 	Parameters any    `json:"parameters,omitempty"`
 	Continues  bool   `json:"continues,omitempty"`
-	Error      string `json:"error,omitempty"`
 }
 
 // encodeReply renders r with its terminating NUL.
