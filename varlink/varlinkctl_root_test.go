@@ -64,7 +64,17 @@ func serveSocket(t *testing.T, e *systemd262.Env, env []string, argv ...string) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	host := filepath.Join(dir, "io.systemd.sysext")
+	return serveSocketAt(t, e, filepath.Join(dir, "io.systemd.sysext"), env, argv...)
+}
+
+// serveSocketAt is serveSocket on the socket at host path host; the
+// socket is removed at cleanup.
+func serveSocketAt(t *testing.T, e *systemd262.Env, host string, env []string, argv ...string) (string, string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(host), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.Remove(host) })
 	args := []string{"/usr/bin/systemd-socket-activate", "--accept", "-l", inChroot(e, host), "--fdname=varlink"}
 	for _, v := range env {
 		args = append(args, "-E", v)
@@ -96,11 +106,13 @@ func serveSocket(t *testing.T, e *systemd262.Env, env []string, argv ...string) 
 // varlink --root=ROOT` on a new socket.
 func serveOurs(t *testing.T, e *systemd262.Env, r systemd262.Root) (string, string) {
 	t.Helper()
-	return serveOursEnv(t, e, r, nil)
+	return serveOursEnv(t, e, r, nil, false)
 }
 
 // serveOursEnv is serveOurs with env added to the server's environment.
-func serveOursEnv(t *testing.T, e *systemd262.Env, r systemd262.Root, env []string) (string, string) {
+// With notifySocket, the socket is systemd-sysupdate-notify-sysext.socket's,
+// /run/systemd/sysupdate/notify/io.systemd.sysext in the chroot.
+func serveOursEnv(t *testing.T, e *systemd262.Env, r systemd262.Root, env []string, notifySocket bool) (string, string) {
 	t.Helper()
 	bin := filepath.Join(e.Work, "ext-setup-root")
 	if _, err := os.Stat(bin); err != nil {
@@ -113,7 +125,11 @@ func serveOursEnv(t *testing.T, e *systemd262.Env, r systemd262.Root, env []stri
 		}
 	}
 	state := inChroot(e, filepath.Join(r.Slot, "ext-setup-root-state"))
-	return serveSocket(t, e, append([]string{"EXT_SETUP_ROOT_STATE_DIR=" + state, "EXT_SETUP_ROOT_LOG=stderr"}, env...),
+	sock := filepath.Join(r.Slot, "io.systemd.sysext")
+	if notifySocket {
+		sock = filepath.Join(e.Chroot, "run/systemd/sysupdate/notify/io.systemd.sysext")
+	}
+	return serveSocketAt(t, e, sock, append([]string{"EXT_SETUP_ROOT_STATE_DIR=" + state, "EXT_SETUP_ROOT_LOG=stderr"}, env...),
 		inChroot(e, bin), "varlink", "--root="+r.In)
 }
 
@@ -271,7 +287,7 @@ func TestVarlinkRefreshWindow(t *testing.T) {
 func refreshWindow(t *testing.T, e *systemd262.Env, env []string) systemd262.WindowResult {
 	t.Helper()
 	r := newRoot(t, e)
-	sock, _ := serveOursEnv(t, e, r, env)
+	sock, _ := serveOursEnv(t, e, r, env, false)
 	addr := "unix:" + sock
 	refresh := func() error {
 		out, code := varlinkctl(t, e, "call", addr, "io.systemd.sysext.Refresh", `{"class":"confext","noReload":true}`)
@@ -405,4 +421,69 @@ func stripComments(s string) string {
 		out = append(out, l)
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestSysupdateCalloutRefreshes: systemd 262's systemd-sysupdate installs
+// version 2 of a versioned confext (foo.raw.v/foo_2.raw) and calls
+// io.systemd.SysUpdate.Notify.OnCompletedUpdate on every socket in
+// /run/systemd/sysupdate/notify/, where our server listens as
+// systemd-sysupdate-notify-sysext.socket does: the callout's refresh puts
+// version 2 into /etc, atomically (a new /etc mount, the old content
+// until then).
+func TestSysupdateCalloutRefreshes(t *testing.T) {
+	e := chrootEnv(t)
+	r := newRoot(t, e)
+	src := filepath.Join(e.Work, "sysupdate-src")
+	for _, v := range []string{"1", "2"} {
+		tree := t.TempDir()
+		testutil.WriteTree(t, tree, map[string]string{
+			"etc/extension-release.d/extension-release.foo": "ID=_any\n",
+			"etc/foo.conf": "v" + v + "\n",
+		})
+		if err := os.MkdirAll(src, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		testutil.MakeSquashfs(t, tree, filepath.Join(src, "foo_"+v+".raw"))
+	}
+	target := filepath.Join(r.Host, "var/lib/confexts/foo.raw.v")
+	if err := os.MkdirAll(target, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(src, "foo_1.raw"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(target, "foo_1.raw"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	defs := filepath.Join(e.Work, "sysupdate.d")
+	testutil.WriteTree(t, defs, map[string]string{"50-foo.transfer": "[Transfer]\nVerify=no\n\n[Source]\nType=regular-file\nPath=" +
+		inChroot(e, src) + "\nMatchPattern=foo_@v.raw\n\n[Target]\nType=regular-file\nPath=" + inChroot(e, target) +
+		"\nMatchPattern=foo_@v.raw\nInstancesMax=2\n"})
+
+	sock, _ := serveOursEnv(t, e, r, nil, true)
+	if out, code := varlinkctl(t, e, "call", "unix:"+sock, "io.systemd.sysext.Merge", `{"class":"confext","noReload":true}`); code != 0 {
+		t.Fatalf("Merge: exit %d\n%s", code, out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.Host, "etc/foo.conf")); string(b) != "v1\n" {
+		t.Fatalf("before the update: foo.conf %q, want v1", b)
+	}
+	id0, err := systemd262.UniqueMountID(filepath.Join(r.Host, "etc"))
+	if err != nil {
+		testutil.Gate(t, "mount id of /etc: %v", err)
+	}
+	cmd := chrootCmd(e, []string{"SYSTEMD_LOG_LEVEL=debug"}, "/usr/lib/systemd/systemd-sysupdate", "--definitions="+inChroot(e, defs), "update")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("systemd-sysupdate update: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "io.systemd.SysUpdate.Notify.OnCompletedUpdate") {
+		t.Errorf("systemd-sysupdate did not call the notify socket:\n%s", out)
+	}
+	if b, _ := os.ReadFile(filepath.Join(r.Host, "etc/foo.conf")); string(b) != "v2\n" {
+		t.Errorf("after the update and its callout: foo.conf %q, want v2\nsysupdate:\n%s", b, out)
+	}
+	if id, _ := systemd262.UniqueMountID(filepath.Join(r.Host, "etc")); id == id0 {
+		t.Errorf("the callout did not replace the /etc merge")
+	}
 }
