@@ -35,5 +35,6 @@ install-dracut:
 
 install-docs:
 	$(call install-file,docs/boot.md,$(DESTDIR)$(DOCDIR)/boot.md,0644)
+	$(call install-file,docs/varlink.md,$(DESTDIR)$(DOCDIR)/varlink.md,0644)
 
 INSTALL_TARGETS += install-units install-dropins install-dracut install-docs

@@ -24,6 +24,7 @@ var installed = map[string]fs.FileMode{
 	"usr/lib/systemd/system/systemd-sysext@.service.d/10-ext-setup-root.conf":                  0o644,
 	"usr/lib/systemd/system/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf": 0o644,
 	"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh":                                0o755,
+	"usr/share/doc/ext-setup-root/varlink.md":                                                  0o644,
 	"usr/share/doc/ext-setup-root/boot.md":                                                     0o644,
 }
 
