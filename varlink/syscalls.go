@@ -53,3 +53,14 @@ func peerOf(conn net.Conn) Peer {
 	})
 	return p
 }
+
+// unixSocketpair is socketpair(AF_UNIX, SOCK_STREAM|SOCK_CLOEXEC) (tests).
+func unixSocketpair() ([2]int, error) {
+	fds, err := sysx.RetryValue(func() ([2]int, error) {
+		return unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	})
+	if err != nil {
+		return fds, os.NewSyscallError("socketpair", err)
+	}
+	return fds, nil
+}
