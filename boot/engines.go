@@ -39,6 +39,11 @@ type ExtRequest struct {
 	// ImagePolicy is the image policy text for raw images ("" = the
 	// class's .conf, then systemd's class default).
 	ImagePolicy string
+	// Force skips the extension-release checks and Noexec, if set, forces
+	// noexec on or off (systemd's --force and --noexec=, the Varlink
+	// methods' force and noexec parameters).
+	Force  bool
+	Noexec *bool
 }
 
 // Skip is an image the engine left out, with the reason it logged.

@@ -82,6 +82,7 @@ func (e ExtEngine) request(r ExtRequest) (extension.Options, error) {
 	o := e.options(r.Root, r.Class)
 	o.Mutable, o.Essential = r.Mutable, r.Essential
 	o.AlwaysRefresh = r.AlwaysRefresh
+	o.Force, o.Noexec = r.Force, r.Noexec
 	if r.ImagePolicy != "" {
 		p, err := image.ParsePolicy(r.ImagePolicy)
 		if err != nil {

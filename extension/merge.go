@@ -179,7 +179,7 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 	}
 	for _, s := range states {
 		if s.ours && !refresh {
-			return nil, fmt.Errorf("hierarchy '%s' is already merged: %w", s.h, unix.EBUSY)
+			return nil, &AlreadyMergedError{Hierarchy: s.h}
 		}
 	}
 	var old []byte
@@ -768,3 +768,16 @@ func (e *engine) hostRelease() (release.Host, string, error) {
 	}
 	return host, scope, nil
 }
+
+// AlreadyMergedError is Merge finding a merge (ours or systemd's) in
+// place; Hierarchy is the hierarchy as configured ("/etc"), what systemd
+// 262 names in its error (the Varlink error io.systemd.sysext.AlreadyMerged
+// carries it).
+type AlreadyMergedError struct{ Hierarchy string }
+
+func (e *AlreadyMergedError) Error() string {
+	return fmt.Sprintf("hierarchy '%s' is already merged: %v", e.Hierarchy, unix.EBUSY)
+}
+
+// Unwrap makes errors.Is(err, unix.EBUSY) hold, as before.
+func (e *AlreadyMergedError) Unwrap() error { return unix.EBUSY }

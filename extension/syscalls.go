@@ -47,3 +47,8 @@ func mkdirat(dirfd int, name string, mode uint32) error {
 		return unix.Mkdirat(dirfd, name, mode)
 	})
 }
+
+// fstatfs is fstatfs(2); an O_PATH descriptor is enough.
+func fstatfs(fd int, st *unix.Statfs_t) error {
+	return sysx.Retry(func() error { return unix.Fstatfs(fd, st) })
+}

@@ -26,6 +26,8 @@ install-units:
 install-dropins:
 	$(call install-file,units/host/systemd-confext.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-confext.service.d/10-ext-setup-root.conf,0644)
 	$(call install-file,units/host/systemd-sysext.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysext.service.d/10-ext-setup-root.conf,0644)
+	$(call install-file,units/host/systemd-sysext@.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysext@.service.d/10-ext-setup-root.conf,0644)
+	$(call install-file,units/host/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDUNITDIR)/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf,0644)
 	$(call install-file,units/host/confext.conf.d/10-ext-setup-root.conf,$(DESTDIR)$(SYSTEMDCONFDIR)/confext.conf.d/10-ext-setup-root.conf,0644)
 
 install-dracut:
@@ -33,5 +35,6 @@ install-dracut:
 
 install-docs:
 	$(call install-file,docs/boot.md,$(DESTDIR)$(DOCDIR)/boot.md,0644)
+	$(call install-file,docs/varlink.md,$(DESTDIR)$(DOCDIR)/varlink.md,0644)
 
 INSTALL_TARGETS += install-units install-dropins install-dracut install-docs

@@ -15,14 +15,17 @@ import (
 // installed lists what `make install` must produce for PREFIX=/usr, with
 // modes; docs/boot.md ("What gets installed") shows the same list.
 var installed = map[string]fs.FileMode{
-	"usr/bin/ext-setup-root":                                                  0o755,
-	"usr/lib/systemd/system/ext-setup-root-pre.service":                       0o644,
-	"usr/lib/systemd/system/ext-setup-root-post.service":                      0o644,
-	"usr/lib/systemd/system/systemd-confext.service.d/10-ext-setup-root.conf": 0o644,
-	"usr/lib/systemd/system/systemd-sysext.service.d/10-ext-setup-root.conf":  0o644,
-	"usr/lib/systemd/confext.conf.d/10-ext-setup-root.conf":                   0o644,
-	"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh":               0o755,
-	"usr/share/doc/ext-setup-root/boot.md":                                    0o644,
+	"usr/bin/ext-setup-root":                                                                   0o755,
+	"usr/lib/systemd/system/ext-setup-root-pre.service":                                        0o644,
+	"usr/lib/systemd/system/ext-setup-root-post.service":                                       0o644,
+	"usr/lib/systemd/system/systemd-confext.service.d/10-ext-setup-root.conf":                  0o644,
+	"usr/lib/systemd/system/systemd-sysext.service.d/10-ext-setup-root.conf":                   0o644,
+	"usr/lib/systemd/confext.conf.d/10-ext-setup-root.conf":                                    0o644,
+	"usr/lib/systemd/system/systemd-sysext@.service.d/10-ext-setup-root.conf":                  0o644,
+	"usr/lib/systemd/system/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf": 0o644,
+	"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh":                                0o755,
+	"usr/share/doc/ext-setup-root/varlink.md":                                                  0o644,
+	"usr/share/doc/ext-setup-root/boot.md":                                                     0o644,
 }
 
 func makeInstall(t *testing.T, args ...string) string {

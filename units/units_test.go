@@ -24,6 +24,8 @@ var unitFiles = []string{
 	"initrd/ext-setup-root-post.service",
 	"host/systemd-confext.service.d/10-ext-setup-root.conf",
 	"host/systemd-sysext.service.d/10-ext-setup-root.conf",
+	"host/systemd-sysext@.service.d/10-ext-setup-root.conf",
+	"host/systemd-sysupdate-notify-sysext@.service.d/10-ext-setup-root.conf",
 }
 
 // values returns section.key -> values, in file order.
@@ -141,6 +143,23 @@ func TestHostDropins(t *testing.T) {
 		}
 		if got := v["Service.ExecStop"]; len(got) != 1 || got[0] != "" {
 			t.Errorf("%s: ExecStop = %q, want only a reset", file, got)
+		}
+	}
+}
+
+// TestVarlinkDropins: the per-connection services of systemd 262's
+// systemd-sysext.socket and systemd-sysupdate-notify-sysext.socket run
+// ext-setup-root's Varlink server instead of systemd-sysext (with the
+// stock "-" prefix: a failed connection does not fail the unit).
+func TestVarlinkDropins(t *testing.T) {
+	for _, unit := range []string{"systemd-sysext@.service", "systemd-sysupdate-notify-sysext@.service"} {
+		file := filepath.Join("host", unit+".d", "10-ext-setup-root.conf")
+		v := values(t, file)
+		if got := v["Service.ExecStart"]; len(got) != 2 || got[0] != "" || got[1] != "-/usr/bin/ext-setup-root varlink" {
+			t.Errorf("%s: ExecStart = %q, want reset then %q", file, got, "-/usr/bin/ext-setup-root varlink")
+		}
+		if len(v) != 1 {
+			t.Errorf("%s: sets more than ExecStart: %v", file, v)
 		}
 	}
 }

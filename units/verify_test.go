@@ -51,13 +51,18 @@ func TestSystemdAnalyzeVerify(t *testing.T) {
 	const ud = "usr/lib/systemd/system/"
 	cp("initrd/ext-setup-root-pre.service", ud+"ext-setup-root-pre.service", 0o644)
 	cp("initrd/ext-setup-root-post.service", ud+"ext-setup-root-post.service", 0o644)
-	for _, c := range []string{"confext", "sysext"} {
-		d := "systemd-" + c + ".service.d/10-ext-setup-root.conf"
+	for _, u := range []string{"systemd-confext.service", "systemd-sysext.service",
+		"systemd-sysext@.service", "systemd-sysupdate-notify-sysext@.service"} {
+		d := u + ".d/10-ext-setup-root.conf"
 		cp("host/"+d, ud+d, 0o644)
 	}
+	// The template drop-ins are verified on an instance, with the socket
+	// units that start them.
 	cmd := exec.Command("chroot", m, "systemd-analyze", "verify", "--man=no",
 		"ext-setup-root-pre.service", "ext-setup-root-post.service",
-		"systemd-confext.service", "systemd-sysext.service")
+		"systemd-confext.service", "systemd-sysext.service",
+		"systemd-sysext@0.service", "systemd-sysupdate-notify-sysext@0.service",
+		"systemd-sysext.socket", "systemd-sysupdate-notify-sysext.socket")
 	out, err := cmd.CombinedOutput()
 	if err != nil || strings.TrimSpace(string(out)) != "" {
 		t.Fatalf("systemd-analyze verify: %v\n%s", err, out)

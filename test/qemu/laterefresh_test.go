@@ -5,6 +5,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -87,6 +88,35 @@ printf 'EXTSR-RESULT run_confexts=%s\n' "$(ls /run/confexts 2>/dev/null | tr '\n
 journalctl -b -o short -u systemd-confext.service --no-pager | while IFS= read -r l; do printf 'EXTSR-RESULT confext_ident=%s\n' "$l"; done
 `
 
+// varlinkHook runs, once the system is up, what a user or a tool does
+// through systemd 262's Varlink socket: it adds a directory confext to
+// /run/confexts and calls `varlinkctl call /run/systemd/io.systemd.sysext
+// io.systemd.sysext.Refresh '{"class":"confext"}'` (noReload: the reload
+// is not what is measured, and under TCG it took 40 s) while the watcher
+// stats a default-confext file and an upper-/etc file. The socket's
+// service instance (systemd-sysext@.service) runs ext-setup-root through
+// the host drop-in; its journal shows who served the call.
+const varlinkHook = `#!/bin/sh
+w=/var/lib/extsr/watcher
+rm -f /run/extsr-vl.stop /run/extsr-vl.result
+$w /run/extsr-vl.stop /run/extsr-vl.result /etc/extsr/default.conf /etc/hostname &
+sleep 1
+d=/run/confexts/91-extsr-vl
+mkdir -p $d/etc/extension-release.d $d/etc/extsr
+echo ID=_any > $d/etc/extension-release.d/extension-release.91-extsr-vl
+echo from-varlink > $d/etc/extsr/vl.conf
+out=$(varlinkctl call /run/systemd/io.systemd.sysext io.systemd.sysext.Refresh '{"class":"confext","noReload":true}' 2>&1)
+printf 'EXTSR-RESULT vl_rc=%s\n' "$?"
+printf 'EXTSR-RESULT vl_out=%s\n' "$(echo "$out" | tr '\n' ' ')"
+touch /run/extsr-vl.stop
+i=0
+while [ ! -s /run/extsr-vl.result ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+while IFS= read -r l; do printf 'EXTSR-RESULT vl_watch_%s\n' "$l"; done </run/extsr-vl.result
+printf 'EXTSR-RESULT vl_conf=%s\n' "$(cat /etc/extsr/vl.conf 2>/dev/null || echo missing)"
+printf 'EXTSR-RESULT vl_socket=%s\n' "$(systemctl show -P ActiveState systemd-sysext.socket)"
+journalctl -b -o short -u 'systemd-sysext@*' --no-pager | while IFS= read -r l; do printf 'EXTSR-RESULT vl_journal=%s\n' "$l"; done
+`
+
 // stockConfextLines returns the lines of systemd-confext.service's journal
 // ("-o short": "... IDENT[PID]: MESSAGE") logged neither by ext-setup-root
 // nor by PID 1, that is by the stock tool.
@@ -143,6 +173,7 @@ func buildGuestTool(t *testing.T, pkg, out string) {
 func TestQEMULateRefreshAtomic(t *testing.T) {
 	in := RequireInputs(t)
 	root := lateRefreshRoot(t, in, addConfextUnit)
+	writeFile(t, root, "etc/extsr/check.d/60-varlink", varlinkHook, 0o755)
 	m := NewMachine(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t)})
 	// Each boot's changing refresh runs `systemctl daemon-reload`, which
 	// took 40 s under TCG on a loaded machine: more than the default 5 min
@@ -185,6 +216,7 @@ func TestQEMULateRefreshAtomic(t *testing.T) {
 		if rep.Get("watch_stopped") != "true" {
 			t.Errorf("slot %s: the watcher was not stopped after systemd-confext.service (ran into its own time limit): %s", slot, sum)
 		}
+		requireVarlinkRefresh(t, rep, slot)
 	}
 
 	// Boot 3, control: systemd 262's refresh.
@@ -203,4 +235,45 @@ func TestQEMULateRefreshAtomic(t *testing.T) {
 	t.Logf("control: systemd-confext's own lines: %q", tool)
 	fails, sum := watchResult(t, rep)
 	t.Logf("watcher, systemd 262's refresh (control, not asserted): %d failed stats; %s; /etc writable: %s", fails, sum, rep.Get("etc_writable"))
+	// With late-refresh=stock the Varlink service hands the connection
+	// to systemd-sysext: its Refresh, measured the same way.
+	vf, vsum := vlWatchResult(t, rep)
+	t.Logf("control: varlinkctl Refresh served by systemd-sysext 262 (not asserted): %d failed stats; %s; rc %s, vl.conf %q; journal %q",
+		vf, vsum, rep.Get("vl_rc"), rep.Get("vl_conf"), rep.All("vl_journal"))
+}
+
+// requireVarlinkRefresh: the hook's `varlinkctl call ...
+// io.systemd.sysext.Refresh` succeeded, was served by ext-setup-root (its
+// journal lines in systemd-sysext@.service), applied the new confext, and
+// the watcher saw 0 failed stats over it.
+func requireVarlinkRefresh(t *testing.T, rep *Report, slot string) {
+	t.Helper()
+	j := strings.Join(rep.All("vl_journal"), "\n")
+	if rep.Get("vl_rc") != "0" {
+		t.Errorf("slot %s: varlinkctl Refresh failed: rc %q, %q; journal:\n%s", slot, rep.Get("vl_rc"), rep.Get("vl_out"), j)
+	}
+	if !strings.Contains(j, "varlink: confext refresh") || !strings.Contains(j, "ext-setup-root") {
+		t.Errorf("slot %s: systemd-sysext@.service's journal does not show ext-setup-root serving the call (socket %s):\n%s", slot, rep.Get("vl_socket"), j)
+	}
+	if got := rep.Get("vl_conf"); !strings.HasPrefix(got, "from-varlink") {
+		t.Errorf("slot %s: the confext added before the Varlink Refresh is not in /etc: %q", slot, got)
+	}
+	fails, sum := vlWatchResult(t, rep)
+	t.Logf("watcher, slot %s, varlinkctl Refresh (ext-setup-root): %s", slot, sum)
+	if fails != 0 {
+		t.Errorf("slot %s: the watcher saw %d failed stats during the Varlink refresh, want 0: %s", slot, fails, sum)
+	}
+}
+
+// vlWatchResult is watchResult for the Varlink hook's watcher.
+func vlWatchResult(t *testing.T, rep *Report) (int, string) {
+	t.Helper()
+	fails, err := strconv.Atoi(rep.Get("vl_watch_fails"))
+	if err != nil {
+		t.Errorf("no Varlink watcher result (vl_watch_fails=%q); console tail:\n%s", rep.Get("vl_watch_fails"), rep.Tail(60))
+		return -1, ""
+	}
+	return fails, "rounds " + rep.Get("vl_watch_rounds") + " over " + rep.Get("vl_watch_elapsed_ms") + " ms; " +
+		rep.Get("vl_watch_path0") + ": " + rep.Get("vl_watch_fails0") + " failed stats, longest gap " + rep.Get("vl_watch_max_gap_us0") + " us; " +
+		rep.Get("vl_watch_path1") + ": " + rep.Get("vl_watch_fails1") + " failed stats, longest gap " + rep.Get("vl_watch_max_gap_us1") + " us"
 }
