@@ -118,6 +118,11 @@ type engine struct {
 	// and where it came from.
 	policy     *image.Policy
 	policyFrom string
+	// certs are the trusted verity.d certificates (trustedCerts), loaded
+	// once per call.
+	certs       []image.TrustedCert
+	certWarns   []error
+	certsLoaded bool
 }
 
 // mountinfo returns the mount table, parsed at most once between changes.

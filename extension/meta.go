@@ -71,25 +71,20 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	if b.hostLower {
 		spec.Lower = append(spec.Lower, mount.Layer{File: b.host})
 	}
-	opts, optsSet := e.getenv(e.cls.OverlayOptionsEnv), e.getenv(e.cls.OverlayOptionsEnv) != ""
-	attrs := e.cls.MountAttrs
-	if e.opt.Noexec != nil {
-		if *e.opt.Noexec {
-			attrs |= unix.MOUNT_ATTR_NOEXEC
-		} else {
-			attrs &^= unix.MOUNT_ATTR_NOEXEC
-		}
-	}
+	opts := e.getenv(e.cls.OverlayOptionsEnv)
+	rw := uint64(0)
 	if b.upper != nil {
 		spec.Upper, spec.Work = &mount.Layer{File: b.upper}, &mount.Layer{File: b.work}
-		attrs &^= unix.MOUNT_ATTR_RDONLY
-		if !optsSet {
+		rw = unix.MOUNT_ATTR_RDONLY
+		if opts == "" {
 			opts = mutableDefaultOptions
 		}
 	}
-	params, set, clr := overlayOptions(opts)
+	// The read-only attribute of the class goes for a mutable merge before
+	// the options apply (an explicit "ro" in them still counts).
+	params, attrs := e.mountAttrsFrom(opts, rw)
 	spec.Options = params
-	spec.Attrs = (attrs &^ clr) | set
+	spec.Attrs = attrs
 	if b.upper == nil {
 		// An overlay without upper cannot change anything; the read-only
 		// attribute is systemd's "extra turbo safety" remount.
