@@ -27,10 +27,49 @@ func (e *engine) assemble(b *build, layers []*os.File, names []string, origin []
 	return mnt, op.Finish(err)
 }
 
+// assembleInner makes the meta layer, mounts the overlay over it, the
+// images and the host (detached), then writes the metadata files.
 func (e *engine) assembleInner(b *build, layers []*os.File, names []string, origin []byte) (*os.File, error) {
-	mfc, err := mount.NewFS("tmpfs", e.cls.Name)
+	meta, metaDir, err := e.metaLayer(b)
 	if err != nil {
 		return nil, err
+	}
+	defer meta.Close()
+	defer metaDir.Close()
+	mnt, err := mount.MountOverlay(e.overlaySpec(b, meta, layers))
+	if err != nil {
+		return nil, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			mnt.Close()
+		}
+	}()
+	if err := e.writeMeta(b, mnt, metaDir, names, origin); err != nil {
+		return nil, err
+	}
+	if b.upper != nil {
+		if e.kern.DetachedTree {
+			if err := e.protectMeta(mnt); err != nil {
+				return nil, err
+			}
+		} else {
+			// Before Linux 6.15 nothing can be bound into a detached
+			// mount: place() does it right after attaching.
+			b.protectLater = true
+		}
+	}
+	ok = true
+	return mnt, nil
+}
+
+// metaLayer mounts the detached tmpfs of the top lower layer with its
+// opaque .systemd-<C> dir; it returns the mount and a readable fd of it.
+func (e *engine) metaLayer(b *build) (meta, metaDir *os.File, err error) {
+	mfc, err := mount.NewFS("tmpfs", e.cls.Name)
+	if err != nil {
+		return nil, nil, err
 	}
 	// The merged root takes the mode of the top layer: the upper if
 	// mutable, else this meta layer, which therefore gets the hierarchy's
@@ -39,27 +78,34 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	if err == nil {
 		err = mfc.SetString("size", "1m")
 	}
-	var meta *os.File
 	if err == nil {
 		meta, err = mfc.Mount(unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC)
 	}
 	mfc.Close()
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	defer meta.Close()
-	metaDir, err := reopen(meta, unix.O_RDONLY|unix.O_DIRECTORY)
+	metaDir, err = reopen(meta, unix.O_RDONLY|unix.O_DIRECTORY)
+	if err == nil {
+		if err = mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
+			err = &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
+		} else {
+			err = makeOpaque(metaDir, e.cls.DotDir)
+		}
+	}
 	if err != nil {
-		return nil, err
+		if metaDir != nil {
+			metaDir.Close()
+		}
+		meta.Close()
+		return nil, nil, err
 	}
-	defer metaDir.Close()
-	if err := mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
-		return nil, &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
-	}
-	if err := makeOpaque(metaDir, e.cls.DotDir); err != nil {
-		return nil, err
-	}
+	return meta, metaDir, nil
+}
 
+// overlaySpec lists the layers (meta, imports, images, host) and decides
+// the options and mount attributes of the new overlay.
+func (e *engine) overlaySpec(b *build, meta *os.File, layers []*os.File) mount.OverlaySpec {
 	spec := mount.OverlaySpec{Source: e.cls.Name, Features: e.kern}
 	spec.Lower = append(spec.Lower, mount.Layer{File: meta})
 	for _, f := range b.imports {
@@ -82,27 +128,22 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	}
 	// The read-only attribute of the class goes for a mutable merge before
 	// the options apply (an explicit "ro" in them still counts).
-	params, attrs := e.mountAttrsFrom(opts, rw)
-	spec.Options = params
-	spec.Attrs = attrs
+	spec.Options, spec.Attrs = e.mountAttrsFrom(opts, rw)
 	if b.upper == nil {
 		// An overlay without upper cannot change anything; the read-only
 		// attribute is systemd's "extra turbo safety" remount.
 		spec.Attrs |= unix.MOUNT_ATTR_RDONLY
 	}
-	mnt, err := mount.MountOverlay(spec)
-	if err != nil {
-		return nil, err
-	}
-	ok := false
-	defer func() {
-		if !ok {
-			mnt.Close()
-		}
-	}()
+	return spec
+}
+
+// writeMeta writes the metadata files of the overlay mnt into the meta
+// layer's .systemd-<C> (systemd's set, plus work_dir and backing) and
+// keeps that dir for Records.
+func (e *engine) writeMeta(b *build, mnt, metaDir *os.File, names []string, origin []byte) error {
 	st, err := statFd(mnt)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	files := []struct {
 		name string
@@ -120,32 +161,20 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	}
 	dot, err := rootfs.OpenIn(metaDir, e.cls.DotDir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	defer dot.Close()
 	for _, f := range files {
 		if err := writeNew(dot, f.name, f.data); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if e.opt.Records != nil {
 		if b.metaDot, err = reopen(dot, unix.O_RDONLY|unix.O_DIRECTORY); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if b.upper != nil {
-		if e.kern.DetachedTree {
-			if err := e.protectMeta(mnt); err != nil {
-				return nil, err
-			}
-		} else {
-			// Before Linux 6.15 nothing can be bound into a detached
-			// mount: place() does it right after attaching.
-			b.protectLater = true
-		}
-	}
-	ok = true
-	return mnt, nil
+	return nil
 }
 
 // pluralContent is the confexts/extensions file: names ascending, each
