@@ -136,8 +136,9 @@ func applyOrder(plans []*hierPlan) []*hierPlan {
 }
 
 // cloneOld takes the detached clone of every merge to be replaced. A clone
-// that cannot be taken fails the call before anything is attached: without
-// it a failure later could not be undone.
+// that cannot be taken fails the call before anything is attached (without
+// it a failure later could not be undone), or starts it over when the
+// hierarchy changed since it was inspected.
 func (e *engine) cloneOld(order []*hierPlan) error {
 	for _, p := range order {
 		if p.unmerge || !p.s.ours {
@@ -146,7 +147,10 @@ func (e *engine) cloneOld(order []*hierPlan) error {
 		op := e.log.Op("keep a detached copy of the merge at %s (put back if the refresh fails)", p.s.display)
 		old, err := mount.BindDetached(p.s.top, true)
 		if op.Finish(err) != nil {
-			return fmt.Errorf("%s: cannot keep a copy of the merge in place to restore it on failure (nothing changed): %w", p.s.display, err)
+			// EINVAL when the merge inspected was detached meanwhile
+			// (another tool, such as systemd-<class>, replaced or unmerged
+			// it): then the call starts over.
+			return e.changedOr(p.s, fmt.Errorf("%s: cannot keep a copy of the merge in place to restore it on failure (nothing changed): %w", p.s.display, err))
 		}
 		p.old = old
 	}
