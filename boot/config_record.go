@@ -87,13 +87,14 @@ func describe(c Config) string {
 	return c.File
 }
 
-// recordPath names the record of root: <StateDir>/boot-config/MAJ.MIN-INO.json.
+// recordPath names the record of root:
+// <StateDir>/boot-config/MAJ.MIN-INO-boot.json, named like the lock files.
 func recordPath(root string) (string, error) {
 	var st unix.Stat_t
 	if err := sysx.Retry(func() error { return unix.Stat(root, &st) }); err != nil {
 		return "", &os.PathError{Op: "stat", Path: root, Err: err}
 	}
-	name := fmt.Sprintf("%d.%d-%d.json", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
+	name := fmt.Sprintf("%d.%d-%d-boot.json", unix.Major(st.Dev), unix.Minor(st.Dev), st.Ino)
 	return filepath.Join(paths.StateDir, "boot-config", name), nil
 }
 
