@@ -139,8 +139,7 @@ func runBoot(env *Env, args []string) error {
 	// (the booted system's refresh must apply the policy the initrd merge
 	// applied, or it would merge an image the initrd refused), the others
 	// everything in it. All stages of a boot apply the file the pre stage
-	// read before the merge (boot.LoadStageConfig records it), never one a
-	// merged confext or sysext provides.
+	// read before the merge (boot.LoadStageConfig), never a merged one.
 	cfg, cerr := boot.LoadStageConfig(*root, st, !(*dryRun || cl.DryRun), log)
 	if cerr != nil {
 		log.Errorf("%v; ignoring the file, using the defaults (essential patterns, image policy, prepare step)", cerr)
