@@ -55,3 +55,24 @@ func FuzzParseCmdline(f *testing.F) {
 		}
 	})
 }
+
+// FuzzParseRecord: the boot configuration record (our own state file, but
+// read from disk, so bounded and checked like any input) never panics;
+// what parses carries a valid configuration.
+func FuzzParseRecord(f *testing.F) {
+	f.Add(`{"file":"/etc/ext-setup-root/boot.toml","toml":"image_policy = \"root=signed+absent\"\n"}`)
+	f.Add(`{"file":"","toml":""}`)
+	f.Add(`{"file":"/x","toml":"essential = 1"}`)
+	f.Add(`{`)
+	f.Fuzz(func(t *testing.T, in string) {
+		c, err := parseRecord(strings.NewReader(in), "record")
+		if err != nil {
+			return
+		}
+		if c.ImagePolicy != "" {
+			if _, err := ParseConfig(strings.NewReader("image_policy = \""+c.ImagePolicy+"\"\n"), "again"); err != nil {
+				t.Fatalf("accepted policy %q does not parse again: %v", c.ImagePolicy, err)
+			}
+		}
+	})
+}

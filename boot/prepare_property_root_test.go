@@ -434,7 +434,7 @@ func readerView(t *testing.T, root string) map[string]string {
 				continue
 			}
 			full := filepath.Join(dir, e.Name())
-			out[p] = describe(t, full)
+			out[p] = describeEntry(t, full)
 			if e.IsDir() {
 				walk(full, p)
 			}
@@ -444,7 +444,7 @@ func readerView(t *testing.T, root string) map[string]string {
 	return out
 }
 
-func describe(t *testing.T, p string) string {
+func describeEntry(t *testing.T, p string) string {
 	var st unix.Stat_t
 	if err := unix.Lstat(p, &st); err == unix.ENOENT {
 		// overlayfs lists a whiteout of a directory that only one layer

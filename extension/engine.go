@@ -48,7 +48,8 @@ type Options struct {
 	// "Merged extensions into ..."); nil discards them.
 	Info io.Writer
 	// NoBeneath forces the unmount-then-mount fallback instead of
-	// MOVE_MOUNT_BENEATH (also env EXT_SETUP_ROOT_NO_BENEATH=1).
+	// MOVE_MOUNT_BENEATH (--no-beneath; EXT_SETUP_ROOT_NO_BENEATH=1 only
+	// in the -tags testhooks build).
 	NoBeneath bool
 	// Essential are image name patterns (path.Match syntax): if such an
 	// image cannot be opened or validated, the whole call fails.
@@ -118,6 +119,11 @@ type engine struct {
 	// and where it came from.
 	policy     *image.Policy
 	policyFrom string
+	// certs are the trusted verity.d certificates (trustedCerts), loaded
+	// once per call.
+	certs       []image.TrustedCert
+	certWarns   []error
+	certsLoaded bool
 }
 
 // mountinfo returns the mount table, parsed at most once between changes.
@@ -231,9 +237,12 @@ func (e *engine) infof(format string, args ...any) {
 	fmt.Fprintf(e.info, format+"\n", args...)
 }
 
-// noBeneath reports whether the gap-ful fallback is forced.
+// noBeneath reports whether the gap-ful fallback is forced: by
+// Options.NoBeneath (--no-beneath), or, in the -tags testhooks build only,
+// by EXT_SETUP_ROOT_NO_BENEATH=1 (envNoBeneath). A variable alone must not
+// switch a production boot onto the path with a gap.
 func (e *engine) noBeneath() bool {
-	return e.opt.NoBeneath || e.getenv("EXT_SETUP_ROOT_NO_BENEATH") == "1"
+	return e.opt.NoBeneath || envNoBeneath(e.getenv)
 }
 
 // mutableMode resolves the effective mutable mode with systemd's

@@ -8,7 +8,6 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/mount"
-	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
 // dm-verity images. An image that carries verity data (a *-verity GPT
@@ -41,7 +40,7 @@ var backend = imageBackend{dissect: dissectImage, setup: image.SetupVerity, veri
 // systemd-confext-sysroot does; never the target root's, whose /etc is
 // writable and cannot vouch for the images it holds).
 func verifySignature(e *engine, v *image.Verity) error {
-	certs, warns := image.LoadTrustedCerts(paths.TrustRoot)
+	certs, warns := e.trustedCerts()
 	for _, w := range warns {
 		e.log.Warnf("verity.d certificate skipped: %v", w)
 	}

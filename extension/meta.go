@@ -27,11 +27,10 @@ func (e *engine) assemble(b *build, layers []*os.File, names []string, origin []
 	return mnt, op.Finish(err)
 }
 
-// assembleInner builds the overlay detached: a fresh meta layer on top of
-// the lower layers, the overlay itself, then the meta files that describe
-// it (they need the overlay's device number).
+// assembleInner makes the meta layer, mounts the overlay over it, the
+// images and the host (detached), then writes the metadata files.
 func (e *engine) assembleInner(b *build, layers []*os.File, names []string, origin []byte) (*os.File, error) {
-	meta, metaDir, err := e.newMetaLayer(b)
+	meta, metaDir, err := e.metaLayer(b)
 	if err != nil {
 		return nil, err
 	}
@@ -47,11 +46,7 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 			mnt.Close()
 		}
 	}()
-	st, err := statFd(mnt)
-	if err != nil {
-		return nil, err
-	}
-	if err := e.writeMetaFiles(b, metaDir, names, origin, st); err != nil {
+	if err := e.writeMeta(b, mnt, metaDir, names, origin); err != nil {
 		return nil, err
 	}
 	if b.upper != nil {
@@ -69,10 +64,9 @@ func (e *engine) assembleInner(b *build, layers []*os.File, names []string, orig
 	return mnt, nil
 }
 
-// newMetaLayer mounts the detached tmpfs of the meta layer and creates its
-// opaque .systemd-<C> directory; it returns the mount and a readable fd of
-// its root.
-func (e *engine) newMetaLayer(b *build) (meta, metaDir *os.File, err error) {
+// metaLayer mounts the detached tmpfs of the top lower layer with its
+// opaque .systemd-<C> dir; it returns the mount and a readable fd of it.
+func (e *engine) metaLayer(b *build) (meta, metaDir *os.File, err error) {
 	mfc, err := mount.NewFS("tmpfs", e.cls.Name)
 	if err != nil {
 		return nil, nil, err
@@ -95,10 +89,9 @@ func (e *engine) newMetaLayer(b *build) (meta, metaDir *os.File, err error) {
 	if err == nil {
 		if err = mkdirat(int(metaDir.Fd()), e.cls.DotDir, 0o755); err != nil {
 			err = &os.PathError{Op: "mkdir", Path: "meta layer " + e.cls.DotDir, Err: err}
+		} else {
+			err = makeOpaque(metaDir, e.cls.DotDir)
 		}
-	}
-	if err == nil {
-		err = makeOpaque(metaDir, e.cls.DotDir)
 	}
 	if err != nil {
 		if metaDir != nil {
@@ -110,10 +103,8 @@ func (e *engine) newMetaLayer(b *build) (meta, metaDir *os.File, err error) {
 	return meta, metaDir, nil
 }
 
-// overlaySpec is the overlay of the meta layer, the imported layers, the
-// image layers and (if it is a lower) the host hierarchy, with the class's
-// mount attributes and the overlay options ($SYSTEMD_*_OVERLAY_OPTIONS,
-// else the mutable defaults).
+// overlaySpec lists the layers (meta, imports, images, host) and decides
+// the options and mount attributes of the new overlay.
 func (e *engine) overlaySpec(b *build, meta *os.File, layers []*os.File) mount.OverlaySpec {
 	spec := mount.OverlaySpec{Source: e.cls.Name, Features: e.kern}
 	spec.Lower = append(spec.Lower, mount.Layer{File: meta})
@@ -126,25 +117,18 @@ func (e *engine) overlaySpec(b *build, meta *os.File, layers []*os.File) mount.O
 	if b.hostLower {
 		spec.Lower = append(spec.Lower, mount.Layer{File: b.host})
 	}
-	opts, optsSet := e.getenv(e.cls.OverlayOptionsEnv), e.getenv(e.cls.OverlayOptionsEnv) != ""
-	attrs := e.cls.MountAttrs
-	if e.opt.Noexec != nil {
-		if *e.opt.Noexec {
-			attrs |= unix.MOUNT_ATTR_NOEXEC
-		} else {
-			attrs &^= unix.MOUNT_ATTR_NOEXEC
-		}
-	}
+	opts := e.getenv(e.cls.OverlayOptionsEnv)
+	rw := uint64(0)
 	if b.upper != nil {
 		spec.Upper, spec.Work = &mount.Layer{File: b.upper}, &mount.Layer{File: b.work}
-		attrs &^= unix.MOUNT_ATTR_RDONLY
-		if !optsSet {
+		rw = unix.MOUNT_ATTR_RDONLY
+		if opts == "" {
 			opts = mutableDefaultOptions
 		}
 	}
-	params, set, clr := overlayOptions(opts)
-	spec.Options = params
-	spec.Attrs = (attrs &^ clr) | set
+	// The read-only attribute of the class goes for a mutable merge before
+	// the options apply (an explicit "ro" in them still counts).
+	spec.Options, spec.Attrs = e.mountAttrsFrom(opts, rw)
 	if b.upper == nil {
 		// An overlay without upper cannot change anything; the read-only
 		// attribute is systemd's "extra turbo safety" remount.
@@ -153,10 +137,14 @@ func (e *engine) overlaySpec(b *build, meta *os.File, layers []*os.File) mount.O
 	return spec
 }
 
-// writeMetaFiles writes the meta files of the overlay whose status is st
-// into the meta layer's .systemd-<C>: the image list, origin, dev, and
-// work_dir and backing where they apply.
-func (e *engine) writeMetaFiles(b *build, metaDir *os.File, names []string, origin []byte, st unix.Stat_t) error {
+// writeMeta writes the metadata files of the overlay mnt into the meta
+// layer's .systemd-<C> (systemd's set, plus work_dir and backing) and
+// keeps that dir for Records.
+func (e *engine) writeMeta(b *build, mnt, metaDir *os.File, names []string, origin []byte) error {
+	st, err := statFd(mnt)
+	if err != nil {
+		return err
+	}
 	files := []struct {
 		name string
 		data string

@@ -253,7 +253,9 @@ func (e *engine) mutableDirForOrigin(h, mode string) (string, error) {
 }
 
 // prepare decides layers, upper and work dir of one hierarchy for mode and
-// creates what systemd creates (mutable dir for "yes", the work dir).
+// creates what systemd creates (mutable dir for "yes", the work dir): the
+// host hierarchy, the mutable dir (upper or import), the work dir, then
+// whether the host hierarchy is the bottom layer.
 func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 	b := &build{h: s.h, hostMode: 0o755}
 	ok := false
@@ -262,68 +264,64 @@ func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 			b.abort()
 		}
 	}()
-	host, err := e.hostDir(s, b)
+	if err := e.prepareHost(s, b); err != nil {
+		return nil, err
+	}
+	mp, err := e.prepareMutable(s, b, mode)
 	if err != nil {
 		return nil, err
+	}
+	if err := e.prepareWork(s, b, mode, mp); err != nil {
+		return nil, err
+	}
+	if err := prepareHostLower(b); err != nil {
+		return nil, err
+	}
+	ok = true
+	return b, nil
+}
+
+// prepareHost opens the host hierarchy (nil when missing) and takes its
+// mode for the upper dir.
+func (e *engine) prepareHost(s *hierState, b *build) error {
+	host, err := e.hostDir(s, b)
+	if err != nil {
+		return err
 	}
 	b.host = b.keep(host)
 	if host != nil {
 		st, err := statFd(host)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		b.hostMode = st.Mode & 0o777
 	}
+	return nil
+}
+
+// prepareMutable sets up the mutable dir of mode: the upper dir ("auto",
+// "yes", the hierarchy itself when the mutable link points there), an
+// import lower ("import", "ephemeral-import") or an ephemeral upper. It
+// returns the mutable dir, root-relative, as resolved or created.
+func (e *engine) prepareMutable(s *hierState, b *build, mode string) (string, error) {
 	mp, mexists, err := e.resolveMutable(s.h)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
 	isHost := mexists && mp == path.Clean(s.h)
-
 	switch mode {
 	case "auto", "yes":
-		if mexists && !isHost {
-			if err := e.checkMutableMode(mp, b.hostMode); err != nil {
-				return nil, err
-			}
-		}
-		if mode == "auto" && !mexists {
-			break
-		}
-		if isHost {
-			if b.host == nil {
-				return nil, fmt.Errorf("%s points to %s, which does not exist", e.display(mutablePath(s.h)), s.display)
-			}
-			b.upper, b.upperHost = b.host, true
-		} else {
-			d, err := e.mkdirAll(mutablePath(s.h))
-			if err != nil {
-				return nil, fmt.Errorf("create mutable directory %s: %w", e.display(mutablePath(s.h)), err)
-			}
-			b.upper = b.keep(d)
-			p, err := fdPath(d)
-			if err == nil {
-				mp, err = stripRoot(e.root, p)
-			}
-			if err != nil {
-				return nil, fmt.Errorf("mutable directory %s: %w", e.display(mutablePath(s.h)), err)
-			}
-		}
-		if err := fchmodPath(b.upper, b.hostMode); err != nil {
-			return nil, err
-		}
-		b.mutableDir = mp
-		if !mexists && mode == "yes" && !isHost {
-			b.mutableDir = mp
+		if mp, err = e.prepareUpper(s, b, mode, mp, mexists, isHost); err != nil {
+			return "", err
 		}
 	case "import", "ephemeral-import":
 		if mexists {
 			if isHost {
-				return nil, fmt.Errorf("not importing mutable directory %s for hierarchy %s as a lower dir, because it points to the hierarchy itself: %w", e.display(mutablePath(s.h)), s.h, unix.ELOOP)
+				return "", fmt.Errorf("not importing mutable directory %s for hierarchy %s as a lower dir, because it points to the hierarchy itself: %w", e.display(mutablePath(s.h)), s.h, unix.ELOOP)
 			}
 			d, err := openDirIn(e.root, mutablePath(s.h))
 			if err != nil {
-				return nil, err
+				return "", err
 			}
 			b.imports = append(b.imports, b.keep(d))
 			if mode == "import" {
@@ -333,43 +331,90 @@ func (e *engine) prepare(s *hierState, mode string) (*build, error) {
 	}
 	if mode == "ephemeral" || mode == "ephemeral-import" {
 		if err := e.ephemeralUpper(b); err != nil {
-			return nil, err
+			return "", err
 		}
 		b.mutableDir = "/run/systemd/sysext/" + hierName(s.h)
 	}
+	return mp, nil
+}
 
+// prepareUpper is prepareMutable for modes "auto" and "yes": the mutable
+// dir mp (existing: mexists; the hierarchy itself: isHost) becomes the
+// upper dir, created in mode "yes", with the host hierarchy's mode.
+func (e *engine) prepareUpper(s *hierState, b *build, mode, mp string, mexists, isHost bool) (string, error) {
+	if mexists && !isHost {
+		if err := e.checkMutableMode(mp, b.hostMode); err != nil {
+			return "", err
+		}
+	}
+	if mode == "auto" && !mexists {
+		return mp, nil
+	}
+	if isHost {
+		if b.host == nil {
+			return "", fmt.Errorf("%s points to %s, which does not exist", e.display(mutablePath(s.h)), s.display)
+		}
+		b.upper, b.upperHost = b.host, true
+	} else {
+		d, err := e.mkdirAll(mutablePath(s.h))
+		if err != nil {
+			return "", fmt.Errorf("create mutable directory %s: %w", e.display(mutablePath(s.h)), err)
+		}
+		b.upper = b.keep(d)
+		p, err := fdPath(d)
+		if err == nil {
+			mp, err = stripRoot(e.root, p)
+		}
+		if err != nil {
+			return "", fmt.Errorf("mutable directory %s: %w", e.display(mutablePath(s.h)), err)
+		}
+	}
+	if err := fchmodPath(b.upper, b.hostMode); err != nil {
+		return "", err
+	}
+	b.mutableDir = mp
+	return mp, nil
+}
+
+// prepareWork creates the work dir next to the upper dir (none for an
+// ephemeral upper, which brings its own) and refuses a read-only upper.
+func (e *engine) prepareWork(s *hierState, b *build, mode, mp string) error {
 	if b.upper != nil && !b.upperHost && mode != "ephemeral" && mode != "ephemeral-import" {
 		if err := e.realWorkDir(s, b, path.Dir(mp)); err != nil {
-			return nil, err
+			return err
 		}
 	} else if b.upperHost {
 		if err := e.hostWorkDir(s, b); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	if b.upper != nil {
 		var sfs unix.Statfs_t
 		if err := sysx.Retry(func() error { return unix.Fstatfs(int(b.upper.Fd()), &sfs) }); err == nil && sfs.Flags&unix.ST_RDONLY != 0 {
-			return nil, fmt.Errorf("can't use %s as an upperdir as it is read-only: %w", e.display(mp), unix.EROFS)
+			return fmt.Errorf("can't use %s as an upperdir as it is read-only: %w", e.display(mp), unix.EROFS)
 		}
 	}
+	return nil
+}
 
-	// The host hierarchy is the bottom layer unless it is missing, empty
-	// or serves as the upper dir (systemd's hierarchy_as_lower_dir).
-	if b.host != nil && !b.upperHost {
-		empty, err := dirIsEmpty(b.host)
-		if err != nil {
-			return nil, err
-		}
-		if !empty {
-			b.hostLower = true
-			if st, err := statFd(b.host); err == nil && unix.Major(st.Dev) != 0 {
-				b.backing = st.Dev
-			}
+// prepareHostLower makes the host hierarchy the bottom layer unless it is
+// missing, empty or serves as the upper dir (systemd's
+// hierarchy_as_lower_dir).
+func prepareHostLower(b *build) error {
+	if b.host == nil || b.upperHost {
+		return nil
+	}
+	empty, err := dirIsEmpty(b.host)
+	if err != nil {
+		return err
+	}
+	if !empty {
+		b.hostLower = true
+		if st, err := statFd(b.host); err == nil && unix.Major(st.Dev) != 0 {
+			b.backing = st.Dev
 		}
 	}
-	ok = true
-	return b, nil
+	return nil
 }
 
 // checkMutableMode enforces systemd's rule that an existing mutable dir

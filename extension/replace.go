@@ -23,7 +23,9 @@ import (
 // the new one mounted after: a short gap, which is logged and counted. Any
 // other refusal of the beneath attach fails the call with the old merge
 // untouched. protect makes the read-only bind of .systemd-<C> once mnt is
-// attached (kernels without mount.Features.DetachedTree).
+// attached (kernels without mount.Features.DetachedTree). old is the
+// detached clone of the merge in place (nil for a fresh merge), mounted
+// back when the gap path cannot attach the new merge.
 //
 // Propagation: the new mount inherits its propagation from where it is
 // attached, exactly like systemd's bind of its staging overlay: under a
@@ -33,9 +35,9 @@ import (
 // /etc; under a private parent (a test namespace, a private /sysroot) it
 // stays private. The detached pieces (meta tmpfs, image mounts, clones)
 // are private and invisible until then, so nothing leaks while building.
-func (e *engine) place(s *hierState, mnt *os.File, protect bool) (gap bool, err error) {
+func (e *engine) place(s *hierState, mnt *os.File, protect bool, old *os.File) (gap bool, err error) {
 	op := e.log.Op("attach %s overlay at %s (replace existing merge: %v)", e.cls.Name, s.display, s.ours)
-	gap, err = e.placeInner(s, mnt, protect)
+	gap, err = e.placeInner(s, mnt, protect, old)
 	e.mi = nil
 	if err == nil {
 		// The mount id survives switch-root (the tree is moved, not
@@ -127,32 +129,12 @@ func (e *engine) changedOr(s *hierState, err error) error {
 	return err
 }
 
-func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool) (bool, error) {
+func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool, old *os.File) (bool, error) {
 	if err := e.recheckTop(s); err != nil {
 		return false, err
 	}
 	if !s.ours {
-		target := s.top
-		if target == nil {
-			// systemd creates a missing hierarchy (mkdir_p 0755).
-			d, err := e.mkdirAll(s.h)
-			if err != nil {
-				return false, err
-			}
-			defer d.Close()
-			target = d
-		}
-		if err := mount.Attach(mnt, target, false); err != nil {
-			return false, err
-		}
-		if err := e.protectAttached(mnt, protect); err != nil {
-			// Nothing was there before: take the new merge away again.
-			if uerr := mount.UnmountFd(mnt, unix.MNT_DETACH); uerr != nil {
-				return false, fmt.Errorf("%w; and removing the new merge from %s failed: %w", err, s.display, uerr)
-			}
-			return false, err
-		}
-		return false, nil
+		return false, e.placeFresh(s, mnt, protect)
 	}
 	subs, err := e.collectSubmounts(s)
 	if err != nil {
@@ -174,17 +156,56 @@ func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool) (bool, err
 	} else if !e.kern.Beneath {
 		e.log.Warnf("this kernel (%s) has no MOVE_MOUNT_BENEATH (Linux >= 6.5)", e.kern.Release)
 	}
+	return true, e.replaceWithGap(s, mnt, subs, protect, old)
+}
+
+// placeFresh attaches mnt where no merge of ours is.
+func (e *engine) placeFresh(s *hierState, mnt *os.File, protect bool) error {
+	target := s.top
+	if target == nil {
+		// systemd creates a missing hierarchy (mkdir_p 0755).
+		d, err := e.mkdirAll(s.h)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		target = d
+	}
+	if err := mount.Attach(mnt, target, false); err != nil {
+		return err
+	}
+	if err := e.protectAttached(mnt, protect); err != nil {
+		// Nothing was there before: take the new merge away again.
+		if uerr := mount.UnmountFd(mnt, unix.MNT_DETACH); uerr != nil {
+			return fmt.Errorf("%w; and removing the new merge from %s failed: %w", err, s.display, uerr)
+		}
+		return err
+	}
+	return nil
+}
+
+// errLeftUnmerged marks a gap replacement that could neither attach the
+// new merge nor put the old one back: the hierarchy shows its bare
+// directory.
+var errLeftUnmerged = errors.New("left unmerged")
+
+// replaceWithGap is the replacement without MOVE_MOUNT_BENEATH: the old
+// merge is detached, then the new one attached. If the attach fails, the
+// clone old of the old merge is attached instead (issue 14 item 7: an
+// EBUSY there left /etc as the bare upper dir), so the hierarchy shows the
+// old merge again; errLeftUnmerged only when that fails too.
+func (e *engine) replaceWithGap(s *hierState, mnt *os.File, subs []submount, protect bool, old *os.File) error {
 	e.log.Warnf("replacing the merge at %s with a gap: the old merge is unmounted before the new one is mounted", s.display)
 	if err := mount.UnmountFd(s.top, unix.MNT_DETACH); err != nil {
-		return false, err
+		return err
 	}
 	target, err := openDirIn(e.root, s.h)
 	if err != nil {
-		return true, fmt.Errorf("%s left unmerged: %w", s.display, err)
+		return fmt.Errorf("%s: %w: %w", s.display, errLeftUnmerged, err)
 	}
 	defer target.Close()
 	if err := mount.Attach(mnt, target, false); err != nil {
-		return true, fmt.Errorf("%s left unmerged after removing the old merge: %w", s.display, err)
+		return e.putBack(s, target, old, fmt.Errorf("attach the new merge at %s after removing the old one: %w", s.display, err))
 	}
 	// Sub-mounts go onto the attached merge: before Linux 6.15 nothing
 	// can be attached onto a detached mount.
@@ -194,7 +215,56 @@ func (e *engine) placeInner(s *hierState, mnt *os.File, protect bool) (bool, err
 	if err := e.protectAttached(mnt, protect); err != nil {
 		e.log.Warnf("%s merged, but its metadata is not protected: %v", s.display, err)
 	}
-	return true, nil
+	return nil
+}
+
+// putBack attaches old, the clone of the merge a gap replacement removed,
+// at target after the new merge could not be attached (err).
+func (e *engine) putBack(s *hierState, target, old *os.File, err error) error {
+	if old == nil {
+		return fmt.Errorf("%w; %s %w (no copy of the old merge)", err, s.display, errLeftUnmerged)
+	}
+	op := e.log.Op("put the old merge back at %s", s.display)
+	if perr := op.Finish(mount.Attach(old, target, false)); perr != nil {
+		return fmt.Errorf("%w; %s %w: putting the old merge back failed: %w", err, s.display, errLeftUnmerged, perr)
+	}
+	e.mi = nil
+	return fmt.Errorf("%w (the old merge was put back)", err)
+}
+
+// restoreOld undoes the replacement of p (placed) after a later step of the
+// call failed: the clone of the old merge goes beneath the new merge, then
+// the new one is detached, so the hierarchy shows the new merge, then the
+// old one, never the bare directory. Without MOVE_MOUNT_BENEATH (or with
+// it forced off) the new merge is detached first and the clone attached
+// after: a gap, as in the replacement itself.
+func (e *engine) restoreOld(p *hierPlan) error {
+	s := p.s
+	if p.old == nil {
+		return errors.New("no copy of the old merge")
+	}
+	op := e.log.Op("restore the old merge at %s (another hierarchy of this call failed)", s.display)
+	err := func() error {
+		if !e.noBeneath() && e.kern.Beneath {
+			err := attachBeneath(p.old, p.mnt)
+			if err == nil {
+				return detachOld(p.mnt)
+			}
+			if !errors.Is(err, mount.ErrBeneathUnsupported) {
+				return err
+			}
+		}
+		if err := mount.UnmountFd(p.mnt, unix.MNT_DETACH); err != nil {
+			return err
+		}
+		target, err := openDirIn(e.root, s.h)
+		if err != nil {
+			return err
+		}
+		defer target.Close()
+		return mount.Attach(p.old, target, false)
+	}()
+	return op.Finish(err)
 }
 
 // finishBeneath completes a replacement after the new merge mnt was

@@ -102,131 +102,174 @@ func Rerecord(ctx context.Context, opt Options) (*RerecordResult, error) {
 		return nil, err
 	}
 	defer locks.release()
-	res := &RerecordResult{}
-	mode, err := e.mutableMode()
-	if err != nil {
-		return nil, err
+	r := &rerecord{res: &RerecordResult{}}
+	defer closeStates(r.states)
+	steps := []func(context.Context, *rerecord) error{e.rerecordRead, e.rerecordImages, e.rerecordCompare, e.rerecordTargets}
+	for _, step := range steps {
+		if err := step(ctx, r); err != nil || r.res.Reason != "" {
+			return r.res, err
+		}
 	}
-	states, err := e.inspectAll()
-	defer closeStates(states)
-	if err != nil {
-		return nil, err
+	sort.Strings(r.res.Images)
+	for _, t := range r.targets {
+		op := e.log.Op("rewrite %s/%s/origin (same images, seen under a new mount: %s)", t.s.display, e.cls.DotDir, strings.Join(r.res.Images, ", "))
+		if werr := op.Finish(rewriteInPlace(t.dot, "origin", r.data)); werr != nil {
+			// A half-written record only costs a remount in the booted
+			// system: refresh sees a record that differs and redoes the
+			// merge; it never skips wrongly.
+			return r.res, fmt.Errorf("rewrite origin of %s: %w", t.s.display, werr)
+		}
 	}
-	first := firstOrigin(states)
-	if first == nil {
-		res.Reason = "no merge with an origin record"
-		return res, nil
-	}
-	od, err := ParseOrigin(bytes.NewReader(first.origin))
-	if err != nil {
-		res.Reason = "the origin record in place does not parse: " + err.Error()
-		return res, nil
-	}
-	was, err := od.Origin()
-	if err != nil {
-		res.Reason = err.Error()
-		return res, nil
-	}
-	prev := e.loadState()
-	if prev == nil {
-		res.Reason = "no state of the last run"
-		return res, nil
-	}
+	r.res.Rewritten = true
+	e.saveState(e.newState(r.cands, r.prev.HostRelease, r.inputs))
+	return r.res, nil
+}
 
+// rerecord is what Rerecord's steps read and decide; a step that finds a
+// reason not to rewrite sets res.Reason and the call ends there.
+type rerecord struct {
+	res     *RerecordResult
+	mode    string
+	inputs  string
+	states  []*hierState
+	od      Document // the origin record in place
+	was     Origin   // od, decoded
+	prev    *runState
+	cands   []*candidate
+	data    []byte // the corrected record
+	targets []rerecordTarget
+}
+
+// rerecordTarget is a merged hierarchy and its meta layer kept in Records.
+type rerecordTarget struct {
+	s   *hierState
+	dot *os.File
+}
+
+// rerecordRead reads the mutable mode, the hierarchies, the origin record
+// in place and the last run's state, which must have been taken with the
+// same verdict inputs (image policy, trusted certificates, ...).
+func (e *engine) rerecordRead(_ context.Context, r *rerecord) error {
+	var err error
+	if r.mode, err = e.mutableMode(); err != nil {
+		return err
+	}
+	if r.inputs, err = e.verdictInputs(r.mode); err != nil {
+		return err
+	}
+	r.states, err = e.inspectAll()
+	if err != nil {
+		return err
+	}
+	first := firstOrigin(r.states)
+	if first == nil {
+		r.res.Reason = "no merge with an origin record"
+		return nil
+	}
+	if r.od, err = ParseOrigin(bytes.NewReader(first.origin)); err != nil {
+		r.res.Reason = "the origin record in place does not parse: " + err.Error()
+		return nil
+	}
+	if r.was, err = r.od.Origin(); err != nil {
+		r.res.Reason = err.Error()
+		return nil
+	}
+	switch r.prev = e.loadState(); {
+	case r.prev == nil:
+		r.res.Reason = "no state of the last run"
+	case r.prev.Inputs != r.inputs:
+		r.res.Reason = "the image policy, mutable mode, noexec, essential list or trusted certificates changed since the last run"
+	}
+	return nil
+}
+
+// rerecordImages requires every image found now to be the file the last
+// run saw, with the verdict it had and the place it had in the merge, and
+// collects the names whose weak identity changed.
+func (e *engine) rerecordImages(ctx context.Context, r *rerecord) error {
 	imgs, err := e.discover()
 	if err != nil {
-		return nil, fmt.Errorf("discover %s images: %w", e.cls.Name, err)
+		return fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
 	oldByName := map[string]OriginExtension{}
-	for _, x := range was.Extensions {
+	for _, x := range r.was.Extensions {
 		oldByName[x.Name] = x
 	}
-	var cands []*candidate
 	for _, img := range imgs {
 		if err := ctx.Err(); err != nil {
-			return nil, err
+			return err
 		}
 		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
-			res.Reason = fmt.Sprintf("image %s cannot be identified: %v", img.Name, err)
-			return res, nil
+			r.res.Reason = fmt.Sprintf("image %s cannot be identified: %v", img.Name, err)
+			return nil
 		}
 		c := &candidate{img: img, id: id}
-		rec, known := prev.Images[img.Name]
+		rec, known := r.prev.Images[img.Name]
 		if !known || !sameFile(rec.Identity, id) || rec.Type != img.Type.String() {
-			res.Reason = fmt.Sprintf("image %s is not the file the last run saw", img.Name)
-			return res, nil
+			r.res.Reason = fmt.Sprintf("image %s is not the file the last run saw", img.Name)
+			return nil
 		}
 		c.accepted, c.reason, c.fp = rec.Accepted, rec.Reason, rec.Fingerprint
 		if x, merged := oldByName[img.Name]; merged != c.accepted || (merged && !sameFile(x, id)) {
-			res.Reason = fmt.Sprintf("image %s is not what the merge in place recorded", img.Name)
-			return res, nil
+			r.res.Reason = fmt.Sprintf("image %s is not what the merge in place recorded", img.Name)
+			return nil
 		}
 		if c.accepted && rec.Identity != id {
-			res.Images = append(res.Images, img.Name)
+			r.res.Images = append(r.res.Images, img.Name)
 		}
-		cands = append(cands, c)
+		r.cands = append(r.cands, c)
 	}
-	if n := len(acceptedNames(cands)); n != len(was.Extensions) {
-		res.Reason = fmt.Sprintf("the merge in place recorded %d images, %d are there now", len(was.Extensions), n)
-		return res, nil
+	if n := len(acceptedNames(r.cands)); n != len(r.was.Extensions) {
+		r.res.Reason = fmt.Sprintf("the merge in place recorded %d images, %d are there now", len(r.was.Extensions), n)
 	}
+	return nil
+}
 
-	doc, err := e.originBase(mode)
+// rerecordCompare requires the rest of the record (mode, dirs, options)
+// to be unchanged and builds the corrected record, unless it matches.
+func (e *engine) rerecordCompare(_ context.Context, r *rerecord) error {
+	doc, err := e.originBase(r.mode)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	rest := *doc
-	rest.Extensions = was.Extensions
-	if !Equal(od, rest.Document()) {
-		res.Reason = "mutable mode, mutable dirs or mount options differ from the merge in place"
-		return res, nil
+	rest.Extensions = r.was.Extensions
+	if !Equal(r.od, rest.Document()) {
+		r.res.Reason = "mutable mode, mutable dirs or mount options differ from the merge in place"
+		return nil
 	}
-	doc.Extensions = originExtensions(cands)
-	if Equal(od, doc.Document()) {
-		res.Reason = "the record already matches"
-		res.Images = nil
-		return res, nil
+	doc.Extensions = originExtensions(r.cands)
+	if Equal(r.od, doc.Document()) {
+		r.res.Reason = "the record already matches"
+		r.res.Images = nil
+		return nil
 	}
-	data := doc.MarshalSystemd()
+	r.data = doc.MarshalSystemd()
+	return nil
+}
 
-	// Every merged hierarchy's meta layer must be ours from this process
-	// and belong to the overlay mounted there now.
-	type target struct {
-		s   *hierState
-		dot *os.File
-	}
-	var targets []target
-	for _, s := range states {
+// rerecordTargets requires every merged hierarchy's meta layer to be ours
+// from this process and to belong to the overlay mounted there now.
+func (e *engine) rerecordTargets(_ context.Context, r *rerecord) error {
+	for _, s := range r.states {
 		if !s.ours {
 			continue
 		}
-		dot := opt.Records.get(e.rootPath, e.cls.Name, s.h)
+		dot := e.opt.Records.get(e.rootPath, e.cls.Name, s.h)
 		if dot == nil {
-			res.Reason = fmt.Sprintf("the merge at %s was not made by this process", s.display)
-			return res, nil
+			r.res.Reason = fmt.Sprintf("the merge at %s was not made by this process", s.display)
+			return nil
 		}
 		mounted, err1 := readFileIn(s.top, path.Join(e.cls.DotDir, "dev"))
 		kept, err2 := readFileIn(dot, "dev")
 		if err1 != nil || err2 != nil || !bytes.Equal(mounted, kept) {
-			res.Reason = fmt.Sprintf("the merge at %s is not the one this process made", s.display)
-			return res, nil
+			r.res.Reason = fmt.Sprintf("the merge at %s is not the one this process made", s.display)
+			return nil
 		}
-		targets = append(targets, target{s, dot})
+		r.targets = append(r.targets, rerecordTarget{s, dot})
 	}
-	sort.Strings(res.Images)
-	for _, t := range targets {
-		op := e.log.Op("rewrite %s/%s/origin (same images, seen under a new mount: %s)", t.s.display, e.cls.DotDir, strings.Join(res.Images, ", "))
-		if werr := op.Finish(rewriteInPlace(t.dot, "origin", data)); werr != nil {
-			// A half-written record only costs a remount in the booted
-			// system: refresh sees a record that differs and redoes the
-			// merge; it never skips wrongly.
-			return res, fmt.Errorf("rewrite origin of %s: %w", t.s.display, werr)
-		}
-	}
-	res.Rewritten = true
-	e.saveState(e.newState(cands, prev.HostRelease))
-	return res, nil
+	return nil
 }
 
 // sameFile reports whether two identities name the same image file: same

@@ -20,10 +20,15 @@ import (
 // while the image file's identity is unchanged) and notice in-place edits
 // of directory images (DirFingerprint, systemd issue 41523).
 type runState struct {
-	Root        string                `json:"root"`
-	HostRelease string                `json:"hostRelease"`
-	Force       bool                  `json:"force"`
-	Images      map[string]imageState `json:"images"`
+	Root        string `json:"root"`
+	HostRelease string `json:"hostRelease"`
+	Force       bool   `json:"force"`
+	// Inputs is verdictInputs of the run that wrote the state: a state
+	// written under another image policy, mutable mode, noexec, essential
+	// list or set of trusted certificates never lends its verdicts (a
+	// state file without it, from an older binary, neither).
+	Inputs string                `json:"inputs"`
+	Images map[string]imageState `json:"images"`
 }
 
 // imageState is the verdict for one image with the identity it was taken for.

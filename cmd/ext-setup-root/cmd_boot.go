@@ -153,12 +153,12 @@ func runBoot(env *Env, args []string) error {
 	}
 	// Essential patterns: kernel command line (applied in boot.Run) >
 	// flags > boot.toml in the root > the default.
-	// Every stage reads boot.toml: the late stages need its image_policy
+	// Every stage applies boot.toml: the late stages need its image_policy
 	// (the booted system's refresh must apply the policy the initrd merge
 	// applied, or it would merge an image the initrd refused), the others
-	// everything in it. The late stages run in the booted system, where the
-	// same file is at the same place under /.
-	cfg, cerr := boot.LoadConfig(*root)
+	// everything in it. All stages of a boot apply the file the pre stage
+	// read before the merge (boot.LoadStageConfig), never a merged one.
+	cfg, cerr := boot.LoadStageConfig(*root, st, !(*dryRun || cl.DryRun), log)
 	if cerr != nil {
 		log.Errorf("%v; ignoring the file, using the defaults (essential patterns, image policy, prepare step)", cerr)
 		cfg = boot.DefaultConfig()

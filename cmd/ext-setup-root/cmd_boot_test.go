@@ -32,13 +32,14 @@ func (f *bootFake) Select(_ context.Context, root string, dry bool) (boot.Select
 func withBootFake(t *testing.T, cmdline string) *bootFake {
 	t.Helper()
 	f := &bootFake{}
-	old, oldCl := bootEngines, paths.ProcCmdline
+	old, oldCl, oldState := bootEngines, paths.ProcCmdline, paths.StateDir
 	bootEngines = func(func(string) string, string, *oplog.Logger) (boot.Extensions, boot.Selector, error) {
 		return f, f, nil
 	}
 	paths.ProcCmdline = filepath.Join(t.TempDir(), "cmdline")
 	os.WriteFile(paths.ProcCmdline, []byte(cmdline), 0o644)
-	t.Cleanup(func() { bootEngines, paths.ProcCmdline = old, oldCl })
+	paths.StateDir = t.TempDir() // the stages record boot.toml there
+	t.Cleanup(func() { bootEngines, paths.ProcCmdline, paths.StateDir = old, oldCl, oldState })
 	return f
 }
 
