@@ -251,7 +251,7 @@ func TestCmdlineSwitches(t *testing.T) {
 		{"post off", StagePost, Cmdline{PostOff: true}, ""},
 		{"confext off pre", StagePre, Cmdline{ConfextOff: true}, ""},
 		{"confext off post", StagePost, Cmdline{ConfextOff: true}, "select,masked?,status sysext,merge sysext"},
-		{"sysext off post", StagePost, Cmdline{SysextOff: true}, "select,status confext,merge confext"},
+		{"sysext off post", StagePost, Cmdline{SysextOff: true}, "select,status confext,link,merge confext"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake()

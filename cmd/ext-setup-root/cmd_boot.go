@@ -179,6 +179,7 @@ func runBoot(env *Env, args []string) error {
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
+			Cmdline: cl, DryRun: o.DryRun,
 			SystemdVersion: systemdVersion, ExecStock: execStock, Reload: daemonReload,
 			ImagePolicy: stagePolicy,
 		})

@@ -238,3 +238,29 @@ func TestBootLatePolicyFromConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestBootLateHonoursCmdline (issue 18 item 2): the late stages read the
+// kill switches and the dry run from the kernel command line (before, a
+// booted `rd.systemd.confext=0 ext-setup-root.dry-run` or
+// `systemd.confext=no` still refreshed).
+func TestBootLateHonoursCmdline(t *testing.T) {
+	oldV, oldE, oldR := systemdVersion, execStock, daemonReload
+	t.Cleanup(func() { systemdVersion, execStock, daemonReload = oldV, oldE, oldR })
+	systemdVersion = func(string) (int, error) { return 262, nil }
+	daemonReload = func() error { t.Error("daemon-reload"); return nil }
+	execStock = func(argv []string) error { t.Errorf("exec %v", argv); return nil }
+	for _, tc := range []struct{ stage, cmdline, want string }{
+		{"late-confext", "rd.systemd.confext=0 ext-setup-root.dry-run", "dry run: would refresh confexts"},
+		{"late-confext", "systemd.confext=no", "disabled by systemd.confext=0"},
+		{"late-sysext", "systemd.sysext=off ext-setup-root.late-refresh=stock", "disabled by systemd.sysext=0"},
+	} {
+		f := withBootFake(t, tc.cmdline)
+		env, _, errb := testEnv()
+		if err := run(env, []string{"boot", "--stage=" + tc.stage, "--root=/"}); err != nil {
+			t.Fatalf("%q: %v\n%s", tc.cmdline, err, errb)
+		}
+		if len(f.calls) != 0 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%q: calls %v, log lacks %q:\n%s", tc.cmdline, f.calls, tc.want, errb)
+		}
+	}
+}
