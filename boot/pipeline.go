@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,8 +38,13 @@ type Options struct {
 	// Cmdline are the kernel command line switches (ParseCmdline).
 	Cmdline Cmdline
 	// Essential are confext name patterns that must not be skipped; nil
-	// means DefaultEssential, Cmdline.Essential (when set) wins.
+	// means the default (FlatcarEssential on a Flatcar root, else
+	// DefaultEssential), Cmdline.Essential (when set) wins.
 	Essential []string
+	// Flatcar says the root has the Flatcar layout (IsFlatcarRoot): the
+	// default essential list is then the vendor default confext by name,
+	// as Flatcar's bootengine requires it.
+	Flatcar bool
 	// SysextEssential are sysext name patterns that must not be skipped
 	// (none by default: a broken sysext never stops the boot).
 	SysextEssential []string
@@ -197,8 +203,33 @@ func (o *Options) essential() []string {
 		return o.Cmdline.Essential
 	case o.Essential != nil:
 		return o.Essential
+	case o.Flatcar:
+		return FlatcarEssential
 	}
 	return DefaultEssential
+}
+
+// noteNoDefault logs, once per merge, that no vendor default confext was
+// found when the glob default is in force (not on Flatcar, where the name
+// is required, nor when patterns were configured): nothing fails, but a
+// reader of the log should not have to guess.
+func (o *Options) noteNoDefault(patterns []string, res ExtResult) {
+	if !slices.Equal(patterns, DefaultEssential) || o.Cmdline.Essential != nil || o.Essential != nil {
+		return
+	}
+	for _, p := range patterns {
+		for _, n := range res.Merged {
+			if ok, _ := path.Match(p, n); ok {
+				return
+			}
+		}
+		for _, sk := range res.Skipped {
+			if ok, _ := path.Match(p, sk.Name); ok {
+				return
+			}
+		}
+	}
+	o.Log.Noticef("no default confext found (no image named %s); none is required outside the Flatcar layout", strings.Join(patterns, ","))
 }
 
 func runPre(ctx context.Context, o *Options, s *Summary) error {
@@ -414,6 +445,9 @@ func confextReq(ctx context.Context, o *Options, verb string, always bool, linkF
 	}
 	if op.Finish(err) != nil {
 		return &res, fmt.Errorf("confext %s: %w", verb, err)
+	}
+	if verb == "merge" {
+		o.noteNoDefault(req.Essential, res)
 	}
 	return &res, nil
 }

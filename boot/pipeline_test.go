@@ -385,3 +385,34 @@ func TestRunRefusesOldKernel(t *testing.T) {
 		}
 	}
 }
+
+// TestDefaultConfextRule (issue 18 item 8): Flatcar requires its default
+// confext by name; elsewhere a merge without any default confext says so
+// in one line and goes on; configured patterns are left alone.
+func TestDefaultConfextRule(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		o        Options
+		merged   []string
+		wantErr  string
+		wantNote bool
+	}{
+		{"flatcar without default", Options{Flatcar: true}, []string{"50-user"}, `essential confext "00-flatcar-default" not found`, false},
+		{"flatcar with default", Options{Flatcar: true}, []string{"00-flatcar-default", "50-user"}, "", false},
+		{"other OS without default", Options{}, []string{"50-user"}, "", true},
+		{"other OS with default", Options{}, []string{"00-vendor-default"}, "", false},
+		{"configured", Options{Essential: []string{"00-*default*"}}, []string{"50-user"}, "", false},
+		{"cmdline clears", Options{Flatcar: true, Cmdline: Cmdline{Essential: []string{}}}, []string{"50-user"}, "", false},
+	} {
+		f := newFake()
+		f.results[Confext] = ExtResult{Merged: tc.merged}
+		tc.o.Stage = StagePre
+		_, err, log := run(t, f, tc.o)
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.wantErr)
+		}
+		if got := strings.Count(log, "no default confext found"); got != map[bool]int{true: 1, false: 0}[tc.wantNote] {
+			t.Errorf("%s: %d notes:\n%s", tc.name, got, log)
+		}
+	}
+}

@@ -164,6 +164,16 @@ func runBoot(env *Env, args []string) error {
 	if sysEssential.set {
 		o.SysextEssential = sysEssential.v
 	}
+	if st == boot.StagePre || st == boot.StagePost {
+		// The Flatcar layout requires its default confext by name, as
+		// bootengine does; elsewhere the glob default only logs when no
+		// default confext is found.
+		flatcar, ferr := boot.IsFlatcarRoot(*root)
+		if ferr != nil && !errors.Is(ferr, fs.ErrNotExist) {
+			log.Warnf("cannot tell whether %s has the Flatcar layout (its default confext would be essential by name): %v", *root, ferr)
+		}
+		o.Flatcar = flatcar
+	}
 	if st == boot.StagePre {
 		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: stagePolicy}
 	}

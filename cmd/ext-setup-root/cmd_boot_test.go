@@ -264,3 +264,46 @@ func TestBootLateHonoursCmdline(t *testing.T) {
 		}
 	}
 }
+
+// TestBootFlatcarDefaultConfextEssential (issue 18 item 8): on a root with
+// the Flatcar layout (os-release ID=flatcar) the vendor default confext
+// is essential by name, as bootengine requires flatcar-default: a boot
+// where it did not merge fails; the glob default `00-*default*` let it
+// pass when nothing matched.
+func TestBootFlatcarDefaultConfextEssential(t *testing.T) {
+	withBootFake(t, "") // its merge reports only 00-test-default
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/lib"), 0o755)
+	os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("ID=flatcar\nVERSION_ID=1\n"), 0o644)
+	env, _, errb := testEnv()
+	err := run(env, []string{"boot", "--stage=pre", "--root=" + root})
+	if err == nil || !strings.Contains(errb.String(), `essential confext "00-flatcar-default" not found`) {
+		t.Errorf("Flatcar root without its default confext: %v\n%s", err, errb)
+	}
+	// The same root as another OS: the glob default is satisfied.
+	os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("ID=debian\nVERSION_ID=13\n"), 0o644)
+	env, _, errb = testEnv()
+	if err := run(env, []string{"boot", "--stage=pre", "--root=" + root}); err != nil {
+		t.Errorf("non-Flatcar root: %v\n%s", err, errb)
+	}
+}
+
+// TestBootSysrootSwitchPerUnit (issue 18 item 3): the pre stage (systemd
+// 262's systemd-confext-sysroot.service) reads systemd.confext= only:
+// rd.systemd.confext= neither turns it on again nor off.
+func TestBootSysrootSwitchPerUnit(t *testing.T) {
+	for cmdline, wantMerge := range map[string]bool{
+		"systemd.confext=0 rd.systemd.confext=1": false,
+		"rd.systemd.confext=0":                   true,
+		"systemd.confext=0 systemd.confext=1":    false, // the unit's condition matches the word
+	} {
+		f := withBootFake(t, cmdline)
+		env, _, errb := testEnv()
+		if err := run(env, []string{"boot", "--stage=pre", "--root=" + t.TempDir()}); err != nil {
+			t.Fatalf("%q: %v\n%s", cmdline, err, errb)
+		}
+		if merged := len(f.calls) > 0; merged != wantMerge {
+			t.Errorf("%q: merged %v, want %v (calls %v)\n%s", cmdline, merged, wantMerge, f.calls, errb)
+		}
+	}
+}
