@@ -15,6 +15,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/boot"
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
@@ -74,6 +75,44 @@ func init() {
 		summary: "run an initrd stage: --stage=pre (confext merge) or --stage=post (A/B links, refresh, sysext)",
 		run:     runBoot,
 	})
+}
+
+// applyEssentialFlags lets --essential and --essential-sysext, when given,
+// replace boot.toml's lists (an empty --essential= makes nothing
+// essential).
+func applyEssentialFlags(o *boot.Options, essential, sysEssential listFlag) {
+	if essential.set {
+		o.Essential = essential.v
+		if o.Essential == nil {
+			o.Essential = []string{}
+		}
+	}
+	if sysEssential.set {
+		o.SysextEssential = sysEssential.v
+	}
+}
+
+// flatcarLayout reports whether root has the Flatcar layout, whose default
+// confext is then essential by name, as bootengine requires it; elsewhere
+// the glob default only logs when no default confext is found. A root
+// without os-release is simply not Flatcar; another error is logged.
+func flatcarLayout(log *oplog.Logger, root string) bool {
+	flatcar, err := boot.IsFlatcarRoot(root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warnf("cannot tell whether %s has the Flatcar layout (its default confext would be essential by name): %v", root, err)
+	}
+	return flatcar
+}
+
+// logStartup logs where a stage's time goes before its first operation:
+// the process start and everything up to here (boot time, 10 ms
+// resolution).
+func logStartup(log *oplog.Logger, st boot.Stage) {
+	if d, err := sinceExec(); err == nil {
+		ours := time.Since(initAt)
+		log.Infof("process start-up: %d ms from exec to the start of stage %s (exec and Go runtime %d ms, our set-up %d ms of which kernel feature probe %d ms)",
+			d.Milliseconds(), st, max(d-ours, 0).Milliseconds(), ours.Milliseconds(), mount.Kernel().ProbeTime.Milliseconds())
+	}
 }
 
 // runBoot is the verb the initrd units run. The kernel command line
@@ -155,37 +194,14 @@ func runBoot(env *Env, args []string) error {
 	if cl.ImagePolicy != "" {
 		stagePolicy = cl.ImagePolicy
 	}
-	if essential.set {
-		o.Essential = essential.v
-		if o.Essential == nil {
-			o.Essential = []string{}
-		}
-	}
-	if sysEssential.set {
-		o.SysextEssential = sysEssential.v
-	}
-	if st == boot.StagePre || st == boot.StagePost {
-		// The Flatcar layout requires its default confext by name, as
-		// bootengine does; elsewhere the glob default only logs when no
-		// default confext is found.
-		flatcar, ferr := boot.IsFlatcarRoot(*root)
-		if ferr != nil && !errors.Is(ferr, fs.ErrNotExist) {
-			log.Warnf("cannot tell whether %s has the Flatcar layout (its default confext would be essential by name): %v", *root, ferr)
-		}
-		o.Flatcar = flatcar
-	}
+	applyEssentialFlags(&o, essential, sysEssential)
+	o.Flatcar = (st == boot.StagePre || st == boot.StagePost) && flatcarLayout(log, *root)
 	if st == boot.StagePre {
 		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: stagePolicy}
 	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, string(raw), log)
-	// Where a stage's time goes before its first operation: the process
-	// start and everything up to here (boot time, 10 ms resolution).
-	if d, err := sinceExec(); err == nil {
-		ours := time.Since(initAt)
-		log.Infof("process start-up: %d ms from exec to the start of stage %s (exec and Go runtime %d ms, our set-up %d ms of which kernel feature probe %d ms)",
-			d.Milliseconds(), st, max(d-ours, 0).Milliseconds(), ours.Milliseconds(), mount.Kernel().ProbeTime.Milliseconds())
-	}
+	logStartup(log, st)
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
