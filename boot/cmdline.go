@@ -13,11 +13,23 @@ import (
 // The zero value means "nothing set": both stages run, confexts and
 // sysexts are merged, no debug, no dry run.
 type Cmdline struct {
-	// ConfextOff is systemd.confext=0 or rd.systemd.confext=0: no confext
-	// merge or refresh at all (the systemd 261 switch of the same name).
+	// ConfextOff is systemd.confext= turning confexts off for the real
+	// root, as systemd 262's systemd-confext-sysroot.service (our pre and
+	// post stages) and systemd-confext.service (our late-confext stage)
+	// read it: any word systemd.confext=0, or a last systemd.confext=
+	// value that is a false boolean (kcmdline.UnitSwitchOff). No confext
+	// merge or refresh at all.
 	ConfextOff bool
-	// SysextOff is systemd.sysext=0 or rd.systemd.sysext=0: no sysext merge.
+	// SysextOff is the same for systemd.sysext= (systemd-sysext-sysroot
+	// and systemd-sysext.service): no sysext merge or refresh.
 	SysextOff bool
+	// InitrdConfextOff and InitrdSysextOff are rd.systemd.confext= and
+	// rd.systemd.sysext= read the same way. In systemd 262 they reach only
+	// systemd-confext-initrd.service and systemd-sysext-initrd.service,
+	// which merge the initrd's own /etc, /usr and /opt; no stage of ours
+	// touches those, so these only make the initrd stages say that the
+	// switch does not reach /sysroot.
+	InitrdConfextOff, InitrdSysextOff bool
 	// Debug is ext-setup-root.debug: debug log lines on.
 	Debug bool
 	// DryRun is ext-setup-root.dry-run: log what would be done, change nothing.
@@ -53,7 +65,9 @@ type Cmdline struct {
 // from r with the module's one parser (internal/kcmdline): double quotes
 // group words, '-' and '_' in keys are alike, the last occurrence of a
 // switch wins, unknown words are ignored. A switch with an unreadable
-// boolean keeps its default and is listed in Problems for the log.
+// boolean keeps its default and is listed in Problems for the log. The
+// systemd extension switches are read as systemd 262's units read them,
+// each key on its own (see ConfextOff).
 func ParseCmdline(r io.Reader) (Cmdline, error) {
 	var c Cmdline
 	kc, err := kcmdline.Parse(r)
@@ -67,8 +81,17 @@ func ParseCmdline(r io.Reader) (Cmdline, error) {
 		}
 		return v
 	}
-	c.ConfextOff = !flag(true, "systemd.confext", "rd.systemd.confext")
-	c.SysextOff = !flag(true, "systemd.sysext", "rd.systemd.sysext")
+	unitOff := func(key string) bool {
+		off, err := kc.UnitSwitchOff(key)
+		if err != nil {
+			c.Problems = append(c.Problems, err.Error())
+		}
+		return off
+	}
+	c.ConfextOff = unitOff("systemd.confext")
+	c.SysextOff = unitOff("systemd.sysext")
+	c.InitrdConfextOff = unitOff("rd.systemd.confext")
+	c.InitrdSysextOff = unitOff("rd.systemd.sysext")
 	c.Debug = flag(false, "ext-setup-root.debug")
 	c.DryRun = flag(false, "ext-setup-root.dry-run")
 	c.PreOff = !flag(true, "ext-setup-root.stage.pre")

@@ -14,7 +14,18 @@ func TestParseCmdline(t *testing.T) {
 		{"", Cmdline{}},
 		{"root=/dev/vda quiet\n", Cmdline{}},
 		{"systemd.confext=0 systemd.sysext=no", Cmdline{ConfextOff: true, SysextOff: true}},
-		{"rd.systemd.sysext=0 systemd.sysext=1", Cmdline{}},
+		// Issue 18 item 3: each key on its own, as systemd 262's units
+		// read them; rd. reaches only the initrd's own hierarchies.
+		{"rd.systemd.sysext=0 systemd.sysext=1", Cmdline{InitrdSysextOff: true}},
+		{"systemd.confext=0 rd.systemd.confext=1", Cmdline{ConfextOff: true}},
+		{"rd.systemd.confext=0", Cmdline{InitrdConfextOff: true}},
+		{"systemd.sysext=off rd.systemd.sysext=1", Cmdline{SysextOff: true}},
+		// The unit's ConditionKernelCommandLine=!systemd.confext=0 fails on
+		// any such word, even when a later one says 1.
+		{"systemd.confext=0 systemd.confext=1", Cmdline{ConfextOff: true}},
+		// The tool's own check: last value, any boolean spelling.
+		{"systemd.confext=1 systemd.confext=FALSE", Cmdline{ConfextOff: true}},
+		{"systemd.confext=no systemd.confext=yes", Cmdline{}},
 		{"systemd.sysext", Cmdline{}},
 		{"ext-setup-root.debug ext-setup-root.dry-run", Cmdline{Debug: true, DryRun: true}},
 		{"ext-setup-root.debug=0 ext-setup-root.dry-run=yes", Cmdline{DryRun: true}},

@@ -12,6 +12,11 @@
 //     systemd-sysext.service or the kernel command line says
 //     systemd.sysext=0.
 //
+// The systemd switches (systemd.confext=, systemd.sysext=) are read as
+// systemd 262's -sysroot units and booted units read them, unit by unit
+// (ParseCmdline); the late stages in the booted system honour them and
+// the dry run too.
+//
 // The engines doing the work (extension merge/refresh, A/B selection) are
 // reached through the small Extensions and Selector interfaces, so that the
 // order of the steps and the failure policy are tested with fakes, apart
@@ -20,7 +25,8 @@
 // Failure policy: an image the engine skips (missing, corrupt, wrong
 // extension-release) is logged and the boot goes on, unless its name
 // matches an essential pattern (by default the vendor default confext,
-// "00-*default*"); a failing essential image, a failing confext merge or
+// "00-*default*", or on a Flatcar root "00-flatcar-default" by name, which
+// must then exist); a failing essential image, a failing confext merge or
 // refresh, or a failing A/B selection fail the stage, and the unit's
 // OnFailure= isolates emergency.target. A failing sysext merge is only
 // logged, as Flatcar's bootengine does. /etc is never left unmounted: the

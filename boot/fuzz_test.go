@@ -53,6 +53,20 @@ func FuzzParseCmdline(f *testing.F) {
 		if (c.PreOff || c.PostOff) && !strings.Contains(strings.ReplaceAll(s, "_", "-"), "stage") {
 			t.Fatalf("a stage is off without a stage switch: %+v", c)
 		}
+		// The sysroot and booted switches are systemd.confext= and
+		// systemd.sysext= alone: removing every rd. word changes neither.
+		var kept []string
+		for _, w := range strings.Fields(s) {
+			if !strings.HasPrefix(w, "rd.") {
+				kept = append(kept, w)
+			}
+		}
+		if !strings.Contains(s, "\"") {
+			c2, err := ParseCmdline(strings.NewReader(strings.Join(kept, " ")))
+			if err == nil && (c2.ConfextOff != c.ConfextOff || c2.SysextOff != c.SysextOff) {
+				t.Fatalf("an rd. word changed the sysroot switches: %+v vs %+v", c, c2)
+			}
+		}
 	})
 }
 

@@ -38,11 +38,11 @@ func TestRunLate(t *testing.T) {
 		// Issue 8 item 7: ours on every systemd version, also >= 260 where
 		// the stock refresh skips an unchanged merge but unmerges before
 		// merging a changed one.
-		{"262 confext ours", StageLateConfext, 262, nil, "", "refresh confext"},
-		{"260 sysext ours", StageLateSysext, 260, nil, "", "refresh sysext"},
-		{"258 confext ours", StageLateConfext, 258, nil, "", "refresh confext"},
-		{"252 sysext ours", StageLateSysext, 252, nil, "", "refresh sysext"},
-		{"unknown version ours", StageLateConfext, 0, errors.New("no tool"), "", "refresh confext"},
+		{"262 confext ours", StageLateConfext, 262, nil, "", "status confext,refresh confext"},
+		{"260 sysext ours", StageLateSysext, 260, nil, "", "status sysext,refresh sysext"},
+		{"258 confext ours", StageLateConfext, 258, nil, "", "status confext,refresh confext"},
+		{"252 sysext ours", StageLateSysext, 252, nil, "", "status sysext,refresh sysext"},
+		{"unknown version ours", StageLateConfext, 0, errors.New("no tool"), "", "status confext,refresh confext"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake()
@@ -69,7 +69,7 @@ func TestRunLate(t *testing.T) {
 			if reloads != wantReloads {
 				t.Errorf("%d reloads, want %d", reloads, wantReloads)
 			}
-			if tc.wantCall == "refresh confext" && f.lastReq[Confext].DefaultMutable != "auto" {
+			if tc.wantCall == "status confext,refresh confext" && f.lastReq[Confext].DefaultMutable != "auto" {
 				t.Errorf("late confext refresh must keep mutable=auto like the initrd merge: %+v", f.lastReq[Confext])
 			}
 			if tc.wantCall != "" && !strings.Contains(buf.String(), "stage "+string(tc.stage)+" finished in ") {
@@ -91,15 +91,16 @@ func TestRunLateMode(t *testing.T) {
 		wantCall string
 		wantLog  string
 	}{
-		{LateOurs, 262, "", "refresh confext", "ext-setup-root.late-refresh=ours on the kernel command line: using ext-setup-root's atomic refresh"},
+		{LateOurs, 262, "", "status confext,refresh confext", "ext-setup-root.late-refresh=ours on the kernel command line: using ext-setup-root's atomic refresh"},
 		{LateStock, 252, "systemd-confext refresh", "", "ext-setup-root.late-refresh=stock on the kernel command line: handing over to systemd-confext refresh"},
-		{LateAuto, 262, "", "refresh confext", "using ext-setup-root's atomic refresh instead of systemd-confext refresh (systemd 262)"},
-		{LateAuto, 252, "", "refresh confext", "(systemd 252)"},
-		{"", 263, "", "refresh confext", "(systemd 263)"},
-		{"bogus", 262, "", "refresh confext", "ext-setup-root.late-refresh=bogus on the kernel command line is not auto, ours or stock; using auto"},
+		{LateAuto, 262, "", "status confext,refresh confext", "using ext-setup-root's atomic refresh instead of systemd-confext refresh (systemd 262)"},
+		{LateAuto, 252, "", "status confext,refresh confext", "(systemd 252)"},
+		{"", 263, "", "status confext,refresh confext", "(systemd 263)"},
+		{"bogus", 262, "", "status confext,refresh confext", "ext-setup-root.late-refresh=bogus on the kernel command line is not auto, ours or stock; using auto"},
 	} {
 		t.Run(string(tc.mode)+"-"+strconv.Itoa(tc.version), func(t *testing.T) {
 			f := newFake()
+			f.merged[Confext] = true // a merge from the initrd is in place
 			var execd string
 			var buf bytes.Buffer
 			asked := false
@@ -137,5 +138,61 @@ func TestRunLateMode(t *testing.T) {
 	}
 	if !strings.Contains(buf.String(), "refresh skipped") || strings.Contains(buf.String(), "replaced") {
 		t.Errorf("unchanged:\n%s", buf.String())
+	}
+}
+
+// TestRunLateKillSwitchAndDryRun (issue 18 item 2): the late stages honour
+// systemd.confext= / systemd.sysext= in every boolean spelling, the way
+// systemd-confext.service's own tool does, and the dry run; nothing
+// reaches the engines and the stock tool is not execed either.
+func TestRunLateKillSwitchAndDryRun(t *testing.T) {
+	for _, tc := range []struct {
+		stage   Stage
+		cmdline string
+		wantLog string
+	}{
+		{StageLateConfext, "systemd.confext=0", "disabled by systemd.confext=0"},
+		{StageLateConfext, "systemd.confext=no", "disabled by systemd.confext=0"},
+		{StageLateConfext, "systemd.confext=off ext-setup-root.late-refresh=stock", "disabled by systemd.confext=0"},
+		{StageLateConfext, "systemd.confext=false", "disabled by systemd.confext=0"},
+		{StageLateSysext, "systemd.sysext=0", "disabled by systemd.sysext=0"},
+		{StageLateSysext, "systemd.sysext=n", "disabled by systemd.sysext=0"},
+		{StageLateConfext, "rd.systemd.confext=0 ext-setup-root.dry-run", "dry run: would refresh confexts in /"},
+		{StageLateSysext, "ext-setup-root.dry-run ext-setup-root.late-refresh=stock", "dry run: would refresh sysexts in /"},
+	} {
+		cl, err := ParseCmdline(strings.NewReader(tc.cmdline))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := newFake()
+		var buf bytes.Buffer
+		err = RunLate(context.Background(), LateOptions{
+			Stage: tc.stage, Root: "/", Ext: f, Log: oplog.New(oplog.WriterSink{W: &buf}),
+			Mode: cl.LateRefresh, Cmdline: cl, DryRun: cl.DryRun,
+			ExecStock: func(argv []string) error { t.Errorf("%q: execed %v", tc.cmdline, argv); return nil },
+			Reload:    func() error { t.Errorf("%q: reloaded", tc.cmdline); return nil },
+		})
+		if err != nil || len(f.calls) != 0 {
+			t.Errorf("%q: err %v, engine calls %v", tc.cmdline, err, f.calls)
+		}
+		if !strings.Contains(buf.String(), tc.wantLog) || !strings.Contains(buf.String(), "stage "+string(tc.stage)+" finished in ") {
+			t.Errorf("%q: log lacks %q or the summary:\n%s", tc.cmdline, tc.wantLog, buf.String())
+		}
+	}
+}
+
+// TestRunLateFirstMerge (issue 18 item 2): a late refresh with nothing
+// merged before merges, and says so instead of "replaced atomically".
+func TestRunLateFirstMerge(t *testing.T) {
+	f := newFake()
+	f.results[Confext] = ExtResult{Merged: []string{"50-user"}}
+	var buf bytes.Buffer
+	if err := RunLate(context.Background(), LateOptions{
+		Stage: StageLateConfext, Root: "/", Ext: f, Log: oplog.New(oplog.WriterSink{W: &buf}),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), "replaced atomically") || !strings.Contains(buf.String(), "confext merged (nothing was merged before): 1 merged") {
+		t.Errorf("first merge wording:\n%s", buf.String())
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"time"
 
@@ -37,8 +38,13 @@ type Options struct {
 	// Cmdline are the kernel command line switches (ParseCmdline).
 	Cmdline Cmdline
 	// Essential are confext name patterns that must not be skipped; nil
-	// means DefaultEssential, Cmdline.Essential (when set) wins.
+	// means the default (FlatcarEssential on a Flatcar root, else
+	// DefaultEssential), Cmdline.Essential (when set) wins.
 	Essential []string
+	// Flatcar says the root has the Flatcar layout (IsFlatcarRoot): the
+	// default essential list is then the vendor default confext by name,
+	// as Flatcar's bootengine requires it.
+	Flatcar bool
 	// SysextEssential are sysext name patterns that must not be skipped
 	// (none by default: a broken sysext never stops the boot).
 	SysextEssential []string
@@ -154,6 +160,7 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		kern = mount.Kernel()
 	}
 	o.Log.Debugf("kernel features: %s", kern)
+	o.noteInitrdSwitches()
 	err := mount.CheckKernel(kern)
 	switch {
 	case err != nil:
@@ -174,14 +181,55 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	return s, err
 }
 
+// noteInitrdSwitches says, for rd.systemd.confext=0 or
+// rd.systemd.sysext=0 alone, that the switch does not reach /sysroot: in
+// systemd 262 it is read only by the units merging the initrd's own
+// hierarchies, and the sysroot units read systemd.confext= and
+// systemd.sysext=.
+func (o *Options) noteInitrdSwitches() {
+	for _, sw := range []struct {
+		rd, main bool
+		class    Class
+	}{{o.Cmdline.InitrdConfextOff, o.Cmdline.ConfextOff, Confext}, {o.Cmdline.InitrdSysextOff, o.Cmdline.SysextOff, Sysext}} {
+		if sw.rd && !sw.main {
+			o.Log.Noticef("rd.systemd.%s=0 applies to the initrd's own hierarchies only (systemd-%s-initrd.service), as in systemd 262; %ss of %s follow systemd.%s=", sw.class, sw.class, sw.class, o.Root, sw.class)
+		}
+	}
+}
+
 func (o *Options) essential() []string {
 	switch {
 	case o.Cmdline.Essential != nil:
 		return o.Cmdline.Essential
 	case o.Essential != nil:
 		return o.Essential
+	case o.Flatcar:
+		return FlatcarEssential
 	}
 	return DefaultEssential
+}
+
+// noteNoDefault logs, once per merge, that no vendor default confext was
+// found when the glob default is in force (not on Flatcar, where the name
+// is required, nor when patterns were configured): nothing fails, but a
+// reader of the log should not have to guess.
+func (o *Options) noteNoDefault(patterns []string, res ExtResult) {
+	if !slices.Equal(patterns, DefaultEssential) || o.Cmdline.Essential != nil || o.Essential != nil {
+		return
+	}
+	for _, p := range patterns {
+		for _, n := range res.Merged {
+			if ok, _ := path.Match(p, n); ok {
+				return
+			}
+		}
+		for _, sk := range res.Skipped {
+			if ok, _ := path.Match(p, sk.Name); ok {
+				return
+			}
+		}
+	}
+	o.Log.Noticef("no default confext found (no image named %s); none is required outside the Flatcar layout", strings.Join(patterns, ","))
 }
 
 func runPre(ctx context.Context, o *Options, s *Summary) error {
@@ -199,7 +247,7 @@ func runPre(ctx context.Context, o *Options, s *Summary) error {
 	if err := ensureLink(o, s); err != nil {
 		return err
 	}
-	res, err := confextReq(ctx, o, "merge", changedBelow)
+	res, err := confextReq(ctx, o, "merge", changedBelow, nil)
 	s.Confext = res
 	return err
 }
@@ -258,7 +306,7 @@ func runPost(ctx context.Context, o *Options, s *Summary) error {
 	} else {
 		// Refresh so that confexts placed by provisioning (Ignition) since
 		// the pre stage appear; atomic, /etc stays mounted throughout.
-		res, err := confext(ctx, o, "refresh")
+		res, err := postConfext(ctx, o, s)
 		s.Confext = res
 		if err != nil {
 			errs = append(errs, err)
@@ -284,6 +332,22 @@ func runPost(ctx context.Context, o *Options, s *Summary) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// postConfext is the post stage's first confext step: a refresh of the
+// pre stage's merge, or, when nothing is merged (the pre stage was
+// disabled or merged nothing), a merge, which needs the mutable link the
+// pre stage would have made, or /etc comes up read-only for the whole
+// boot. With ext-setup-root.stage.pre=0, the documented way past a broken
+// default confext, the essential patterns are not enforced here either:
+// they are the pre stage's check, and a skipped essential image is logged
+// by the engine like any other.
+func postConfext(ctx context.Context, o *Options, s *Summary) (*ExtResult, error) {
+	if o.Cmdline.PreOff {
+		o.Log.Noticef("ext-setup-root.stage.pre=0: essential confext patterns (%s) not enforced in the post stage", strings.Join(o.essential(), ","))
+		o.Cmdline.Essential = []string{}
+	}
+	return confextReq(ctx, o, "refresh", false, s)
 }
 
 // rerecordSysext runs after the confext refresh that followed the sysext
@@ -343,12 +407,14 @@ func ensureLink(o *Options, s *Summary) error {
 // upper dir. A merge that finds a merge already in place refreshes
 // instead, so a rerun converges without unmounting /etc.
 func confext(ctx context.Context, o *Options, verb string) (*ExtResult, error) {
-	return confextReq(ctx, o, verb, false)
+	return confextReq(ctx, o, verb, false, nil)
 }
 
 // confextReq is confext; with always, a refresh replaces the merge even
-// when nothing in its record changed.
-func confextReq(ctx context.Context, o *Options, verb string, always bool) (*ExtResult, error) {
+// when nothing in its record changed. With linkFor set, a request that
+// turns out to be a merge (nothing merged yet) first ensures the mutable
+// link and records it in linkFor.
+func confextReq(ctx context.Context, o *Options, verb string, always bool, linkFor *Summary) (*ExtResult, error) {
 	req := ExtRequest{Class: Confext, Root: o.Root, DefaultMutable: "auto", Essential: o.essential(), AlwaysRefresh: always, ImagePolicy: o.imagePolicy()}
 	merged, err := o.Ext.Merged(ctx, o.Root, Confext)
 	if err != nil {
@@ -360,6 +426,11 @@ func confextReq(ctx context.Context, o *Options, verb string, always bool) (*Ext
 		// Nothing merged (the pre stage was disabled or found no images):
 		// refresh merges then, exactly like systemd-confext refresh.
 		verb = "merge"
+	}
+	if verb == "merge" && linkFor != nil {
+		if err := ensureLink(o, linkFor); err != nil {
+			return nil, err
+		}
 	}
 	etc := path.Join(o.Root, "etc")
 	if o.DryRun {
@@ -378,6 +449,9 @@ func confextReq(ctx context.Context, o *Options, verb string, always bool) (*Ext
 	}
 	if op.Finish(err) != nil {
 		return &res, fmt.Errorf("confext %s: %w", verb, err)
+	}
+	if verb == "merge" {
+		o.noteNoDefault(req.Essential, res)
 	}
 	return &res, nil
 }

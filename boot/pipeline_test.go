@@ -251,7 +251,7 @@ func TestCmdlineSwitches(t *testing.T) {
 		{"post off", StagePost, Cmdline{PostOff: true}, ""},
 		{"confext off pre", StagePre, Cmdline{ConfextOff: true}, ""},
 		{"confext off post", StagePost, Cmdline{ConfextOff: true}, "select,masked?,status sysext,merge sysext"},
-		{"sysext off post", StagePost, Cmdline{SysextOff: true}, "select,status confext,merge confext"},
+		{"sysext off post", StagePost, Cmdline{SysextOff: true}, "select,status confext,link,merge confext"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := newFake()
@@ -382,6 +382,37 @@ func TestRunRefusesOldKernel(t *testing.T) {
 		s, err := Run(context.Background(), Options{Stage: st, Root: t.TempDir(), Kernel: mount.Expected([2]int{5, 15})})
 		if !errors.Is(err, mount.ErrKernelTooOld) || s.Confext != nil || s.Links != nil || !strings.Contains(s.String(), "5.15") {
 			t.Errorf("%s on 5.15: %v, summary %s", st, err, s)
+		}
+	}
+}
+
+// TestDefaultConfextRule (issue 18 item 8): Flatcar requires its default
+// confext by name; elsewhere a merge without any default confext says so
+// in one line and goes on; configured patterns are left alone.
+func TestDefaultConfextRule(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		o        Options
+		merged   []string
+		wantErr  string
+		wantNote bool
+	}{
+		{"flatcar without default", Options{Flatcar: true}, []string{"50-user"}, `essential confext "00-flatcar-default" not found`, false},
+		{"flatcar with default", Options{Flatcar: true}, []string{"00-flatcar-default", "50-user"}, "", false},
+		{"other OS without default", Options{}, []string{"50-user"}, "", true},
+		{"other OS with default", Options{}, []string{"00-vendor-default"}, "", false},
+		{"configured", Options{Essential: []string{"00-*default*"}}, []string{"50-user"}, "", false},
+		{"cmdline clears", Options{Flatcar: true, Cmdline: Cmdline{Essential: []string{}}}, []string{"50-user"}, "", false},
+	} {
+		f := newFake()
+		f.results[Confext] = ExtResult{Merged: tc.merged}
+		tc.o.Stage = StagePre
+		_, err, log := run(t, f, tc.o)
+		if (err == nil) != (tc.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("%s: err %v, want %q", tc.name, err, tc.wantErr)
+		}
+		if got := strings.Count(log, "no default confext found"); got != map[bool]int{true: 1, false: 0}[tc.wantNote] {
+			t.Errorf("%s: %d notes:\n%s", tc.name, got, log)
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
 // TestChoose covers every branch of the log destination convention
@@ -105,5 +107,76 @@ func TestOpen(t *testing.T) {
 	}
 	if _, _, _, problem := Open(env(map[string]string{LogEnv: "bogus"}), stderr, false, kmsg); problem == nil {
 		t.Fatal("bogus override not reported")
+	}
+}
+
+// TestChooseTerminalInInitrd (issue 18 item 5): in an initrd, a person at
+// a terminal (the emergency shell) sees the lines on stderr as well; a
+// unit's journal stream, a pipe and an override do not tee.
+func TestChooseTerminalInInitrd(t *testing.T) {
+	for _, tc := range []struct {
+		f    Facts
+		want Destination
+	}{
+		{Facts{InInitrd: true, Journald: true, Kmsg: true, StderrIsTTY: true}, ToJournalAndStderr},
+		{Facts{InInitrd: true, Kmsg: true, StderrIsTTY: true}, ToKmsgAndStderr},
+		{Facts{InInitrd: true, StderrIsTTY: true}, ToStderr},
+		{Facts{InInitrd: true, Journald: true, StderrIsTTY: true, StderrIsJournal: true}, ToJournal},
+		{Facts{InInitrd: true, Journald: true, Kmsg: true}, ToJournal},
+		{Facts{Override: "journal", InInitrd: true, Journald: true, StderrIsTTY: true}, ToJournal},
+		{Facts{Journald: true, StderrIsTTY: true}, ToStderr},
+	} {
+		if d, reason, _ := Choose(tc.f); d != tc.want {
+			t.Errorf("%+v: %s (%s), want %s", tc.f, d, reason, tc.want)
+		}
+	}
+}
+
+// openPty returns both ends of a new pseudo-terminal.
+func openPty(t *testing.T) (master, tty *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		testutil.Gate(t, "pseudo-terminals (/dev/ptmx): %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|unix.O_NOCTTY, 0)
+	if err != nil {
+		testutil.Gate(t, "the pty's terminal end: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestOpenTerminalInInitrd (issue 18 item 5): a stage run by hand in the
+// initrd's emergency shell prints its lines on the terminal, also where
+// the journal or /dev/kmsg receives them.
+func TestOpenTerminalInInitrd(t *testing.T) {
+	master, tty := openPty(t)
+	kmsg := filepath.Join(t.TempDir(), "kmsg")
+	os.WriteFile(kmsg, nil, 0o644)
+	l, d, reason, _ := Open(func(string) string { return "" }, tty, true, kmsg)
+	l.Noticef("stage pre finished in 1ms (by hand)")
+	// An end mark written by the test itself: reading up to it never
+	// blocks, whether or not the logger wrote anything.
+	fmt.Fprintf(tty, "END-OF-TEST\n")
+	var got strings.Builder
+	buf := make([]byte, 4096)
+	for !strings.Contains(got.String(), "END-OF-TEST") {
+		n, err := master.Read(buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got.Write(buf[:n])
+	}
+	if !strings.Contains(got.String(), "stage pre finished in 1ms (by hand)") {
+		t.Errorf("destination %s (%s): the terminal got %q", d, reason, got.String())
 	}
 }

@@ -44,7 +44,7 @@ func TestDebugGate(t *testing.T) {
 
 func TestKmsgFormat(t *testing.T) {
 	var buf bytes.Buffer
-	New(KmsgSink{W: &buf}).Warnf("x %d", 1)
+	New(NewKmsgSink(&buf, false)).Warnf("x %d", 1)
 	if got := buf.String(); got != "<12>ext-setup-root: warning: x 1\n" {
 		t.Fatalf("kmsg record = %q", got)
 	}

@@ -30,6 +30,10 @@ var (
 	// DevKmsg is where log lines go when the journal is not reachable
 	// (EXT_SETUP_ROOT_DEV_KMSG).
 	DevKmsg = "/dev/kmsg"
+	// ProcPrintkDevkmsg is the kernel's printk.devkmsg setting, which says
+	// whether writes to DevKmsg are rate-limited
+	// (EXT_SETUP_ROOT_PROC_PRINTK_DEVKMSG).
+	ProcPrintkDevkmsg = "/proc/sys/kernel/printk_devkmsg"
 	// SysDevBlock maps MAJ:MIN to block devices (EXT_SETUP_ROOT_SYS_DEV_BLOCK).
 	SysDevBlock = "/sys/dev/block"
 	// DevDir holds device nodes such as /dev/loop-control and
@@ -69,13 +73,14 @@ func Load(getenv func(string) string) {
 
 // LoadTestOverrides applies the redirections of system paths that only a
 // test binary honours: EXT_SETUP_ROOT_PROC_CMDLINE, _PROC_MOUNTINFO,
-// _DEV_KMSG, _SYS_DEV_BLOCK, _DEV and _TRUST_ROOT. Only the testhooks build
+// _DEV_KMSG, _PROC_PRINTK_DEVKMSG, _SYS_DEV_BLOCK, _DEV and _TRUST_ROOT. Only the testhooks build
 // of the command calls it.
 func LoadTestOverrides(getenv func(string) string) {
 	apply(getenv, []override{
 		{"EXT_SETUP_ROOT_PROC_CMDLINE", &ProcCmdline},
 		{"EXT_SETUP_ROOT_PROC_MOUNTINFO", &ProcMountinfo},
 		{"EXT_SETUP_ROOT_DEV_KMSG", &DevKmsg},
+		{"EXT_SETUP_ROOT_PROC_PRINTK_DEVKMSG", &ProcPrintkDevkmsg},
 		{"EXT_SETUP_ROOT_SYS_DEV_BLOCK", &SysDevBlock},
 		{"EXT_SETUP_ROOT_DEV", &DevDir},
 		{"EXT_SETUP_ROOT_TRUST_ROOT", &TrustRoot},

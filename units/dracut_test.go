@@ -14,12 +14,13 @@ const moduleSetup = "../dracut/99ext-setup-root/module-setup.sh"
 
 // runModule sources module-setup.sh in bash with dracut's helpers stubbed
 // to record their calls, runs script, and returns the recorded lines.
-func runModule(t *testing.T, sysroot, script string) (string, error) {
+func runModule(t *testing.T, sysroot, script string, env ...string) (string, error) {
 	t.Helper()
 	testutil.RequireTool(t, "bash")
 	log := filepath.Join(t.TempDir(), "calls")
 	stubs := `
-inst_simple() { echo "inst_simple $*" >> "$CALLS"; }
+inst_simple() { echo "inst_simple $*" >> "$CALLS"; [[ " ${FAIL_INST-} " != *" $1 "* ]]; }
+dfatal() { echo "dfatal $*" >> "$CALLS"; }
 inst_multiple() { echo "inst_multiple $*" >> "$CALLS"; }
 instmods() { echo "instmods hostonly=[$hostonly] $*" >> "$CALLS"; }
 systemctl_stub() { echo "systemctl $*" >> "$CALLS"; }
@@ -30,7 +31,7 @@ dracutsysrootdir=` + sysroot + `
 hostonly=yes
 `
 	cmd := exec.Command("bash", "-euc", stubs+"source "+moduleSetup+"\n"+script)
-	cmd.Env = append(os.Environ(), "CALLS="+log)
+	cmd.Env = append(append(os.Environ(), "CALLS="+log), env...)
 	out, err := cmd.CombinedOutput()
 	calls, _ := os.ReadFile(log)
 	if err != nil {
@@ -110,5 +111,36 @@ func TestDracutWiringWithSystemctl(t *testing.T) {
 		if got, err := os.Readlink(filepath.Join(initdir, link)); err != nil || got != target {
 			t.Errorf("%s -> %q (%v), want %s", link, got, err, target)
 		}
+	}
+}
+
+// TestDracutInstallFailureStopsDracut (issue 18 item 7): dracut does not
+// look at install()'s status (module_install runs it in dracut's own
+// shell and goes on), so a file that cannot be installed must stop the
+// run with dfatal and exit, as dracut's own fatal paths do; before, the
+// build went on and produced an initramfs without our units and masks.
+// The module is called the way dracut calls it: sourced, not under -e,
+// the status ignored.
+func TestDracutInstallFailureStopsDracut(t *testing.T) {
+	for _, missing := range []string{
+		"/usr/bin/ext-setup-root",
+		"/usr/lib/systemd/system/ext-setup-root-pre.service",
+		"/usr/lib/systemd/system/ext-setup-root-post.service",
+	} {
+		out, err := runModule(t, "", `set +e; install; echo "dracut went on after install (status $?)"`, "FAIL_INST="+missing)
+		if err == nil || strings.Contains(out, "dracut went on") {
+			t.Errorf("%s missing: dracut was not stopped (%v):\n%s", missing, err, out)
+		}
+		if !strings.Contains(out, "dfatal ext-setup-root: cannot install "+missing) {
+			t.Errorf("%s missing: no dfatal naming it:\n%s", missing, out)
+		}
+		if strings.Contains(out, "mask systemd-confext-sysroot.service") {
+			t.Errorf("%s missing: install went on to the masks:\n%s", missing, out)
+		}
+	}
+	// systemctl failing stops dracut the same way.
+	out, err := runModule(t, "", `systemctl_stub() { echo "systemctl $*" >> "$CALLS"; return 1; }; set +e; install; echo "dracut went on"`)
+	if err == nil || strings.Contains(out, "dracut went on") || !strings.Contains(out, "dfatal ext-setup-root: systemctl add-requires initrd.target ext-setup-root-pre.service failed") {
+		t.Errorf("systemctl failure: %v\n%s", err, out)
 	}
 }

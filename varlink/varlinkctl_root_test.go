@@ -114,9 +114,17 @@ func serveOurs(t *testing.T, e *systemd262.Env, r systemd262.Root) (string, stri
 // /run/systemd/sysupdate/notify/io.systemd.sysext in the chroot.
 func serveOursEnv(t *testing.T, e *systemd262.Env, r systemd262.Root, env []string, notifySocket bool) (string, string) {
 	t.Helper()
-	bin := filepath.Join(e.Work, "ext-setup-root")
+	// EXT_SETUP_ROOT_NO_BENEATH (the control's forced fallback) is
+	// honoured only by the testhooks build.
+	name, build := "ext-setup-root", testutil.BuildBinary
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "EXT_SETUP_ROOT_NO_BENEATH=") {
+			name, build = "ext-setup-root-testhooks", testutil.BuildTestHooksBinary
+		}
+	}
+	bin := filepath.Join(e.Work, name)
 	if _, err := os.Stat(bin); err != nil {
-		b, err := os.ReadFile(testutil.BuildBinary(t))
+		b, err := os.ReadFile(build(t))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -268,7 +276,8 @@ func TestVarlinkctlCallsOurService(t *testing.T) {
 // checked in /etc after each): the project's stat probe over a confext
 // file and an upper /etc file must see 0 failed stats. The control serves
 // the same calls with the engine forced to its unmount-then-mount fallback
-// (EXT_SETUP_ROOT_NO_BENEATH=1, the way systemd-sysext refreshes): the
+// (EXT_SETUP_ROOT_NO_BENEATH=1 to the testhooks build, the way
+// systemd-sysext refreshes): the
 // probe must catch that gap, or it proves nothing.
 func TestVarlinkRefreshWindow(t *testing.T) {
 	e := chrootEnv(t)

@@ -15,6 +15,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/boot"
 	"github.com/ext-setup-root/ext-setup-root/mount"
+	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
 
@@ -106,6 +107,33 @@ func readBootCmdline(env *Env) (string, boot.Cmdline, error) {
 	return string(raw), cl, nil
 }
 
+// applyEssentialFlags lets --essential and --essential-sysext, when given,
+// replace boot.toml's lists (an empty --essential= makes nothing
+// essential).
+func applyEssentialFlags(o *boot.Options, essential, sysEssential listFlag) {
+	if essential.set {
+		o.Essential = essential.v
+		if o.Essential == nil {
+			o.Essential = []string{}
+		}
+	}
+	if sysEssential.set {
+		o.SysextEssential = sysEssential.v
+	}
+}
+
+// flatcarLayout reports whether root has the Flatcar layout, whose default
+// confext is then essential by name, as bootengine requires it; elsewhere
+// the glob default only logs when no default confext is found. A root
+// without os-release is simply not Flatcar; another error is logged.
+func flatcarLayout(log *oplog.Logger, root string) bool {
+	flatcar, err := boot.IsFlatcarRoot(root)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		log.Warnf("cannot tell whether %s has the Flatcar layout (its default confext would be essential by name): %v", root, err)
+	}
+	return flatcar
+}
+
 // runBoot is the verb the initrd units run. The kernel command line
 // (paths.ProcCmdline) can disable stages, confexts and sysexts, turn on
 // debug logging or a dry run; see docs/boot.md.
@@ -173,15 +201,8 @@ func runBoot(env *Env, args []string) error {
 	if cl.ImagePolicy != "" {
 		stagePolicy = cl.ImagePolicy
 	}
-	if essential.set {
-		o.Essential = essential.v
-		if o.Essential == nil {
-			o.Essential = []string{}
-		}
-	}
-	if sysEssential.set {
-		o.SysextEssential = sysEssential.v
-	}
+	applyEssentialFlags(&o, essential, sysEssential)
+	o.Flatcar = (st == boot.StagePre || st == boot.StagePost) && flatcarLayout(log, *root)
 	if st == boot.StagePre {
 		o.Prep = boot.RealPreparer{Config: cfg.Prepare, Log: log, Getenv: env.Getenv, ImagePolicy: stagePolicy}
 	}
@@ -195,6 +216,7 @@ func runBoot(env *Env, args []string) error {
 	if st == boot.StageLateConfext || st == boot.StageLateSysext {
 		return boot.RunLate(context.Background(), boot.LateOptions{
 			Stage: st, Root: *root, Ext: o.Ext, Log: log, Mode: cl.LateRefresh,
+			Cmdline: cl, DryRun: o.DryRun,
 			SystemdVersion: systemdVersion, ExecStock: execStock, Reload: daemonReload,
 			ImagePolicy: stagePolicy,
 		})

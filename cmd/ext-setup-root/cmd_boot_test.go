@@ -239,3 +239,72 @@ func TestBootLatePolicyFromConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestBootLateHonoursCmdline (issue 18 item 2): the late stages read the
+// kill switches and the dry run from the kernel command line (before, a
+// booted `rd.systemd.confext=0 ext-setup-root.dry-run` or
+// `systemd.confext=no` still refreshed).
+func TestBootLateHonoursCmdline(t *testing.T) {
+	oldV, oldE, oldR := systemdVersion, execStock, daemonReload
+	t.Cleanup(func() { systemdVersion, execStock, daemonReload = oldV, oldE, oldR })
+	systemdVersion = func(string) (int, error) { return 262, nil }
+	daemonReload = func() error { t.Error("daemon-reload"); return nil }
+	execStock = func(argv []string) error { t.Errorf("exec %v", argv); return nil }
+	for _, tc := range []struct{ stage, cmdline, want string }{
+		{"late-confext", "rd.systemd.confext=0 ext-setup-root.dry-run", "dry run: would refresh confexts"},
+		{"late-confext", "systemd.confext=no", "disabled by systemd.confext=0"},
+		{"late-sysext", "systemd.sysext=off ext-setup-root.late-refresh=stock", "disabled by systemd.sysext=0"},
+	} {
+		f := withBootFake(t, tc.cmdline)
+		env, _, errb := testEnv()
+		if err := run(env, []string{"boot", "--stage=" + tc.stage, "--root=/"}); err != nil {
+			t.Fatalf("%q: %v\n%s", tc.cmdline, err, errb)
+		}
+		if len(f.calls) != 0 || !strings.Contains(errb.String(), tc.want) {
+			t.Errorf("%q: calls %v, log lacks %q:\n%s", tc.cmdline, f.calls, tc.want, errb)
+		}
+	}
+}
+
+// TestBootFlatcarDefaultConfextEssential (issue 18 item 8): on a root with
+// the Flatcar layout (os-release ID=flatcar) the vendor default confext
+// is essential by name, as bootengine requires flatcar-default: a boot
+// where it did not merge fails; the glob default `00-*default*` let it
+// pass when nothing matched.
+func TestBootFlatcarDefaultConfextEssential(t *testing.T) {
+	withBootFake(t, "") // its merge reports only 00-test-default
+	root := t.TempDir()
+	os.MkdirAll(filepath.Join(root, "usr/lib"), 0o755)
+	os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("ID=flatcar\nVERSION_ID=1\n"), 0o644)
+	env, _, errb := testEnv()
+	err := run(env, []string{"boot", "--stage=pre", "--root=" + root})
+	if err == nil || !strings.Contains(errb.String(), `essential confext "00-flatcar-default" not found`) {
+		t.Errorf("Flatcar root without its default confext: %v\n%s", err, errb)
+	}
+	// The same root as another OS: the glob default is satisfied.
+	os.WriteFile(filepath.Join(root, "usr/lib/os-release"), []byte("ID=debian\nVERSION_ID=13\n"), 0o644)
+	env, _, errb = testEnv()
+	if err := run(env, []string{"boot", "--stage=pre", "--root=" + root}); err != nil {
+		t.Errorf("non-Flatcar root: %v\n%s", err, errb)
+	}
+}
+
+// TestBootSysrootSwitchPerUnit (issue 18 item 3): the pre stage (systemd
+// 262's systemd-confext-sysroot.service) reads systemd.confext= only:
+// rd.systemd.confext= neither turns it on again nor off.
+func TestBootSysrootSwitchPerUnit(t *testing.T) {
+	for cmdline, wantMerge := range map[string]bool{
+		"systemd.confext=0 rd.systemd.confext=1": false,
+		"rd.systemd.confext=0":                   true,
+		"systemd.confext=0 systemd.confext=1":    false, // the unit's condition matches the word
+	} {
+		f := withBootFake(t, cmdline)
+		env, _, errb := testEnv()
+		if err := run(env, []string{"boot", "--stage=pre", "--root=" + t.TempDir()}); err != nil {
+			t.Fatalf("%q: %v\n%s", cmdline, err, errb)
+		}
+		if merged := len(f.calls) > 0; merged != wantMerge {
+			t.Errorf("%q: merged %v, want %v (calls %v)\n%s", cmdline, merged, wantMerge, f.calls, errb)
+		}
+	}
+}

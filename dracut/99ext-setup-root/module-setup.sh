@@ -36,18 +36,32 @@ installkernel() {
     hostonly='' instmods overlay loop squashfs erofs dm-verity dm-mod
 }
 
+# ext_setup_root_fatal stops the dracut run. dracut ignores the status
+# install() returns (module_install does not check it), so `return 1`
+# would give an initramfs without our units, without the masks below, and
+# a successful dracut. install() runs in dracut's own shell, so `exit`
+# ends dracut, whose exit trap removes its temporary directory and writes
+# no image.
+ext_setup_root_fatal() {
+    dfatal "ext-setup-root: $*"
+    exit 1
+}
+
 # called by dracut
 install() {
     # The binary is static (CGO_ENABLED=0): inst_simple, no library scan.
-    inst_simple "$EXT_SETUP_ROOT_BIN" || return 1
+    inst_simple "$EXT_SETUP_ROOT_BIN" ||
+        ext_setup_root_fatal "cannot install $EXT_SETUP_ROOT_BIN"
     inst_multiple -o modprobe
 
     local unit
     for unit in ext-setup-root-pre.service ext-setup-root-post.service; do
-        inst_simple "$systemdsystemunitdir/$unit" || return 1
+        inst_simple "$systemdsystemunitdir/$unit" ||
+            ext_setup_root_fatal "cannot install $systemdsystemunitdir/$unit"
         # Required by initrd.target so both run on every boot (first boot
         # and later ones), and a failure fails the initrd transaction.
-        $SYSTEMCTL -q --root "$initdir" add-requires initrd.target "$unit" || exit 1
+        $SYSTEMCTL -q --root "$initdir" add-requires initrd.target "$unit" ||
+            ext_setup_root_fatal "systemctl add-requires initrd.target $unit failed"
     done
 
     # systemd 261+ ships systemd-confext-sysroot.service and
@@ -58,6 +72,7 @@ install() {
     # booted system the host units keep working, with our drop-ins.
     local other
     for other in systemd-confext-sysroot.service systemd-sysext-sysroot.service; do
-        $SYSTEMCTL -q --root "$initdir" mask "$other" || exit 1
+        $SYSTEMCTL -q --root "$initdir" mask "$other" ||
+            ext_setup_root_fatal "systemctl mask $other failed"
     done
 }

@@ -168,6 +168,35 @@ func (c *Cmdline) Bool(def bool, keys ...string) (bool, error) {
 	return v, nil
 }
 
+// UnitSwitchOff reports whether a systemd extension switch such as
+// systemd.confext= or systemd.sysext= turns the unit that reads it off,
+// exactly as systemd 262 decides it in two places:
+//   - the unit's ConditionKernelCommandLine=!KEY=0, which compares whole
+//     words: any word "KEY=0" anywhere on the line fails the condition,
+//     whatever follows it (condition_test_kernel_command_line());
+//   - the tool's own check when the service manager runs it,
+//     proc_cmdline_get_bool(KEY) with "true when missing": the last
+//     occurrence wins, keys match with '-' and '_' alike, a bare KEY is on,
+//     and a false boolean in any spelling (0, no, off, false, ...) skips
+//     ("Disabled by the kernel command line option 'KEY=', skipping
+//     execution."). An unreadable value lets the tool proceed: off is then
+//     false and err names the word for the log.
+//
+// The rd.-prefixed key is a different switch (the initrd's own
+// hierarchies), so nothing is stripped or aliased here.
+func (c *Cmdline) UnitSwitchOff(key string) (off bool, err error) {
+	if c == nil {
+		return false, nil
+	}
+	for _, p := range c.Params {
+		if p.HasValue && p.Key == key && p.Value == "0" {
+			return true, nil
+		}
+	}
+	on, err := c.Bool(true, key)
+	return !on, err
+}
+
 // ParseBool reads a boolean as systemd's parse_boolean() does.
 func ParseBool(s string) (value, ok bool) {
 	switch strings.ToLower(s) {

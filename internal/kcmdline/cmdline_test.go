@@ -103,3 +103,33 @@ func TestBool(t *testing.T) {
 		}
 	}
 }
+
+// TestUnitSwitchOff: systemd 262's two checks of systemd.confext= and
+// friends, the unit condition (any word KEY=0) and the tool's last-wins
+// boolean; the rd. key is a separate switch.
+func TestUnitSwitchOff(t *testing.T) {
+	for _, tc := range []struct {
+		in      string
+		off     bool
+		problem bool
+	}{
+		{"", false, false},
+		{"systemd.confext", false, false},
+		{"systemd.confext=0", true, false},
+		{`"systemd.confext=0"`, true, false},
+		{"systemd.confext=0 systemd.confext=1", true, false},
+		{"systemd.confext=1 systemd.confext=0", true, false},
+		{"systemd.confext=no", true, false},
+		{"systemd.confext=OFF", true, false},
+		{"systemd.confext=no systemd.confext=1", false, false},
+		{"systemd.confext=00", false, true},
+		{"systemd.confext=", false, true},
+		{"rd.systemd.confext=0", false, false},
+		{"systemd.confext.x=0 xsystemd.confext=0", false, false},
+	} {
+		off, err := ParseString(tc.in).UnitSwitchOff("systemd.confext")
+		if off != tc.off || (err != nil) != tc.problem {
+			t.Errorf("%q: off=%v err=%v, want off=%v problem=%v", tc.in, off, err, tc.off, tc.problem)
+		}
+	}
+}

@@ -45,6 +45,7 @@ func FuzzParse(f *testing.F) {
 		}
 		for _, k := range []string{"ext-setup-root.debug", "systemd.confext", "rd.systemd.sysext"} {
 			c.Bool(false, k)
+			c.UnitSwitchOff(k)
 		}
 	})
 }

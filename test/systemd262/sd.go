@@ -295,6 +295,35 @@ func (e *Env) Confext(env []string, args ...string) (Result, error) {
 	return r, err
 }
 
+// Run runs argv (argv[0] looked up in the chroot's PATH) inside the
+// chroot; env adds variables, for example SYSTEMD_PROC_CMDLINE= to give
+// systemd's own code a kernel command line.
+func (e *Env) Run(env []string, argv ...string) (Result, error) {
+	cmd := exec.Command(argv[0], argv[1:]...)
+	// exec.Command resolved argv[0] on the host; inside the chroot the
+	// same standard directories are searched by the path below.
+	cmd.Path = ""
+	for _, d := range []string{"/usr/bin", "/usr/sbin", "/bin", "/sbin"} {
+		if _, err := os.Stat(filepath.Join(e.Chroot, d, argv[0])); err == nil && !strings.Contains(argv[0], "/") {
+			cmd.Path = d + "/" + argv[0]
+			break
+		}
+	}
+	if strings.HasPrefix(argv[0], "/") {
+		cmd.Path = argv[0]
+	}
+	if cmd.Path == "" {
+		return Result{Args: argv}, fmt.Errorf("systemd262: %s not found in the chroot", argv[0])
+	}
+	cmd.Err = nil
+	cmd.Dir = "/"
+	cmd.Env = cleanEnv(env)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: e.Chroot}
+	r, err := runCmd(cmd)
+	r.Args = argv
+	return r, err
+}
+
 // Ours runs our binary (host side) with args, for example
 // Ours(bin, nil, "confext", "--root="+r.Host, "merge").
 func Ours(bin string, env []string, args ...string) (Result, error) {
