@@ -42,8 +42,7 @@ func urlValueOK(v string) bool {
 // Dev.KeyMD5 (as bootengine), else the release one.
 func (c *Config) source(key []byte) (Source, bool) {
 	if c.Dev.KeyMD5 != "" {
-		sum := md5.Sum(key)
-		if hex.EncodeToString(sum[:]) == strings.ToLower(c.Dev.KeyMD5) {
+		if md5sumHex(key) == strings.ToLower(c.Dev.KeyMD5) {
 			return c.Dev.Source, true
 		}
 	}
@@ -85,4 +84,10 @@ func (c *Config) URL(src Source, cl *kcmdline.Cmdline, t Target, name string) (s
 		return "", err
 	}
 	return u.String(), nil
+}
+
+// md5sumHex is the lower-case hex MD5 of b (the dev-key switch).
+func md5sumHex(b []byte) string {
+	sum := md5.Sum(b)
+	return hex.EncodeToString(sum[:])
 }
