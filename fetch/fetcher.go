@@ -42,6 +42,11 @@ type Fetcher struct {
 	// Check replaces the engine's check (nil: extension.CheckImageFile
 	// with the sysext class).
 	Check CheckFunc
+	// Network, when set, is run once before the first download (in the
+	// initrd: StartNetwork); its failure is logged and the download tried
+	// anyway, its retries covering a late network.
+	Network func(context.Context) error
+	netOnce sync.Once
 
 	once   sync.Once
 	timing Timing
@@ -110,6 +115,14 @@ func (f *Fetcher) Fetch(ctx context.Context, root abslots.FS, m abslots.Missing)
 	}
 	if dev {
 		f.Log.Noticef("fetch: %s is the developer key: using the developer server", f.Config.Key)
+	}
+	if f.Network != nil {
+		f.netOnce.Do(func() {
+			op := f.Log.Op("start the network for the download (%s)", strings.Join(NetworkUnits, ", "))
+			if op.Finish(f.Network(ctx)) != nil {
+				f.Log.Warnf("fetch: network start failed; trying the download anyway")
+			}
+		})
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timing.Deadline)
 	defer cancel()
