@@ -115,17 +115,28 @@ func buildPayload(t *testing.T, img []byte, keys ...*rsa.PrivateKey) []byte {
 	return p
 }
 
-// fetch runs one fetch of the OEM image "test" for testVersion.
+// fetch runs one fetch of the OEM image "test" for testVersion, with
+// fakeCheck.
 func (e *env) fetch(cmdline string) (abslots.Missing, error) {
+	f := &Fetcher{Config: e.cfg, Cmdline: kcmdline.ParseString(cmdline), Log: oplog.New(oplog.WriterSink{W: &e.log}), Check: fakeCheck}
+	_, m, err := e.run(f)
+	return m, err
+}
+
+// fetchWith is fetch with check (nil: the extension engine's).
+func (e *env) fetchWith(check CheckFunc) (*Fetcher, abslots.Missing, error) {
+	return e.run(&Fetcher{Config: e.cfg, Log: oplog.New(oplog.WriterSink{W: &e.log}), Check: check})
+}
+
+func (e *env) run(f *Fetcher) (*Fetcher, abslots.Missing, error) {
 	r, err := rootfs.Open(e.root)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer r.Close()
-	f := &Fetcher{Config: e.cfg, Cmdline: kcmdline.ParseString(cmdline), Log: oplog.New(oplog.WriterSink{W: &e.log}), Check: fakeCheck}
 	m := abslots.Missing{Kind: "oem", Name: "test", File: "oem-test-" + testVersion + ".raw", Dir: "/etc/flatcar/oem-sysext",
 		Link: "/etc/extensions/oem-test.raw", Version: testVersion, Essential: false}
-	return m, f.Fetch(context.Background(), abslots.RootFS{Root: r}, m)
+	return f, m, f.Fetch(context.Background(), abslots.RootFS{Root: r}, m)
 }
 
 // files lists the regular files under dir of the root (relative names).
