@@ -152,3 +152,12 @@ func (e *env) files(dir string) []string {
 	sort.Strings(out)
 	return out
 }
+
+func mustHost(t *testing.T, s string) release.Host {
+	t.Helper()
+	f, err := release.Parse(strings.NewReader(s), "os-release")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return release.HostFromFields(f)
+}
