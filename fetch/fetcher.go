@@ -126,7 +126,8 @@ func (f *Fetcher) Fetch(ctx context.Context, root abslots.FS, m abslots.Missing)
 	}
 	ctx, cancel := context.WithTimeout(ctx, f.timing.Deadline)
 	defer cancel()
-	if err := r.MkdirAll(m.Dir, 0o755); err != nil {
+	op := f.Log.Op("create directory %s (if missing)", m.Dir)
+	if err := op.Finish(r.MkdirAll(m.Dir, 0o755)); err != nil {
 		return err
 	}
 	return f.place(ctx, r, m, name, u, key, host, t)
