@@ -7,7 +7,9 @@
 GO          ?= $(or $(shell command -v go 2>/dev/null),$(wildcard /usr/local/go/bin/go),go)
 BIN         := bin/ext-setup-root
 VERSION     ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
-GOFLAGS_BIN := -trimpath -ldflags '-s -w -X main.version=$(VERSION)'
+# nethttpomithttp2 leaves net/http's bundled HTTP/2 out of the binary (the
+# image download speaks HTTP/1.1 only; 0.37 MiB less).
+GOFLAGS_BIN := -trimpath -tags nethttpomithttp2 -ldflags '-s -w -X main.version=$(VERSION)'
 CACHE       ?= $(or $(EXT_SETUP_ROOT_CACHE),/var/cache/ext-setup-root)
 DESTDIR     ?=
 PREFIX      ?= /usr

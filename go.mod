@@ -9,3 +9,5 @@ require (
 	github.com/u-root/u-root v0.16.0
 	golang.org/x/sys v0.49.0
 )
+
+require google.golang.org/protobuf v1.36.12 // indirect

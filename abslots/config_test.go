@@ -264,10 +264,21 @@ func TestRecordFile(t *testing.T) {
 }
 
 // fakeFetcher provides images by writing fixed content, recording requests.
-type fakeFetcher struct{ got []Missing }
+type fakeFetcher struct {
+	got []Missing
+	// fail makes every fetch fail; essential names the failures that
+	// are essential (by Missing.Name).
+	fail      error
+	essential map[string]bool
+}
+
+func (f *fakeFetcher) Essential(m Missing) bool { return f.essential[m.Name] }
 
 func (f *fakeFetcher) Fetch(_ context.Context, root FS, m Missing) error {
 	f.got = append(f.got, m)
+	if f.fail != nil {
+		return f.fail
+	}
 	if err := root.MkdirAll(m.Dir, 0o755); err != nil {
 		return err
 	}

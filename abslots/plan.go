@@ -97,10 +97,15 @@ type Action struct {
 
 // Missing is a wanted image that no store holds.
 type Missing struct {
-	Kind      string `json:"kind"`
-	Name      string `json:"name"`
-	File      string `json:"file"`
-	Dir       string `json:"dir"` // where a fetcher should put it
+	Kind string `json:"kind"`
+	Name string `json:"name"`
+	File string `json:"file"`
+	Dir  string `json:"dir"` // where a fetcher should put it
+	// Link is the active link's in-root path; its base name without
+	// ".raw" is the name the image is merged under (and published as).
+	Link string `json:"link"`
+	// Version is the version the image must carry.
+	Version   string `json:"version"`
 	Essential bool   `json:"essential,omitempty"`
 }
 
@@ -214,7 +219,7 @@ func planOEM(p *Plan, cfg *Config, f *Facts) {
 	default:
 		c.Reason = fmt.Sprintf("no image for %s %q in %s", cfg.VersionKey, f.Version, strings.Join(o.Stores, ", "))
 		if f.Version != "" {
-			p.Missing = append(p.Missing, Missing{Kind: "oem", Name: f.OEMID, File: expand(o.Image, vars), Dir: o.Stores[last], Essential: o.Essential})
+			p.Missing = append(p.Missing, Missing{Kind: "oem", Name: f.OEMID, File: expand(o.Image, vars), Dir: o.Stores[last], Link: link, Version: f.Version, Essential: o.Essential})
 			if o.Essential {
 				p.Fatal = "essential OEM image " + expand(o.Image, vars) + " missing"
 			}
@@ -297,7 +302,7 @@ func planExtensions(p *Plan, cfg *Config, f *Facts) {
 			}
 		default:
 			c.Reason = "enabled in " + en.Source + " but " + img + " is missing"
-			p.Missing = append(p.Missing, Missing{Kind: "extension", Name: en.Name, File: path.Base(img), Dir: x.Store, Essential: essential})
+			p.Missing = append(p.Missing, Missing{Kind: "extension", Name: en.Name, File: path.Base(img), Dir: x.Store, Link: link, Version: f.Version, Essential: essential})
 			if essential && p.Fatal == "" {
 				p.Fatal = "essential extension image " + img + " missing"
 			}

@@ -38,18 +38,23 @@ type Options struct {
 	// Fetcher, when set, is asked for wanted images no store holds; after it
 	// ran, facts are gathered and the plan made again.
 	Fetcher Fetcher
+	// OSVersion, when set, replaces the os-release version: the plan is
+	// made for that version (before an update, for the next boot).
+	OSVersion string
 	// RecordFile, when set, is a host path (e.g. paths.StateDir +
 	// "/abslots.json") where the applied plan is stored as JSON for
 	// `status`; not written in a dry run.
 	RecordFile string
 }
 
-// Fetcher provides images that no store holds, e.g. by a verified download.
-// It is the seam for Flatcar's boot-time download fallback; no
-// implementation exists yet, so missing images are logged and skipped.
+// Fetcher provides images that no store holds, by a verified download
+// (package fetch implements it).
 type Fetcher interface {
 	// Fetch places m.File into m.Dir inside root (crash-safe) or fails.
 	Fetch(ctx context.Context, root FS, m Missing) error
+	// Essential reports whether a failed fetch of m fails the run; else
+	// it is one error line and the run goes on without the image.
+	Essential(m Missing) bool
 }
 
 // ErrDisabled is returned (wrapped) when ext-setup-root.abslots=0 is on the
@@ -104,24 +109,23 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 	}
 	cfg.Switches = sw
 	dry := o.DryRun || sw.DryRun
-	facts := Gather(root, cfg)
+	facts := gather(root, cfg, o.OSVersion)
 	facts.Slot = ReadSlot(cl, SlotEnv{DevDir: paths.DevDir, SysDevBlock: paths.SysDevBlock})
 	plan := MakePlan(cfg, facts)
+	var fetchErr error
 	if o.Fetcher != nil && len(plan.Missing) > 0 && !dry {
-		for _, m := range plan.Missing {
-			op := log.Op("fetch %s into %s", m.File, m.Dir)
-			op.Finish(o.Fetcher.Fetch(ctx, root, m))
-		}
-		facts = Gather(root, cfg)
+		fetchErr = fetchMissing(ctx, o.Fetcher, root, plan, log)
+		facts = gather(root, cfg, o.OSVersion)
 		facts.Slot = ReadSlot(cl, SlotEnv{DevDir: paths.DevDir, SysDevBlock: paths.SysDevBlock})
 		plan = MakePlan(cfg, facts)
 	}
 	annotateProtection(root, plan)
-	logPlan(log, plan)
+	logPlan(log, plan, o.Fetcher != nil)
 	plan.Changed, err = Apply(root, cfg, plan, log, dry)
 	if plan.Fatal != "" {
 		err = errors.Join(err, errors.New(plan.Fatal))
 	}
+	err = errors.Join(err, fetchErr)
 	if o.RecordFile != "" && !dry {
 		op := log.Op("record the selection in %s", o.RecordFile)
 		if rerr := op.Finish(writeRecord(o.RecordFile, plan)); rerr != nil {
@@ -170,7 +174,7 @@ func readCmdline(r io.Reader) (Cmdline, error) {
 	return c, nil
 }
 
-func logPlan(log *oplog.Logger, p *Plan) {
+func logPlan(log *oplog.Logger, p *Plan, fetcher bool) {
 	for _, s := range p.Problems {
 		log.Warnf("abslots: %s", s)
 	}
@@ -184,8 +188,12 @@ func logPlan(log *oplog.Logger, p *Plan) {
 		}
 		log.Infof("abslots: %s %s: %s: %s", c.Kind, c.Name, img, c.Reason)
 	}
+	why := "no fetcher"
+	if fetcher {
+		why = "fetch failed"
+	}
 	for _, m := range p.Missing {
-		log.Noticef("abslots: %s image %s missing in %s (no fetcher); boot goes on without it", m.Kind, m.File, m.Dir)
+		log.Noticef("abslots: %s image %s missing in %s (%s); boot goes on without it", m.Kind, m.File, m.Dir, why)
 	}
 	if len(p.Actions) == 0 {
 		log.Infof("abslots: nothing to change")

@@ -11,6 +11,7 @@ import (
 	"github.com/BurntSushi/toml"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/fetch"
 	"github.com/ext-setup-root/ext-setup-root/prepare"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -41,6 +42,10 @@ type Config struct {
 	// Prepare configures the pre stage's prepare step ([prepare] table;
 	// keys left out keep prepare.Default(), Flatcar's layout).
 	Prepare prepare.Config `toml:"prepare"`
+	// Fetch configures the download of missing images in the post stage
+	// ([fetch] table; keys left out keep fetch.DefaultConfig(), Flatcar's
+	// release server, key and developer-key switch).
+	Fetch fetch.Config `toml:"fetch"`
 	// File is the in-root path the config came from ("" if none).
 	File string `toml:"-"`
 }
@@ -58,9 +63,12 @@ func ParseConfig(r io.Reader, name string) (Config, error) {
 		for i, k := range u {
 			keys[i] = k.String()
 		}
-		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts, image_policy, [prepare] and its tables, see docs/prepare.md)", name, strings.Join(keys, ", "))
+		return Config{}, fmt.Errorf("%s: unknown key(s) %s (known: essential_confexts, essential_sysexts, image_policy, [prepare] and its tables, see docs/prepare.md, [fetch], see docs/fetch.md)", name, strings.Join(keys, ", "))
 	}
 	if err := c.Prepare.Validate(); err != nil {
+		return Config{}, fmt.Errorf("%s: %w", name, err)
+	}
+	if _, err := c.Fetch.Validate(); err != nil {
 		return Config{}, fmt.Errorf("%s: %w", name, err)
 	}
 	for _, p := range append(append([]string(nil), c.EssentialConfexts...), c.EssentialSysexts...) {
@@ -79,7 +87,7 @@ func ParseConfig(r io.Reader, name string) (Config, error) {
 
 // DefaultConfig is the configuration without a boot.toml.
 func DefaultConfig() Config {
-	return Config{Prepare: prepare.Default()}
+	return Config{Prepare: prepare.Default(), Fetch: fetch.DefaultConfig()}
 }
 
 // LoadConfig reads the first boot.toml found in ConfigDirs inside root,

@@ -49,3 +49,24 @@ func TestLoadConfigPrecedence(t *testing.T) {
 		t.Fatalf("%+v %v", c, err)
 	}
 }
+
+// TestConfigFetchTable: boot.toml's [fetch] table changes only the keys it
+// sets (Flatcar's defaults stay), and a bad or unknown key is refused
+// naming the file.
+func TestConfigFetchTable(t *testing.T) {
+	c, err := ParseConfig(strings.NewReader("[fetch]\nbase_url = \"https://mirror.example/fc\"\nessential = [\"oem-*\", \"flatcar-*\"]\n"), "/etc/ext-setup-root/boot.toml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Fetch.BaseURL != "https://mirror.example/fc" || !c.Fetch.IsEssential("flatcar-zfs") || c.Fetch.Key != "/usr/share/update_engine/update-payload-key.pub.pem" || !c.Fetch.Enabled {
+		t.Fatalf("%+v", c.Fetch)
+	}
+	if d := DefaultConfig(); !d.Fetch.Enabled || d.Fetch.BaseURL != "https://update.release.flatcar-linux.net" {
+		t.Fatalf("default %+v", d.Fetch)
+	}
+	for _, bad := range []string{"[fetch]\ndeadline = \"soon\"\n", "[fetch]\nbase_url = \"http://m\"\n", "[fetch]\nnosuch = 1\n"} {
+		if _, err := ParseConfig(strings.NewReader(bad), "/etc/ext-setup-root/boot.toml"); err == nil || !strings.Contains(err.Error(), "boot.toml") {
+			t.Errorf("%q: got %v", bad, err)
+		}
+	}
+}

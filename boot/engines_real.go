@@ -147,6 +147,9 @@ type AbslotsSelector struct {
 	Getenv  func(string) string
 	Cmdline string // kernel command line contents
 	Log     *oplog.Logger
+	// Fetcher, when set, downloads images the selection wants and no
+	// store holds (package fetch).
+	Fetcher abslots.Fetcher
 }
 
 // Select runs abslots.Run on root. ext-setup-root.abslots=0 on the kernel
@@ -159,6 +162,7 @@ func (s AbslotsSelector) Select(ctx context.Context, root string, dryRun bool) (
 		Log:     s.Log,
 		Getenv:  s.Getenv,
 		Cmdline: strings.NewReader(s.Cmdline),
+		Fetcher: s.Fetcher,
 	})
 	if errors.Is(err, abslots.ErrDisabled) {
 		return SelectResult{}, nil

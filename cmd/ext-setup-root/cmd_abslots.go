@@ -12,6 +12,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/boot"
+	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 	"github.com/ext-setup-root/ext-setup-root/prepare"
 )
@@ -22,6 +23,10 @@ type abslotsCmd struct {
 	dryRun bool
 	json   bool
 	config string
+	// osVersion and usr pick the version to plan or fetch for (plan,
+	// fetch): before an update, the next boot's.
+	osVersion string
+	usr       string
 }
 
 func (c *abslotsCmd) parse(env *Env, name string, args []string, plan bool) error {
@@ -33,9 +38,13 @@ func (c *abslotsCmd) parse(env *Env, name string, args []string, plan bool) erro
 	}
 	fs.StringVar(&c.root, "root", def, "target root (an unpacked tree works offline)")
 	fs.StringVar(&c.config, "config", "", "TOML layout file on the host, instead of the config search inside the root")
+	if name != "links" {
+		fs.StringVar(&c.osVersion, "os-version", "", "plan for this OS version instead of the root's os-release (before an update)")
+		fs.StringVar(&c.usr, "usr", "", "plan for the OS version on the /usr partition with this GPT partition label (e.g. USR-B)")
+	}
 	if plan {
 		fs.BoolVar(&c.json, "json", false, "print the plan as JSON")
-	} else {
+	} else if name == "links" {
 		fs.BoolVar(&c.dryRun, "dry-run", false, "log what would change, change nothing")
 	}
 	if err := fs.Parse(args); err != nil {
@@ -78,7 +87,8 @@ func init() {
 		summary: "print the A/B image selection (slot, version, choices, moves, links) without changing anything",
 		run: func(env *Env, args []string) error {
 			c := &abslotsCmd{}
-			if err := c.parse(env, "plan", args, true); err != nil {
+			var err error
+			if err = c.parse(env, "plan", args, true); err != nil {
 				if errors.Is(err, flag.ErrHelp) {
 					return nil
 				}
@@ -87,6 +97,9 @@ func init() {
 			c.dryRun = true
 			o := c.options(env, nil)
 			o.Log = nil // the plan itself is the output
+			if o.OSVersion, err = targetVersion(c.osVersion, c.usr, "VERSION"); err != nil {
+				return err
+			}
 			p, err := abslots.Run(context.Background(), o)
 			if errors.Is(err, abslots.ErrDisabled) {
 				fmt.Fprintln(env.Stdout, "abslots disabled by ext-setup-root.abslots=0")
@@ -113,6 +126,18 @@ func init() {
 			return err
 		},
 	})
+}
+
+// readCmdlineFile reads the kernel command line (paths.ProcCmdline),
+// bounded; "" when there is none.
+func readCmdlineFile() (string, error) {
+	f, err := os.Open(paths.ProcCmdline)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, kcmdline.MaxSize))
+	return string(b), err
 }
 
 // planPrepare computes what the pre stage's prepare step would do in

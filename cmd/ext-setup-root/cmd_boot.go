@@ -208,6 +208,11 @@ func runBoot(env *Env, args []string) error {
 	}
 	var engErr error
 	o.Ext, o.Sel, engErr = bootEngines(env.Getenv, raw, log)
+	// The post stage downloads missing images (boot.toml [fetch]).
+	if s, ok := o.Sel.(boot.AbslotsSelector); ok && st == boot.StagePost && cfg.Fetch.Enabled {
+		s.Fetcher = newFetcher(env, cfg.Fetch, raw, stagePolicy)
+		o.Sel = s
+	}
 	// Where a stage's time goes before its first operation: the process
 	// start and everything up to here (boot time, 10 ms resolution).
 	if line, ok := startupReport(string(st), func() time.Duration { return mount.Kernel().ProbeTime }, sinceExec, initAt); ok {
