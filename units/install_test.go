@@ -27,13 +27,19 @@ var installed = map[string]fs.FileMode{
 
 func makeInstall(t *testing.T, args ...string) string {
 	t.Helper()
+	return makeTarget(t, "install", args...)
+}
+
+// makeTarget runs `make TARGET DESTDIR=<temp dir>` and returns the temp dir.
+func makeTarget(t *testing.T, target string, args ...string) string {
+	t.Helper()
 	testutil.RequireTool(t, "make", "go")
 	dest := t.TempDir()
 	// BIN keeps the build out of the checkout's bin/.
-	cmd := exec.Command("make", append([]string{"-C", "..", "-s", "install",
+	cmd := exec.Command("make", append([]string{"-C", "..", "-s", target,
 		"DESTDIR=" + dest, "BIN=" + filepath.Join(t.TempDir(), "ext-setup-root")}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
+		t.Fatalf("make %s: %v\n%s", target, err, out)
 	}
 	return dest
 }
