@@ -9,3 +9,10 @@ require (
 	github.com/u-root/u-root v0.16.0
 	golang.org/x/sys v0.49.0
 )
+
+require (
+	github.com/cpuguy83/go-md2man/v2 v2.0.7 // indirect
+	github.com/russross/blackfriday/v2 v2.1.0 // indirect
+)
+
+tool github.com/cpuguy83/go-md2man/v2
