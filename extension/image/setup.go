@@ -62,9 +62,11 @@ type setupEnv struct {
 	attachLoop func(*os.File, mount.LoopOptions) (*mount.Loop, error)
 	node       func(dev uint64) string // the node to mount a dm device from
 	nodeWait   time.Duration
+	// measure requests the TPM measurement of a new activation (measure.go).
+	measure func(dev *Device, v *Verity, signed bool, log *oplog.Logger)
 }
 
-var defaultEnv = setupEnv{openDM: OpenDM, attachLoop: mount.AttachLoop, node: dmNode, nodeWait: 2 * time.Second}
+var defaultEnv = setupEnv{openDM: OpenDM, attachLoop: mount.AttachLoop, node: dmNode, nodeWait: 2 * time.Second, measure: measureVerity}
 
 // ErrNoVerity is returned by SetupVerity for a dissected image without
 // verity data.
@@ -242,6 +244,10 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 	dev.Node = env.node(dev.Dev)
 	if err := waitNode(dev.Node, env.nodeWait); err != nil {
 		return nil, err
+	}
+	// Activated: measured like systemd's (a reused device is not).
+	if env.measure != nil {
+		env.measure(dev, v, signed, log)
 	}
 	return dev, nil
 }
