@@ -2,12 +2,36 @@ package image
 
 import (
 	"context"
+	"os"
 	"time"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/measure"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
 )
+
+// setupMeasured is setup followed, for a new activation (not a reused
+// device, not a failure), by the measurement systemd makes of its own:
+// after the device is active, before the caller mounts it.
+func (env setupEnv) setupMeasured(img *os.File, d *Dissected, o SetupOptions) (*Device, error) {
+	dev, err := env.setup(img, d, o)
+	if err != nil || dev.Reused || env.measure == nil {
+		return dev, err
+	}
+	log := o.Log
+	if log == nil {
+		log = oplog.Discard()
+	}
+	env.measure(dev, d.Verity, signatureUsed(d.Verity, o), log)
+	return dev, nil
+}
+
+// signatureUsed reports whether the set-up hands the root hash signature
+// on (kernel or userspace check): the image carries one and the policy
+// does not say to ignore it.
+func signatureUsed(v *Verity, o SetupOptions) bool {
+	return v.Signature != nil && len(v.Signature.PKCS7) > 0 && !o.IgnoreSignature
+}
 
 // measureVerity asks systemd to measure the dm-verity device just
 // activated, as systemd 262 does after each new activation in its dissect

@@ -76,7 +76,7 @@ func noCall(t *testing.T, calls <-chan string, what string) {
 func TestSetupVerityMeasured(t *testing.T) {
 	img, d := gptImage(t, false)
 	_, calls := fakePCRExtend(t, `{"parameters":{}}`)
-	dev, err := fakeEnv(newFakeDM()).setup(openImg(t, img), d, SetupOptions{Name: "ext"})
+	dev, err := fakeEnv(newFakeDM()).setupMeasured(openImg(t, img), d, SetupOptions{Name: "ext"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +93,7 @@ func TestSetupVerityMeasured(t *testing.T) {
 
 	// The service refuses (no verity NvPCR): set-up succeeds all the same.
 	_, calls = fakePCRExtend(t, `{"error":"io.systemd.PCRExtend.NoSuchNvPCR","parameters":{}}`)
-	dev, err = fakeEnv(newFakeDM()).setup(openImg(t, img), d, SetupOptions{Name: "ext"})
+	dev, err = fakeEnv(newFakeDM()).setupMeasured(openImg(t, img), d, SetupOptions{Name: "ext"})
 	if err != nil {
 		t.Fatalf("refused measurement failed the set-up: %v", err)
 	}
@@ -101,7 +101,7 @@ func TestSetupVerityMeasured(t *testing.T) {
 	dev.Close()
 	// No socket at all: the same.
 	paths.PCRExtendSocket = filepath.Join(t.TempDir(), "none")
-	dev, err = fakeEnv(newFakeDM()).setup(openImg(t, img), d, SetupOptions{Name: "ext"})
+	dev, err = fakeEnv(newFakeDM()).setupMeasured(openImg(t, img), d, SetupOptions{Name: "ext"})
 	if err != nil {
 		t.Fatalf("missing socket failed the set-up: %v", err)
 	}
@@ -112,14 +112,14 @@ func TestSetupVerityMeasured(t *testing.T) {
 	// as systemd does not measure its "check" path.
 	_, calls = fakePCRExtend(t, `{"parameters":{}}`)
 	f := newFakeDM()
-	dev, err = fakeEnv(f).setup(openImg(t, img), d, SetupOptions{Name: "ext"})
+	dev, err = fakeEnv(f).setupMeasured(openImg(t, img), d, SetupOptions{Name: "ext"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	<-calls
 	f.devs[dev.Name].open = 1 // a mount holds it, as in TestSetupVerityReuse
 	dev.Mounted()
-	again, err := fakeEnv(f).setup(openImg(t, img), d, SetupOptions{Name: "ext"})
+	again, err := fakeEnv(f).setupMeasured(openImg(t, img), d, SetupOptions{Name: "ext"})
 	if err != nil || !again.Reused {
 		t.Fatalf("second set-up: %v, reused %v", err, again != nil && again.Reused)
 	}
@@ -128,7 +128,7 @@ func TestSetupVerityMeasured(t *testing.T) {
 	// A set-up that fails (table refused) is not measured.
 	f = newFakeDM()
 	f.fail = map[uint]error{unix.DM_TABLE_LOAD: unix.EINVAL}
-	if _, err := fakeEnv(f).setup(openImg(t, img), d, SetupOptions{Name: "ext"}); err == nil {
+	if _, err := fakeEnv(f).setupMeasured(openImg(t, img), d, SetupOptions{Name: "ext"}); err == nil {
 		t.Fatal("set-up with a refused table succeeded")
 	}
 	noCall(t, calls, "failed set-up")

@@ -81,7 +81,7 @@ var ErrNoVerity = errors.New("image carries no verity data")
 // instead. On every error it removes what it set up. The caller mounts
 // Device.Node and then calls Mounted (or Close on failure).
 func SetupVerity(img *os.File, d *Dissected, o SetupOptions) (*Device, error) {
-	return defaultEnv.setup(img, d, o)
+	return defaultEnv.setupMeasured(img, d, o)
 }
 
 func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Device, err error) {
@@ -93,7 +93,7 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 	if log == nil {
 		log = oplog.Discard()
 	}
-	signed := v.Signature != nil && len(v.Signature.PKCS7) > 0 && !o.IgnoreSignature
+	signed := signatureUsed(v, o)
 	if signed && o.VerifySignature == nil {
 		return nil, errors.New("image carries a root hash signature but no verifier was given")
 	}
@@ -244,10 +244,6 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 	dev.Node = env.node(dev.Dev)
 	if err := waitNode(dev.Node, env.nodeWait); err != nil {
 		return nil, err
-	}
-	// Activated: measured like systemd's (a reused device is not).
-	if env.measure != nil {
-		env.measure(dev, v, signed, log)
 	}
 	return dev, nil
 }
