@@ -54,6 +54,10 @@ var (
 	// own (the initrd's in the initrd), never the target root's, as
 	// systemd 262 does (EXT_SETUP_ROOT_TRUST_ROOT).
 	TrustRoot = "/"
+	// PCRExtendSocket is systemd's Varlink service that extends TPM PCRs
+	// and NvPCRs and writes the measurement log; a verity activation asks
+	// it to measure, as systemd's own do (EXT_SETUP_ROOT_PCREXTEND_SOCKET).
+	PCRExtendSocket = "/run/systemd/io.systemd.PCRExtend"
 )
 
 type override struct {
@@ -73,7 +77,7 @@ func Load(getenv func(string) string) {
 
 // LoadTestOverrides applies the redirections of system paths that only a
 // test binary honours: EXT_SETUP_ROOT_PROC_CMDLINE, _PROC_MOUNTINFO,
-// _DEV_KMSG, _PROC_PRINTK_DEVKMSG, _SYS_DEV_BLOCK, _DEV and _TRUST_ROOT. Only the testhooks build
+// _DEV_KMSG, _PROC_PRINTK_DEVKMSG, _SYS_DEV_BLOCK, _DEV, _TRUST_ROOT and _PCREXTEND_SOCKET. Only the testhooks build
 // of the command calls it.
 func LoadTestOverrides(getenv func(string) string) {
 	apply(getenv, []override{
@@ -84,6 +88,7 @@ func LoadTestOverrides(getenv func(string) string) {
 		{"EXT_SETUP_ROOT_SYS_DEV_BLOCK", &SysDevBlock},
 		{"EXT_SETUP_ROOT_DEV", &DevDir},
 		{"EXT_SETUP_ROOT_TRUST_ROOT", &TrustRoot},
+		{"EXT_SETUP_ROOT_PCREXTEND_SOCKET", &PCRExtendSocket},
 	})
 }
 

@@ -26,17 +26,25 @@ var installed = map[string]fs.FileMode{
 	"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh":                                0o755,
 	"usr/share/doc/ext-setup-root/varlink.md":                                                  0o644,
 	"usr/share/doc/ext-setup-root/boot.md":                                                     0o644,
+	"usr/share/man/man8/ext-setup-root.8":                                     0o644,
+	"usr/share/bash-completion/completions/ext-setup-root":                    0o644,
 }
 
 func makeInstall(t *testing.T, args ...string) string {
 	t.Helper()
+	return makeTarget(t, "install", args...)
+}
+
+// makeTarget runs `make TARGET DESTDIR=<temp dir>` and returns the temp dir.
+func makeTarget(t *testing.T, target string, args ...string) string {
+	t.Helper()
 	testutil.RequireTool(t, "make", "go")
 	dest := t.TempDir()
 	// BIN keeps the build out of the checkout's bin/.
-	cmd := exec.Command("make", append([]string{"-C", "..", "-s", "install",
+	cmd := exec.Command("make", append([]string{"-C", "..", "-s", target,
 		"DESTDIR=" + dest, "BIN=" + filepath.Join(t.TempDir(), "ext-setup-root")}, args...)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("make install: %v\n%s", err, out)
+		t.Fatalf("make %s: %v\n%s", target, err, out)
 	}
 	return dest
 }

@@ -62,9 +62,11 @@ type setupEnv struct {
 	attachLoop func(*os.File, mount.LoopOptions) (*mount.Loop, error)
 	node       func(dev uint64) string // the node to mount a dm device from
 	nodeWait   time.Duration
+	// measure requests the TPM measurement of a new activation (measure.go).
+	measure func(dev *Device, v *Verity, signed bool, log *oplog.Logger)
 }
 
-var defaultEnv = setupEnv{openDM: OpenDM, attachLoop: mount.AttachLoop, node: dmNode, nodeWait: 2 * time.Second}
+var defaultEnv = setupEnv{openDM: OpenDM, attachLoop: mount.AttachLoop, node: dmNode, nodeWait: 2 * time.Second, measure: measureVerity}
 
 // ErrNoVerity is returned by SetupVerity for a dissected image without
 // verity data.
@@ -79,7 +81,7 @@ var ErrNoVerity = errors.New("image carries no verity data")
 // instead. On every error it removes what it set up. The caller mounts
 // Device.Node and then calls Mounted (or Close on failure).
 func SetupVerity(img *os.File, d *Dissected, o SetupOptions) (*Device, error) {
-	return defaultEnv.setup(img, d, o)
+	return defaultEnv.setupMeasured(img, d, o)
 }
 
 func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Device, err error) {
@@ -91,7 +93,7 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 	if log == nil {
 		log = oplog.Discard()
 	}
-	signed := v.Signature != nil && len(v.Signature.PKCS7) > 0 && !o.IgnoreSignature
+	signed := signatureUsed(v, o)
 	if signed && o.VerifySignature == nil {
 		return nil, errors.New("image carries a root hash signature but no verifier was given")
 	}

@@ -3,6 +3,7 @@ package qemu
 import (
 	"bufio"
 	"context"
+	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -11,6 +12,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/internal/measure"
 )
 
 // tamperPattern fills a confext file whose data blocks are then altered
@@ -80,7 +84,7 @@ func TestQEMUDMVerity(t *testing.T) {
 	if vals["done"] != "1" {
 		t.Fatalf("guest did not finish; console:\n%s", strings.Join(lines[max(0, len(lines)-60):], "\n"))
 	}
-	for _, k := range []string{"good_setup", "good_read", "good_ms", "tampered_read", "badsig_setup", "reuse_second", "dm_good_mounted", "dm_end", "loops_end"} {
+	for _, k := range []string{"good_setup", "good_read", "good_ms", "tampered_read", "badsig_setup", "reuse_second", "dm_good_mounted", "dm_end", "loops_end", "good_removal_ms", "tampered_removal_ms", "reuse_removal_ms"} {
 		t.Logf("%s = %s", k, vals[k])
 	}
 	nameRE := regexp.MustCompile(`^ok name=(loop\d+p1-\d+-verity) uuid=CRYPT-VERITY-[0-9a-f]{32}-(\S+) signed=userspace reused=false verified=1$`)
@@ -109,8 +113,57 @@ func TestQEMUDMVerity(t *testing.T) {
 	if !strings.HasPrefix(vals["reuse_second"], "ok ") || !strings.HasSuffix(vals["reuse_second"], "reused=true") || !strings.HasPrefix(vals["dm_reuse_mounted"], "1 ") {
 		t.Errorf("reuse: second %q, devices while mounted %q", vals["reuse_second"], vals["dm_reuse_mounted"])
 	}
+	checkMeasured(t, vals, good)
 	if t.Failed() {
 		t.Logf("console:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// checkMeasured: each new activation in the guest asked io.systemd.PCRExtend
+// (dminit's stand-in) for systemd's verity measurement, with the real
+// device's name, the root hash and the signature's signers (the signature
+// was part of the activation); the failed set-up and the reused device
+// asked nothing.
+func checkMeasured(t *testing.T, vals map[string]string, good string) {
+	t.Helper()
+	for _, k := range []string{"good_measured", "tampered_measured", "badsig_measured", "reuse_measured"} {
+		t.Logf("%s = %s", k, vals[k])
+	}
+	name := regexp.MustCompile(`name=(\S+)`).FindStringSubmatch(vals["good_setup"])
+	rh, _, _ := strings.Cut(vals["good_roothash"], " ")
+	f, err := os.Open(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	st, _ := f.Stat()
+	d, err := image.Dissect(f, st.Size(), image.DissectOptions{})
+	if err != nil || name == nil {
+		t.Fatalf("dissect %s on the host: %v (guest set-up %q)", good, err, vals["good_setup"])
+	}
+	want, err := measure.VerityWord(name[1], d.Verity.RootHash, d.Verity.Signature.PKCS7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if hex.EncodeToString(d.Verity.RootHash) != rh || strings.HasSuffix(want, ":") {
+		t.Fatalf("host root hash %x vs guest %s, word %s", d.Verity.RootHash, rh, want)
+	}
+	if got := vals["good_measured"]; got != "1 "+want {
+		t.Errorf("good image measured %q, want %q", got, "1 "+want)
+	}
+	if !strings.HasPrefix(vals["tampered_measured"], "1 verity:") {
+		t.Errorf("tampered image (activated; blocks fail only when read): measured %q, want one word", vals["tampered_measured"])
+	}
+	if strings.TrimSpace(vals["badsig_measured"]) != "0" {
+		t.Errorf("refused signature: measured %q, want nothing", vals["badsig_measured"])
+	}
+	if v := vals["reuse_measured"]; !strings.HasPrefix(v, "1 verity:") {
+		t.Errorf("activation then reuse: measured %q, want one word (the reuse is not measured)", v)
+	}
+	for _, k := range []string{"pcrextend", "good_other_calls", "reuse_other_calls"} {
+		if v, ok := vals[k]; ok {
+			t.Errorf("%s: %s", k, v)
+		}
 	}
 }
 

@@ -361,6 +361,13 @@ func TestQEMUVerityVsSysroot(t *testing.T) {
 	// The differential: same tree, metadata and origin as systemd-confext.
 	t.Logf("differential: systemd's origin %s", rep.Get("vdiff_origin_systemd"))
 	t.Logf("differential: our origin %s (%s files compared)", rep.Get("vdiff_origin_ours"), rep.Get("vdiff_files"))
+	// Both merges' verity measurement calls (vdiff checks they match).
+	for _, k := range []string{"systemd", "systemd_refresh", "systemd_unmerge", "ours", "systemd_refresh_of_ours", "checked"} {
+		t.Logf("differential: verity measurement calls, %s: %q", k, rep.Get("vdiff_measure_"+k))
+	}
+	if strings.HasPrefix(rep.Get("vdiff_measure_systemd"), "0") || rep.Get("vdiff_measure_systemd") == "" {
+		t.Errorf("differential: no measurement call by systemd-confext 262 recorded (vdiff_measure=%q)", rep.Get("vdiff_measure"))
+	}
 	for _, e := range rep.All("vdiff_err") {
 		t.Errorf("differential with systemd-confext 262 in the guest: %s", e)
 	}

@@ -20,6 +20,9 @@
 //     must skip on our merge; we unmerge.
 //  3. After each unmerge no device-mapper device is left beyond those the
 //     guest had before (deferred removal released them).
+//  4. A stand-in io.systemd.PCRExtend (measure.go) records the verity
+//     measurements both ask for: each of systemd's words must equal the
+//     word our code builds for the image with systemd's device name.
 //
 // It prints "EXTSR-RESULT key=value" lines: vdiff_origin_systemd,
 // vdiff_origin_ours, one vdiff_err per problem, and vdiff=ok or
@@ -179,6 +182,13 @@ func main() {
 	}
 	before := dmDevices()
 	rootArg := "--root=" + root
+	// Both merges activate the image's verity device; each must ask for
+	// the same measurement (measure.go).
+	stub := startStub()
+	if stub != nil {
+		defer stub.Close()
+	}
+	var sdWords, ourWords []string
 	var sdSnap, ourSnap *systemd262.Snapshot
 
 	if !failed {
@@ -206,12 +216,15 @@ func main() {
 				fail("snapshot of systemd's merge: %v", err)
 			}
 			sdSnap = s
+			sdWords = takeWords(stub, "systemd")
 			if out, err := run("systemd-confext", rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
 				fail("harness: systemd's refresh of its own merge did not skip: %v: %s", err, out)
 			}
+			takeWords(stub, "systemd_refresh")
 			if out, err := run("systemd-confext", rootArg, "unmerge"); err != nil {
 				fail("systemd-confext unmerge: %v: %s", err, out)
 			}
+			takeWords(stub, "systemd_unmerge")
 		}
 		if extra := leftOver(before); len(extra) > 0 {
 			fail("after systemd's unmerge device-mapper devices are left: %v", extra)
@@ -227,9 +240,11 @@ func main() {
 				fail("snapshot of our merge: %v", err)
 			}
 			ourSnap = s
+			ourWords = takeWords(stub, "ours")
 			if out, err := run("systemd-confext", rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
 				fail("systemd-confext refresh after our merge did not skip: %v: %s", err, out)
 			}
+			takeWords(stub, "systemd_refresh_of_ours")
 			if out, err := run("ext-setup-root", "confext", rootArg, "unmerge"); err != nil {
 				fail("ext-setup-root unmerge: %v: %s", err, out)
 			}
@@ -247,6 +262,9 @@ func main() {
 		for _, d := range systemd262.Diff(sdSnap, ourSnap, "systemd", "ours") {
 			fail("%s", d)
 		}
+	}
+	if stub != nil && sdSnap != nil && ourSnap != nil {
+		compareWords(image, sdWords, ourWords)
 	}
 	if failed {
 		r("vdiff", "failed")
