@@ -26,8 +26,8 @@ var installed = map[string]fs.FileMode{
 	"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh":                                0o755,
 	"usr/share/doc/ext-setup-root/varlink.md":                                                  0o644,
 	"usr/share/doc/ext-setup-root/boot.md":                                                     0o644,
-	"usr/share/man/man8/ext-setup-root.8":                                     0o644,
-	"usr/share/bash-completion/completions/ext-setup-root":                    0o644,
+	"usr/share/man/man8/ext-setup-root.8":                                                      0o644,
+	"usr/share/bash-completion/completions/ext-setup-root":                                     0o644,
 }
 
 func makeInstall(t *testing.T, args ...string) string {
