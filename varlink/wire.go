@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	wire "github.com/ext-setup-root/ext-setup-root/internal/varlink"
 	"io"
 )
 
@@ -32,29 +33,18 @@ type Call struct {
 }
 
 // readMessage reads one NUL-terminated message of at most max bytes (NUL
-// included) and returns it without the NUL. io.EOF means the peer closed
-// the connection between two messages.
+// included) with the module's one framing reader and returns it without
+// the NUL. io.EOF means the peer closed the connection between two
+// messages; an overlong or cut message is a protocol error.
 func readMessage(r *bufio.Reader, max int) ([]byte, error) {
-	var buf []byte
-	for {
-		chunk, err := r.ReadSlice(0)
-		if len(buf)+len(chunk) > max {
-			return nil, fmt.Errorf("%w: message longer than %d bytes", ErrProtocol, max)
-		}
-		buf = append(buf, chunk...)
-		switch {
-		case err == nil:
-			return buf[:len(buf)-1], nil
-		case errors.Is(err, bufio.ErrBufferFull):
-			continue
-		case errors.Is(err, io.EOF) && len(buf) == 0:
-			return nil, io.EOF
-		case errors.Is(err, io.EOF):
-			return nil, fmt.Errorf("%w: connection closed inside a message", ErrProtocol)
-		default:
-			return nil, err
-		}
+	msg, err := wire.ReadMessage(r, max-1)
+	switch {
+	case errors.Is(err, wire.ErrTooLong):
+		return nil, fmt.Errorf("%w: message longer than %d bytes", ErrProtocol, max)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return nil, fmt.Errorf("%w: connection closed inside a message", ErrProtocol)
 	}
+	return msg, err
 }
 
 // ParseCall decodes one message into a Call. Only the fields of a Varlink

@@ -68,6 +68,9 @@ func Call(ctx context.Context, path, method string, params any) (*Reply, error) 
 		return nil, fmt.Errorf("varlink %s: write to %s: %w", method, path, err)
 	}
 	b, err := ReadMessage(bufio.NewReader(c), MaxMessage)
+	if errors.Is(err, io.EOF) {
+		err = io.ErrUnexpectedEOF // closed without a reply
+	}
 	if err != nil {
 		return nil, fmt.Errorf("varlink %s: reply from %s: %w", method, path, err)
 	}
@@ -82,7 +85,9 @@ func Call(ctx context.Context, path, method string, params any) (*Reply, error) 
 var ErrTooLong = errors.New("varlink message too long")
 
 // ReadMessage reads one NUL-terminated message of at most max bytes
-// (without the NUL). EOF before the NUL is io.ErrUnexpectedEOF.
+// (without the NUL); the one framing reader of the module (the client here
+// and the server in package varlink). EOF before any byte is io.EOF (the
+// peer closed between messages), EOF inside a message io.ErrUnexpectedEOF.
 func ReadMessage(r *bufio.Reader, max int) ([]byte, error) {
 	var buf []byte
 	for {
@@ -96,6 +101,8 @@ func ReadMessage(r *bufio.Reader, max int) ([]byte, error) {
 			return buf[:len(buf)-1], nil
 		case errors.Is(err, bufio.ErrBufferFull):
 			continue
+		case errors.Is(err, io.EOF) && len(buf) == 0:
+			return nil, io.EOF
 		case errors.Is(err, io.EOF):
 			return nil, io.ErrUnexpectedEOF
 		default:
