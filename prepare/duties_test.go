@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -131,5 +132,41 @@ func TestMachineIDAndOEM(t *testing.T) {
 		root: []ent{{path: "etc/machine-id", kind: 'f', data: "0123456789abcdef0123456789abcdef\n"}}})
 	if res, _ := runOurs(t, root, c, false); res.MachineID {
 		t.Fatalf("real machine-id removed")
+	}
+}
+
+// TestHostileSmallFiles: the files prepare reads (machine-id, the reset
+// flag, the whiteout list) go through the module's bounded reader, so a
+// FIFO or a character device there is refused by type, never opened for
+// reading: no hang, no unbounded read, the device is left alone. (The
+// previous reader opened O_NONBLOCK before its type check, so it did not
+// hang either; this guards the property, it is not a regression test.)
+func TestHostileSmallFiles(t *testing.T) {
+	testutil.RequireRoot(t)
+	c := Default()
+	c.Dedup.Enabled, c.Tmpfiles.Enabled, c.OEM.Enabled = false, false, false
+	root := setupRoot(t, scenario{
+		usr: []ent{{path: "share/flatcar/etc", kind: 'd'},
+			{path: "share/flatcar/etc-no-whiteouts", kind: 'c', rdev: unix.Mkdev(1, 5)}},
+		root: []ent{{path: "etc/machine-id", kind: 'p'}, {path: "selective-os-reset", kind: 'p'}}})
+	done := make(chan struct{})
+	var res *Result
+	go func() {
+		defer close(done)
+		res, _ = runOurs(t, root, c, false)
+	}()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("prepare still running after 20 s with FIFOs as machine-id and reset flag")
+	}
+	if res.MachineID {
+		t.Errorf("a FIFO machine-id was treated as the blank placeholder")
+	}
+	for _, p := range []string{"etc/machine-id", "selective-os-reset"} {
+		var st unix.Stat_t
+		if err := unix.Lstat(filepath.Join(root, p), &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFIFO {
+			t.Errorf("%s: %v, mode %o; want the FIFO left alone", p, err, st.Mode)
+		}
 	}
 }

@@ -6,9 +6,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"path"
+	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // maxListSize bounds the vendor's whiteout list.
@@ -96,33 +100,23 @@ var errTooBig = errors.New("file too large")
 // mounted, in the root as mounted, for vendor files in /usr), refusing
 // files larger than max.
 func (r *run) readSmall(p string, mounted bool, max int64) ([]byte, error) {
-	disp := r.display(path.Clean("/" + p))
 	root := r.in
 	if mounted {
 		root = r.live
 	}
-	fd, err := openIn(root, p, unix.O_RDONLY|unix.O_NOCTTY|unix.O_NONBLOCK, false)
+	// The module's one bounded reader (rootfs.ReadRegular: O_PATH, fstat
+	// regular, reopen O_NONBLOCK, at most max bytes), on a duplicate of
+	// the root fd: the *os.File closes it.
+	dfd, err := unix.FcntlInt(uintptr(root), unix.F_DUPFD_CLOEXEC, 0)
 	if err != nil {
-		return nil, pathErr("open", disp, err)
+		return nil, pathErr("dup", r.display("/"), err)
 	}
-	defer closeFd(fd)
-	var st unix.Stat_t
-	if err := fstat(fd, &st); err != nil {
-		return nil, pathErr("stat", disp, err)
+	dir := os.NewFile(uintptr(dfd), strings.TrimSuffix(r.o.Root, "/"))
+	defer dir.Close()
+	b, err := rootfs.ReadRegular(dir, p, max, rootfs.FollowInRoot)
+	var rule *rootfs.FileRuleError
+	if errors.As(err, &rule) && rule.Type == 0 {
+		return nil, fmt.Errorf("%w: %v", errTooBig, err)
 	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		return nil, pathErr("read", disp, fmt.Errorf("not a regular file"))
-	}
-	if st.Size > max {
-		return nil, pathErr("read", disp, fmt.Errorf("%w: %d bytes, more than %d", errTooBig, st.Size, max))
-	}
-	buf := make([]byte, st.Size+1)
-	n, err := readFullAt(fd, buf, 0)
-	if err != nil {
-		return nil, pathErr("read", disp, err)
-	}
-	if int64(n) > max {
-		return nil, pathErr("read", disp, fmt.Errorf("%w: grew past %d bytes", errTooBig, max))
-	}
-	return buf[:n], nil
+	return b, err
 }
