@@ -6,11 +6,13 @@
 
 _ext_setup_root() {
     local cur=${COMP_WORDS[COMP_CWORD]} prev= opt= i cmd= keep=
-    local commands='boot confext links plan sysext version'
+    local commands='boot confext fetch links plan sysext varlink version'
     local -A opts=(
         [boot]='--debug --dry-run --essential= --essential-sysext= --root= --stage= --help'
         [links]='--config= --dry-run --root= --help'
-        [plan]='--config= --json --root= --help'
+        [plan]='--config= --json --os-version= --root= --usr= --help'
+        [fetch]='--config= --os-version= --root= --usr= --help'
+        [varlink]='--idle-timeout= --root= --help'
         [version]='--help'
         [ext]='--help -h --version --root= --mutable= --image-policy= --noexec= --force --no-reload
                --always-refresh= --no-pager --no-legend --json= --essential= --no-beneath'
@@ -73,7 +75,7 @@ _ext_setup_root() {
             elif [[ -z $have_verb ]]; then
                 COMPREPLY=($(compgen -W "$verbs" -- "$cur"))
             fi ;;
-        boot|links|plan|version)
+        boot|fetch|links|plan|varlink|version)
             COMPREPLY=($(compgen -W "${opts[$cmd]}" -- "$cur")) ;;
     esac
     # No space after an option that takes a value ("--root=").

@@ -12,7 +12,7 @@ import (
 // cliCommands are the binary's commands; TestCLICommands checks the list
 // against the top-level usage, so the man page and completion tests below
 // cover every one.
-var cliCommands = []string{"boot", "confext", "links", "plan", "sysext", "version"}
+var cliCommands = []string{"boot", "confext", "fetch", "links", "plan", "sysext", "varlink", "version"}
 
 // helpOption is one option as a command's --help lists it.
 type helpOption struct {
