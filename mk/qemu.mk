@@ -30,9 +30,11 @@ QEMU_ARM64_TEST = $(TEST_ENV) EXT_SETUP_ROOT_QEMU_ARM64=1 $(GO) test -count=1 -v
 qemu-test-arm64: build qemu-prepare-arm64
 	$(QEMU_ARM64_TEST)
 
+# The arm64 boot adds about half an hour under load to the QEMU suite.
 ifeq ($(EXT_SETUP_ROOT_QEMU_ARM64),1)
 TEST_PREREQS += qemu-prepare-arm64
 export EXT_SETUP_ROOT_QEMU_ARM64
+QEMU_TEST_TIMEOUT := 120m
 endif
 
 # test-long runs what is too slow for every make test. A double-colon
