@@ -266,19 +266,28 @@ var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM
 // loader.
 func requireBinaryArch(t testing.TB, bin, arch string) {
 	t.Helper()
+	if err := binaryArchError(bin, arch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// binaryArchError says why bin is not a static ELF executable for arch
+// (nil if it is).
+func binaryArchError(bin, arch string) error {
 	f, err := elf.Open(bin)
 	if err != nil {
-		t.Fatalf("installed binary: %v", err)
+		return fmt.Errorf("installed binary: %w", err)
 	}
 	defer f.Close()
 	if f.Machine != elfMachines[arch] {
-		t.Fatalf("installed binary %s is for %v, want %v (%s)", bin, f.Machine, elfMachines[arch], arch)
+		return fmt.Errorf("installed binary %s is for %v, want %v (%s)", bin, f.Machine, elfMachines[arch], arch)
 	}
 	for _, p := range f.Progs {
 		if p.Type == elf.PT_INTERP {
-			t.Fatalf("installed binary %s is dynamically linked (PT_INTERP): the initramfs needs a static one", bin)
+			return fmt.Errorf("installed binary %s is dynamically linked (PT_INTERP): the initramfs needs a static one", bin)
 		}
 	}
+	return nil
 }
 
 // hashTree feeds every path, mode, symlink target and file content under
