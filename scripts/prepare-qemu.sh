@@ -76,6 +76,8 @@ need() {
 	fi
 }
 need mmdebstrap apt-get dpkg-deb zstd xz depmod flock
+# mmdebstrap checks with arch-test that the foreign architecture runs.
+[ "$ARCH" = amd64 ] || need arch-test
 
 mkdir -p "$BASE"
 exec 9>"$LOCK"
