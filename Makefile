@@ -48,12 +48,13 @@ vet:
 # The QEMU boot tests run last, on their own and verbosely, so that their
 # boot times are printed and they do not compete for the 2 CPUs with the
 # root tests.
+QEMU_TEST_TIMEOUT ?= 60m
 TEST_ENV := EXT_SETUP_ROOT_CACHE=$(CACHE) EXT_SETUP_ROOT_BIN=$(CURDIR)/$(BIN) \
 	EXT_SETUP_ROOT_TESTHOOKS_BIN=$(CURDIR)/$(TESTHOOKS_BIN)
 test: deps build build-testhooks vet $(TEST_PREREQS)
 	$(TEST_ENV) $(GO) test -count=1 -timeout 40m $$($(GO) list ./... | grep -v '/test/qemu$$')
 	GO=$(GO) FUZZTIME=$(FUZZTIME_TEST) OUT=out/fuzz-short.md scripts/fuzz.sh
-	$(TEST_ENV) $(GO) test -count=1 -v -timeout 60m ./test/qemu/
+	$(TEST_ENV) $(GO) test -count=1 -v -timeout $(QEMU_TEST_TIMEOUT) ./test/qemu/
 
 # unit-test runs only what needs neither root nor prepared inputs.
 unit-test:

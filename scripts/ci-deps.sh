@@ -11,7 +11,8 @@ else
 pkgs=(qemu-system-x86 cpio mmdebstrap debootstrap e2fsprogs squashfs-tools erofs-utils zstd kmod
       gdisk fdisk dosfstools attr acl xz-utils hyperfine
       make systemd   # make: units tests run `make install`; systemd: systemctl --root in units tests
-      time)          # time: GNU /usr/bin/time for peak RSS in make bench (bench/confext)
+      time           # time: GNU /usr/bin/time for peak RSS in make bench (bench/confext)
+      qemu-system-arm arch-test) # the arm64 boot (qemu-system-aarch64; mmdebstrap --arch=arm64 needs arch-test)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -20,7 +20,9 @@ fi
 [ "$(id -u)" = 0 ] || { log "must run as root (chroot)"; exit 1; }
 [ -x "$chroot_dir/usr/bin/apt-get" ] || { log "$chroot_dir missing: run scripts/prepare-systemd262.sh first"; exit 1; }
 mkdir -p "$cache"
-exec 9>"$cache/.prepare.lock"
+# Its own lock: it writes only $final, and prepare-qemu.sh (arm64) calls it
+# while holding the arm64 inputs' lock, not the amd64 ones'.
+exec 9>"$cache/.prepare-qemu-user.lock"
 flock 9
 [ -x "$final/usr/bin/qemu-aarch64" ] && exit 0
 dl=$(mktemp -d "$chroot_dir/tmp/qemu-user-dl.XXXXXX")

@@ -25,10 +25,37 @@
 # rerun after an interruption restarts only the unfinished piece, and a rerun
 # after success does nothing (idempotent). Set EXT_SETUP_ROOT_QEMU_REFRESH=1 to
 # rebuild everything.
+#
+# EXT_SETUP_ROOT_QEMU_ARCH=arm64 (make qemu-prepare-arm64) prepares the arm64
+# inputs instead, into $EXT_SETUP_ROOT_CACHE/qemu-arm64 under its own lock
+# (.prepare-arm64.lock): Debian's arm64 kernel as a raw arm64 Image
+# (kernel/Image; qemu-system-aarch64 boots it with -kernel) and the forky root
+# bootstrapped for arm64 (mmdebstrap --arch=arm64), whose maintainer scripts
+# run under forky's static qemu-aarch64 (scripts/prepare-qemu-user.sh)
+# registered with binfmt_misc (scripts/lib/binfmt-arm64.sh). No kernel matrix
+# and no trixie root for arm64.
 set -euo pipefail
 
 BASE=${EXT_SETUP_ROOT_CACHE:-/var/cache/ext-setup-root}
-CACHE=$BASE/qemu
+ARCH=${EXT_SETUP_ROOT_QEMU_ARCH:-amd64}
+case $ARCH in
+amd64)
+	CACHE=$BASE/qemu
+	LOCK=$BASE/.prepare.lock
+	KERNEL_FILE=vmlinux
+	;;
+arm64)
+	CACHE=$BASE/qemu-arm64
+	LOCK=$BASE/.prepare-arm64.lock
+	KERNEL_FILE=Image
+	EXT_SETUP_ROOT_QEMU_KERNELS=
+	EXT_SETUP_ROOT_QEMU_ROOTFS=
+	;;
+*)
+	echo "prepare-qemu: unsupported EXT_SETUP_ROOT_QEMU_ARCH=$ARCH (amd64, arm64)" >&2
+	exit 2
+	;;
+esac
 # shellcheck source=lib/debian-mirror.sh
 . "$(dirname "$0")/lib/debian-mirror.sh"
 MIRROR=$(debian_mirror)
@@ -49,10 +76,21 @@ need() {
 	fi
 }
 need mmdebstrap apt-get dpkg-deb zstd xz depmod flock
+# mmdebstrap checks with arch-test that the foreign architecture runs.
+[ "$ARCH" = amd64 ] || need arch-test
 
 mkdir -p "$BASE"
-exec 9>"$BASE/.prepare.lock"
+exec 9>"$LOCK"
 flock 9
+
+if [ "$ARCH" = arm64 ]; then
+	# The foreign root's maintainer scripts and the tests' dracut chroot run
+	# arm64 binaries: forky's static qemu-aarch64 through binfmt_misc.
+	EXT_SETUP_ROOT_CACHE=$BASE "$(dirname "$0")/prepare-qemu-user.sh"
+	# shellcheck source=lib/binfmt-arm64.sh
+	. "$(dirname "$0")/lib/binfmt-arm64.sh"
+	binfmt_arm64 "$BASE/qemu-user/usr/bin/qemu-aarch64"
+fi
 
 if [ "${EXT_SETUP_ROOT_QEMU_REFRESH:-0}" = 1 ]; then
 	log "refresh requested: removing $CACHE"
@@ -78,12 +116,37 @@ Dir::State::Lists "$APTDIR/lists";
 Dir::State::status "$APTDIR/state/status";
 Dir::Cache "$APTDIR/cache";
 Acquire::Check-Valid-Until "false";
-APT::Architecture "amd64";
-APT::Architectures "amd64";
+APT::Architecture "$ARCH";
+APT::Architectures "$ARCH";
 APT::Sandbox::User "root";
 EOF
 	touch "$APTDIR/state/status"
 	export APT_CONFIG=$APTDIR/apt.conf
+}
+
+# extract_image VMLINUZ OUT puts the raw arm64 Image qemu-system-aarch64
+# boots into OUT. Debian's forky arm64 vmlinuz is that Image already
+# (uncompressed, with the PE header of its EFI stub; arm64 Image magic
+# "ARMd" at offset 56); a compressed one (gzip, or an EFI zboot image
+# carrying the compressed Image) is decompressed from the compressors'
+# magic, as for x86, and the result checked for the same magic.
+extract_image() {
+	local img=$1 out=$2 magic tool off
+	if [ "$(tail -c +57 "$img" | head -c 4)" = ARMd ]; then
+		cp "$img" "$out"
+		return 0
+	fi
+	for m in 'gzip:\x1f\x8b\x08' 'zstd:\x28\xb5\x2f\xfd' 'xz:\xfd\x37\x7a\x58\x5a\x00'; do
+		tool=${m%%:*} magic=${m#*:}
+		for off in $(LC_ALL=C grep -obUaP "$magic" "$img" | head -3 | cut -d: -f1); do
+			tail -c +$((off + 1)) "$img" | "$tool" -dcq 2>/dev/null >"$out" || true
+			if [ "$(tail -c +57 "$out" | head -c 4)" = ARMd ]; then
+				return 0
+			fi
+		done
+	done
+	log "arm64 Image extraction from $img failed"
+	exit 1
 }
 
 # extract_vmlinux BZIMAGE OUT cuts the uncompressed ELF vmlinux out of a
@@ -114,8 +177,8 @@ fetch_kernel() {
 	log "$suite: apt-get update (private state in $APTDIR)"
 	apt-get -qq update
 	local img bin mods
-	img=$(apt-cache depends linux-image-amd64 | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1)
-	[ -n "$img" ] || { log "cannot resolve linux-image-amd64"; exit 1; }
+	img=$(apt-cache depends "linux-image-$ARCH" | sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*\)$/\1/p' | head -1)
+	[ -n "$img" ] || { log "cannot resolve linux-image-$ARCH"; exit 1; }
 	local kver=${img#linux-image-}
 	# forky splits the image package: a meta package depending on
 	# linux-binary-*, linux-modules-* (bookworm/trixie: all in linux-image-*).
@@ -136,7 +199,11 @@ fetch_kernel() {
 	[ -d "$mdir" ] || mdir="$tmp"/x/lib/modules/$kver
 	local vmlinuz=$mdir/vmlinuz
 	[ -f "$vmlinuz" ] || vmlinuz="$tmp"/x/boot/vmlinuz-$kver
-	extract_vmlinux "$vmlinuz" "$tmp/vmlinux"
+	if [ "$ARCH" = arm64 ]; then
+		extract_image "$vmlinuz" "$tmp/Image"
+	else
+		extract_vmlinux "$vmlinuz" "$tmp/vmlinux"
+	fi
 	mkdir -p "$tmp"/modules
 	mv "$mdir" "$tmp/modules/$kver"
 	rm -f "$tmp/modules/$kver/vmlinuz"
@@ -188,7 +255,7 @@ fetch_rootfs() {
 	rm -rf "$dest.tmp"
 	# path-exclude keeps docs, man pages and locales out (size); the rootfs is
 	# only a source for the test OS image and for building initramfs images.
-	mmdebstrap --variant=minbase --quiet \
+	mmdebstrap --variant=minbase --quiet --arch="$ARCH" \
 		--aptopt='Acquire::Check-Valid-Until "false"' \
 		--dpkgopt='path-exclude=/usr/share/man/*' \
 		--dpkgopt='path-exclude=/usr/share/doc/*' \
@@ -208,7 +275,7 @@ fetch_rootfs() {
 }
 
 pids=()
-[ -f kernel/version ] && [ -f kernel/vmlinux ] || fetch_kernel "$SUITE" kernel "$CACHE/apt" &
+[ -f kernel/version ] && [ -f "kernel/$KERNEL_FILE" ] || fetch_kernel "$SUITE" kernel "$CACHE/apt" &
 pids+=($!)
 [ -x rootfs/usr/bin/dracut ] && [ -f rootfs.manifest ] || fetch_rootfs "$SUITE" rootfs &
 pids+=($!)
@@ -226,7 +293,7 @@ for p in "${pids[@]}"; do wait "$p" || rc=$?; done
 ensure_rootfs_added
 
 {
-	echo "# QEMU test inputs prepared by scripts/prepare-qemu.sh from $MIRROR $SUITE"
+	echo "# QEMU test inputs ($ARCH) prepared by scripts/prepare-qemu.sh from $MIRROR $SUITE"
 	echo "kernel $(cat kernel/version)"
 	sed 's/^/kernel-pkg /' kernel/manifest.txt
 	for k in $KERNELS; do

@@ -81,7 +81,7 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	}
 	// The OS /usr carries what `make install` installs (binary, host
 	// drop-ins, confext.conf.d), as a distribution's image would.
-	stage, sum := InstallTree(t)
+	stage, sum := InstallTree(t, in.Arch)
 	h := sha256.New()
 	fmt.Fprintf(h, "install=%s\n", sum)
 	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%s\n%v\n%v\n", imageFormat, version, in.KVer, reporterScript, reporterUnit, lateStopUnit, guestModules, DefaultConfext(version))
@@ -118,7 +118,7 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 		}
 		b.WriteString(l + "\n")
 	}
-	fmt.Fprintf(&b, "VERSION=%s\nVERSION_ID=%s\nBUILD_ID=extsr-test\nFLATCAR_BOARD=amd64-usr\n", version, version)
+	fmt.Fprintf(&b, "VERSION=%s\nVERSION_ID=%s\nBUILD_ID=extsr-test\nFLATCAR_BOARD=%s\n", version, version, in.arch().board)
 	os.Remove(filepath.Join(tree, "lib/os-release"))
 	writeFile(t, tree, "lib/os-release", b.String(), 0o644)
 
@@ -234,7 +234,7 @@ func RootTree(t testing.TB, in *Inputs) string {
 		symlink(t, tree, "etc/systemd/system/"+u, "/dev/null")
 	}
 	// Quiet serial console: no getty between the reporter's lines.
-	symlink(t, tree, "etc/systemd/system/serial-getty@ttyS0.service", "/dev/null")
+	symlink(t, tree, "etc/systemd/system/serial-getty@"+in.arch().console+".service", "/dev/null")
 	symlink(t, tree, "etc/systemd/system/getty@tty1.service", "/dev/null")
 	writeFile(t, tree, "etc/machine-id", "4c1d2b0d1f9e4f7f8a3b1c2d3e4f5a6b\n", 0o444)
 	writeFile(t, tree, "etc/hostname", "extsr-test\n", 0o644)

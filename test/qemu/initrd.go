@@ -2,6 +2,7 @@ package qemu
 
 import (
 	"crypto/sha256"
+	"debug/elf"
 	"encoding/hex"
 	"fmt"
 	"io"
@@ -122,7 +123,7 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	var stage string
 	if withOurs {
 		var sum string
-		stage, sum = InstallTree(t)
+		stage, sum = InstallTree(t, in.Arch)
 		fmt.Fprintf(h, "install=%s\n", sum)
 	}
 	sum := hex.EncodeToString(h.Sum(nil))[:16]
@@ -193,26 +194,32 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 }
 
 var (
-	installMu   sync.Mutex
-	installDir  string
-	installHash string
+	installMu    sync.Mutex
+	installTrees = map[string][2]string{} // arch -> tree, hash
 )
 
 // InstallTree runs `make install DESTDIR=<temp dir>` in the repository, as a
-// distribution would, once per test process, and returns the tree and its
-// content hash. The tree is kept in $cache/install/HASH (older ones are
+// distribution would, once per test process and guest architecture, and
+// returns the tree and its content hash. For arm64 it runs with
+// GOARCH=arm64 and BIN in the temporary directory, so the static arm64
+// binary is built and installed without touching the checkout's bin/. The
+// tree is kept in $cache/<arch's cache>/install/HASH (older ones are
 // removed) so that every scenario of a run uses the same binary even while
 // the working tree changes. It fails t unless the dracut module landed
-// under usr/lib/dracut/modules.d.
-func InstallTree(t testing.TB) (string, string) {
+// under usr/lib/dracut/modules.d and the binary is built for arch.
+func InstallTree(t testing.TB, arch string) (string, string) {
 	t.Helper()
 	installMu.Lock()
 	defer installMu.Unlock()
-	if installDir != "" {
-		return installDir, installHash
+	if tr, ok := installTrees[arch]; ok {
+		return tr[0], tr[1]
 	}
 	stage := t.TempDir()
 	cmd := exec.Command("make", "-C", repoRoot(t), "install", "DESTDIR="+stage)
+	if arch != "amd64" {
+		cmd.Args = append(cmd.Args, "BIN="+filepath.Join(t.TempDir(), "ext-setup-root"))
+		cmd.Env = append(os.Environ(), "GOARCH="+arch, "CGO_ENABLED=0")
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("make install DESTDIR=%s: %v\n%s", stage, err, out)
 	}
@@ -224,10 +231,11 @@ func InstallTree(t testing.TB) (string, string) {
 	if !found {
 		t.Fatalf("make install DESTDIR=%s installed no dracut module *%s under usr/lib/dracut/modules.d", stage, ourModule)
 	}
+	requireBinaryArch(t, filepath.Join(stage, "usr/bin/ext-setup-root"), arch)
 	h := sha256.New()
 	hashTree(t, h, stage)
 	sum := hex.EncodeToString(h.Sum(nil))[:16]
-	base := filepath.Join(cacheDir(), "install")
+	base := filepath.Join(cacheBase(), guestArches[arch].cacheSub, "install")
 	dest := filepath.Join(base, sum)
 	if _, err := os.Stat(dest); err != nil {
 		mkdirs(t, base)
@@ -246,8 +254,40 @@ func InstallTree(t testing.TB) (string, string) {
 			os.RemoveAll(filepath.Join(base, e.Name()))
 		}
 	}
-	installDir, installHash = dest, sum
+	installTrees[arch] = [2]string{dest, sum}
 	return dest, sum
+}
+
+// elfMachines maps a guest architecture to its ELF machine.
+var elfMachines = map[string]elf.Machine{"amd64": elf.EM_X86_64, "arm64": elf.EM_AARCH64}
+
+// requireBinaryArch fails t unless bin is a static ELF executable for arch:
+// the initramfs of that guest must carry a binary its CPU runs without a
+// loader.
+func requireBinaryArch(t testing.TB, bin, arch string) {
+	t.Helper()
+	if err := binaryArchError(bin, arch); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// binaryArchError says why bin is not a static ELF executable for arch
+// (nil if it is).
+func binaryArchError(bin, arch string) error {
+	f, err := elf.Open(bin)
+	if err != nil {
+		return fmt.Errorf("installed binary: %w", err)
+	}
+	defer f.Close()
+	if f.Machine != elfMachines[arch] {
+		return fmt.Errorf("installed binary %s is for %v, want %v (%s)", bin, f.Machine, elfMachines[arch], arch)
+	}
+	for _, p := range f.Progs {
+		if p.Type == elf.PT_INTERP {
+			return fmt.Errorf("installed binary %s is dynamically linked (PT_INTERP): the initramfs needs a static one", bin)
+		}
+	}
+	return nil
 }
 
 // hashTree feeds every path, mode, symlink target and file content under

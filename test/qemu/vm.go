@@ -27,6 +27,7 @@ type BootSpec struct {
 // checks nothing of ours. The long device and start timeouts keep a boot on
 // a loaded CI machine (TCG is 10-50x slower than native) from tripping
 // systemd's 90 s defaults.
+// It names the amd64 console; baseCmdline gives the one of a guest.
 const BaseCmdline = "console=ttyS0 panic=-1 systemd.firstboot=off systemd.show_status=error fsck.mode=skip log_buf_len=4M systemd.default_device_timeout_sec=600 systemd.default_timeout_start_sec=600"
 
 // Boot runs QEMU (TCG, two vCPUs: MTTCG halves systemd boot time, see
@@ -62,6 +63,12 @@ func earlyKernelCrash(lines []string) bool {
 	return false
 }
 
+// baseCmdline is BaseCmdline with the serial console of in's architecture
+// (ttyS0 on the PC, ttyAMA0, the PL011, on arm64's virt board).
+func (in *Inputs) baseCmdline() string {
+	return strings.Replace(BaseCmdline, "console=ttyS0", "console="+in.arch().console, 1)
+}
+
 func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 	t.Helper()
 	if spec.Timeout == 0 {
@@ -87,20 +94,15 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 
 	ctx, cancel := context.WithTimeout(context.Background(), spec.Timeout)
 	defer cancel()
-	args := []string{
-		// +rdrand: the guest's CRNG is ready at time 0, as on any real
-		// x86 machine since 2012. Without it the kernel reached "crng init
-		// done" mid-boot, and its live code patching at that moment
-		// crashed the guest under multi-threaded TCG (an int3 oops in
-		// get_random_u32 on the other vCPU, seen in this suite).
-		"-cpu", "qemu64,+rdrand",
+	ga := in.arch()
+	args := append(append([]string{}, ga.machine...),
 		"-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
 		"-display", "none", "-monitor", "none", "-serial", "stdio",
 		"-no-reboot", "-nic", "none",
 		"-kernel", in.Vmlinux, "-initrd", spec.Initrd,
-		"-drive", "file=" + spec.Disk + ",format=raw,if=virtio,cache=unsafe",
-		"-append", strings.TrimSpace(BaseCmdline + " " + spec.Cmdline),
-	}
+		"-drive", "file="+spec.Disk+",format=raw,if=virtio,cache=unsafe",
+		"-append", strings.TrimSpace(in.baseCmdline()+" "+spec.Cmdline),
+	)
 	if os.Getenv("EXT_SETUP_ROOT_QEMU_DEBUG") == "1" {
 		args[len(args)-1] += " systemd.journald.forward_to_console=1"
 	}
