@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
@@ -94,21 +95,11 @@ func IsInitrd(root *rootfs.Root) (bool, error) {
 	return ok, nil
 }
 
-// SearchPathsFor returns the class's image directories for an initrd or a
-// booted system, highest precedence first: the initrd has its own list
-// (systemd's initrd search paths) when the class defines one.
-func (c *Class) SearchPathsFor(initrd bool) []string {
-	if initrd && len(c.InitrdSearchPaths) > 0 {
-		return c.InitrdSearchPaths
-	}
-	return c.SearchPaths
-}
-
 // Discover lists the class's images inside root like systemd's
 // image_discover(), sorted by name with vpick.StrverscmpImproved (the
 // order of the "extensions"/"confexts" file; the last one ends up on top).
 // See DiscoverAll for the rules.
-func Discover(root *rootfs.Root, c *Class, initrd bool) ([]Image, error) {
+func Discover(root *rootfs.Root, c *config.Class, initrd bool) ([]Image, error) {
 	imgs, _, err := DiscoverAll(root, c, initrd)
 	return imgs, err
 }
@@ -138,7 +129,7 @@ func Discover(root *rootfs.Root, c *Class, initrd bool) ([]Image, error) {
 // unexpected error for one entry or search directory (ELOOP, EACCES, a
 // search path that is a file), we skip that entry or directory and report
 // it, so one bad entry cannot keep /etc from getting its other images.
-func DiscoverAll(root *rootfs.Root, c *Class, initrd bool) ([]Image, []SkippedEntry, error) {
+func DiscoverAll(root *rootfs.Root, c *config.Class, initrd bool) ([]Image, []SkippedEntry, error) {
 	d := discoverer{root: root, c: c, seen: map[string]bool{}}
 	for _, s := range c.SearchPathsFor(initrd) {
 		if err := d.searchDir(s); err != nil {
@@ -153,7 +144,7 @@ func DiscoverAll(root *rootfs.Root, c *Class, initrd bool) ([]Image, []SkippedEn
 
 type discoverer struct {
 	root    *rootfs.Root
-	c       *Class
+	c       *config.Class
 	seen    map[string]bool
 	images  []Image
 	skipped []SkippedEntry

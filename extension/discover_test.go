@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
@@ -66,7 +67,7 @@ func TestDiscoverConfext(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := b1OpenRoot(t, dir)
-	imgs, skipped, err := DiscoverAll(root, Confext, false)
+	imgs, skipped, err := DiscoverAll(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,21 +122,21 @@ func TestDiscoverInitrdAndSysext(t *testing.T) {
 	if err != nil || !initrd {
 		t.Fatalf("IsInitrd = %v %v", initrd, err)
 	}
-	imgs, err := Discover(root, Confext, true)
+	imgs, err := Discover(root, config.Confext, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := imageSummary(imgs); got != "g=raw:/.extra/global_confext/g.raw rc=directory:/run/confexts/rc stub=raw:/.extra/confext/stub.raw" {
 		t.Errorf("initrd confext: %s", got)
 	}
-	imgs, err = Discover(root, Confext, false)
+	imgs, err = Discover(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := imageSummary(imgs); got != "rc=directory:/run/confexts/rc vendor=directory:/usr/lib/confexts/vendor" {
 		t.Errorf("system confext: %s", got)
 	}
-	imgs, err = Discover(root, Sysext, false)
+	imgs, err = Discover(root, config.Sysext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +159,7 @@ func TestDiscoverBlockDevice(t *testing.T) {
 	if err := unix.Mknod(filepath.Join(dir, "run/confexts/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))); err != nil {
 		t.Fatal(err)
 	}
-	imgs, err := Discover(b1OpenRoot(t, dir), Confext, false)
+	imgs, err := Discover(b1OpenRoot(t, dir), config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +187,7 @@ func TestDiscoverSkipsLogged(t *testing.T) {
 	var buf bytes.Buffer
 	log := oplog.New(oplog.WriterSink{W: &buf})
 	log.SetDebug(true)
-	imgs, err := List(t.Context(), Options{Root: dir, Class: Confext, Log: log})
+	imgs, err := List(t.Context(), Options{Root: dir, Class: config.Confext, Log: log})
 	if err != nil || len(imgs) != 1 || imgs[0].Name != "good" {
 		t.Fatalf("List = %+v, %v", imgs, err)
 	}

@@ -5,6 +5,8 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 )
 
 // BenchmarkDirFingerprint measures the extra refresh identity on a
@@ -23,7 +25,7 @@ func BenchmarkDirFingerprint(b *testing.B) {
 		}
 	}
 	root := b1OpenRoot(b, dir)
-	imgs, err := Discover(root, Confext, false)
+	imgs, err := Discover(root, config.Confext, false)
 	if err != nil || len(imgs) != 1 {
 		b.Fatal(imgs, err)
 	}
@@ -51,7 +53,7 @@ func BenchmarkDiscoverIdentity64(b *testing.B) {
 	root := b1OpenRoot(b, dir)
 	b.ResetTimer()
 	for range b.N {
-		imgs, err := Discover(root, Confext, false)
+		imgs, err := Discover(root, config.Confext, false)
 		if err != nil || len(imgs) != 64 {
 			b.Fatal(err)
 		}

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -62,7 +63,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 	// whose release data does not fit). Host: ID=testos VERSION_ID=1.0.
 	rel := "/etc/extension-release.d/extension-release."
 	for name, content := range map[string]string{
-		"v_arch": "ID=_any\nARCHITECTURE=arm64\n", "v_archok": "ID=_any\nARCHITECTURE=" + Confext.ReleaseOptions(false).Arch + "\n",
+		"v_arch": "ID=_any\nARCHITECTURE=arm64\n", "v_archok": "ID=_any\nARCHITECTURE=" + config.Confext.ReleaseOptions(false).Arch + "\n",
 		"v_idmis": "ID=other\nVERSION_ID=1.0\n", "v_vermis": "ID=testos\nVERSION_ID=2.0\n", "v_nover": "ID=testos\n",
 		"v_scope": "ID=_any\nCONFEXT_SCOPE=initrd\n", "v_scopeok": "ID=_any\nCONFEXT_SCOPE=\"initrd system\"\n",
 		"v_noid": "VERSION_ID=1.0\n", "v_sysextlevel": "ID=testos\nSYSEXT_LEVEL=1\n",
@@ -101,7 +102,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	imgs, err := Discover(root, Confext, false)
+	imgs, err := Discover(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -137,8 +138,8 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		}
 		ok := false
 		reason := ""
-		if rf, err := ReadReleaseFile(tree, Confext, img.Name, false); err == nil {
-			ok, reason, err = release.Validate(rf.Fields, host, Confext.ReleaseOptions(false))
+		if rf, err := ReadReleaseFile(tree, config.Confext, img.Name, false); err == nil {
+			ok, reason, err = release.Validate(rf.Fields, host, config.Confext.ReleaseOptions(false))
 			if err != nil {
 				t.Fatal(err)
 			}

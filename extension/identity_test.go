@@ -14,6 +14,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
@@ -28,7 +29,7 @@ func statField(t *testing.T, format, p string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func mustDiscover(t *testing.T, dir string, c *Class) map[string]Image {
+func mustDiscover(t *testing.T, dir string, c *config.Class) map[string]Image {
 	t.Helper()
 	imgs, err := Discover(b1OpenRoot(t, dir), c, false)
 	if err != nil {
@@ -49,7 +50,7 @@ func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 		"run/confexts/link":         "->/var/lib/confexts/d1",
 	})
 	root := b1OpenRoot(t, dir)
-	imgs := mustDiscover(t, dir, Confext)
+	imgs := mustDiscover(t, dir, config.Confext)
 
 	d1, err := ImageIdentity(root, imgs["d1"], IdentityOptions{})
 	if err != nil {
@@ -110,7 +111,7 @@ func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 	}
 
 	// The record for both has the fields and order of the golden files.
-	out := string(Origin{Mode: MutableYes, MutableDirs: map[string]string{"/etc": "/etc"}, Extensions: []OriginExtension{d1, sq}}.MarshalSystemd())
+	out := string(Origin{Mode: config.MutableYes, MutableDirs: map[string]string{"/etc": "/etc"}, Extensions: []OriginExtension{d1, sq}}.MarshalSystemd())
 	for _, k := range []string{`"path" : "/var/lib/confexts/d1",`, `"onMountId" : `, `"fileHandle" : {`, `"type" : `, `"handle" : "`, `"crtime" : `, `"mtime" : 0`} {
 		if !strings.Contains(out, k) {
 			t.Errorf("origin lacks %s:\n%s", k, out)
@@ -131,7 +132,7 @@ func TestCrtimeXattr(t *testing.T) {
 		}
 	}
 	root := b1OpenRoot(t, dir)
-	img := mustDiscover(t, dir, Confext)["c"]
+	img := mustDiscover(t, dir, config.Confext)["c"]
 	base, err := ImageIdentity(root, img, IdentityOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +186,7 @@ func TestVerityHashIdentity(t *testing.T) {
 				}
 			}
 			root := b1OpenRoot(t, dir)
-			img := mustDiscover(t, dir, Sysext)["v"]
+			img := mustDiscover(t, dir, config.Sysext)["v"]
 			id, err := ImageIdentity(root, img, IdentityOptions{Getenv: func(string) string { return tc.env }})
 			if tc.wantErr {
 				if err == nil {
@@ -211,7 +212,7 @@ func TestVerityHashIdentity(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"var/lib/extensions/g.raw": "img"})
 	called := false
-	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, Sysext)["g"], IdentityOptions{
+	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, config.Sysext)["g"], IdentityOptions{
 		EmbeddedVerity: func(Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
 	})
 	if err != nil || !called || id.VerityHash != strings.Repeat("01", 32) {
@@ -227,7 +228,7 @@ func TestDirFingerprint(t *testing.T) {
 		"var/lib/confexts/kde/etc/link":       "->a.conf",
 	})
 	root := b1OpenRoot(t, dir)
-	img := mustDiscover(t, dir, Confext)["kde"]
+	img := mustDiscover(t, dir, config.Confext)["kde"]
 	fp := func() string {
 		t.Helper()
 		s, err := DirFingerprint(root, img)
@@ -286,7 +287,7 @@ func TestImageIdentityMountIDs(t *testing.T) {
 	fsDir := testutil.Tmpfs(t)
 	testutil.WriteTree(t, fsDir, map[string]string{"run/confexts/t/etc/x": "1", "bind/": ""})
 	root := b1OpenRoot(t, fsDir)
-	img := mustDiscover(t, fsDir, Confext)["t"]
+	img := mustDiscover(t, fsDir, config.Confext)["t"]
 	a, err := ImageIdentity(root, img, IdentityOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +307,7 @@ func TestImageIdentityMountIDs(t *testing.T) {
 	if err := os.Symlink("/bind/t", filepath.Join(fsDir, "var/lib/confexts/viabind")); err != nil {
 		t.Fatal(err)
 	}
-	viaBind := mustDiscover(t, fsDir, Confext)["viabind"]
+	viaBind := mustDiscover(t, fsDir, config.Confext)["viabind"]
 	b, err := ImageIdentity(root, viaBind, IdentityOptions{})
 	if err != nil {
 		t.Fatal(err)

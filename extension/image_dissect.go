@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -31,7 +32,7 @@ func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File,
 			return nil, nil, err
 		}
 	}
-	o := image.DissectOptions{AllowUsr: e.cls != Confext}
+	o := image.DissectOptions{AllowUsr: e.cls != config.Confext}
 	sidecars := true
 	if v := e.getenv("SYSTEMD_DISSECT_VERITY_SIDECAR"); v != "" {
 		if b, ok := kcmdline.ParseBool(v); ok && !b {

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
 )
@@ -372,7 +373,7 @@ func (e *engine) stageAndApply(c *call) error {
 // images: mutable mode, mutable dirs and mount options.
 func (e *engine) originBase(mode string) (*Origin, error) {
 	doc := &Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
-	doc.Mode, _ = ParseMutableMode(mode)
+	doc.Mode, _ = config.ParseMutableMode(mode)
 	for _, h := range e.hiers {
 		d, err := e.mutableDirForOrigin(h, mode)
 		if err != nil {

@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
@@ -28,7 +29,7 @@ func sysextImage(t *testing.T, root, name string, withOpt bool) {
 
 func sysextOpts(root, mode string) Options {
 	o := opts(root, mode)
-	o.Class = Sysext
+	o.Class = config.Sysext
 	return o
 }
 
@@ -397,7 +398,7 @@ func TestAttrsModeAndOptions(t *testing.T) {
 		o := opts(r, c.mode)
 		o.Noexec = c.noexec
 		o.Getenv = func(k string) string {
-			if k == Confext.OverlayOptionsEnv {
+			if k == config.Confext.OverlayOptionsEnv {
 				return "redirect_dir=on"
 			}
 			return ""

@@ -17,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
@@ -88,7 +89,7 @@ func rawImage(t *testing.T, root, fstype, name string) string {
 }
 
 func opts(root, mode string) Options {
-	return Options{Root: root, Class: Confext, Mutable: mode, Log: oplog.Discard(), Getenv: func(string) string { return "" }}
+	return Options{Root: root, Class: config.Confext, Mutable: mode, Log: oplog.Discard(), Getenv: func(string) string { return "" }}
 }
 
 func readMeta(t *testing.T, root, f string) (string, bool) {
@@ -349,7 +350,7 @@ func TestRefreshSkipAndChanges(t *testing.T) {
 	// Failed assembly keeps the old merge.
 	o = opts(r, "no")
 	o.Getenv = func(k string) string {
-		if k == Confext.OverlayOptionsEnv {
+		if k == config.Confext.OverlayOptionsEnv {
 			return "no_such_overlay_option=1"
 		}
 		return ""

@@ -7,6 +7,8 @@ import (
 	"io"
 	"math/big"
 	"strconv"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 )
 
 // Origin is the refresh record systemd 262 writes to
@@ -16,7 +18,7 @@ import (
 // refresh recognises our merge as unchanged.
 type Origin struct {
 	// Mode is the effective mutable mode ("mutable.mode").
-	Mode MutableMode
+	Mode config.MutableMode
 	// MutableDirs maps each configured hierarchy ("/etc") to its resolved
 	// mutable dir, root-stripped ("/etc" when the mutable dir is a symlink
 	// to the hierarchy). Only hierarchies whose mutable dir resolved are
@@ -234,7 +236,7 @@ func (d Document) Origin() (Origin, error) {
 	if !ok {
 		return o, fmt.Errorf("origin record: mutable.mode missing or not a string")
 	}
-	m, err := ParseMutableMode(ms)
+	m, err := config.ParseMutableMode(ms)
 	if err != nil {
 		return o, fmt.Errorf("origin record: %w", err)
 	}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/fetch/payload"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
@@ -234,7 +235,7 @@ func (f *Fetcher) check(rootPath, p, name string, host release.Host, t Target) e
 // engineCheck opens the image with the extension engine as a sysext
 // merge would.
 func (f *Fetcher) engineCheck(rootPath, p, name string, host release.Host) (map[string]string, error) {
-	o := extension.Options{Root: rootPath, Class: extension.Sysext, Getenv: f.Getenv, Log: f.Log, NoReload: true}
+	o := extension.Options{Root: rootPath, Class: config.Sysext, Getenv: f.Getenv, Log: f.Log, NoReload: true}
 	if f.ImagePolicy != "" {
 		pol, err := image.ParsePolicy(f.ImagePolicy)
 		if err != nil {
