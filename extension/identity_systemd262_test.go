@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -102,7 +103,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	imgs, err := Discover(root, config.Confext, false)
+	imgs, err := discover.Discover(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,12 +125,12 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		ours.Extensions = append(ours.Extensions, id)
 	}
 	// Our acceptance of the directory images, by release file + Validate.
-	host, err := LoadHostRelease(root, func(string) string { return "" })
+	host, err := discover.LoadHostRelease(root, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, img := range imgs {
-		if img.Type != ImageDirectory {
+		if img.Type != discover.ImageDirectory {
 			continue
 		}
 		tree, err := root.Open(img.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -138,7 +139,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		}
 		ok := false
 		reason := ""
-		if rf, err := ReadReleaseFile(tree, config.Confext, img.Name, false); err == nil {
+		if rf, err := discover.ReadReleaseFile(tree, config.Confext, img.Name, false); err == nil {
 			ok, reason, err = release.Validate(rf.Fields, host, config.Confext.ReleaseOptions(false))
 			if err != nil {
 				t.Fatal(err)

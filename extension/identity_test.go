@@ -15,6 +15,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
@@ -29,13 +30,13 @@ func statField(t *testing.T, format, p string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func mustDiscover(t *testing.T, dir string, c *config.Class) map[string]Image {
+func mustDiscover(t *testing.T, dir string, c *config.Class) map[string]discover.Image {
 	t.Helper()
-	imgs, err := Discover(b1OpenRoot(t, dir), c, false)
+	imgs, err := discover.Discover(b1OpenRoot(t, dir), c, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]Image{}
+	m := map[string]discover.Image{}
 	for _, i := range imgs {
 		m[i.Name] = i
 	}
@@ -213,7 +214,7 @@ func TestVerityHashIdentity(t *testing.T) {
 	testutil.WriteTree(t, dir, map[string]string{"var/lib/extensions/g.raw": "img"})
 	called := false
 	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, config.Sysext)["g"], IdentityOptions{
-		EmbeddedVerity: func(Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
+		EmbeddedVerity: func(discover.Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
 	})
 	if err != nil || !called || id.VerityHash != strings.Repeat("01", 32) {
 		t.Errorf("embedded verity seam: %+v %v called=%v", id, err, called)
@@ -273,7 +274,7 @@ func TestDirFingerprint(t *testing.T) {
 	if fp() == afterChmod {
 		t.Fatal("new file not noticed")
 	}
-	if _, err := DirFingerprint(root, Image{Type: ImageRaw, Path: "/x.raw"}); err == nil {
+	if _, err := DirFingerprint(root, discover.Image{Type: discover.ImageRaw, Path: "/x.raw"}); err == nil {
 		t.Error("raw image fingerprinted")
 	}
 }

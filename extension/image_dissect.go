@@ -9,6 +9,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -21,13 +22,13 @@ import (
 // .verity sidecars (SYSTEMD_DISSECT_VERITY_SIDECAR=0 turns the sidecars
 // and the xattr off). It returns the opened .verity sidecar when the hash
 // tree is there.
-func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
+func dissectImage(e *engine, img discover.Image, f *os.File) (*image.Dissected, *os.File, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
 	}
 	size := st.Size()
-	if img.Type == ImageBlock {
+	if img.Type == discover.ImageBlock {
 		if size, err = blockDeviceSize(f); err != nil {
 			return nil, nil, err
 		}
@@ -40,7 +41,7 @@ func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File,
 		}
 	}
 	var hashFile *os.File
-	if sidecars && !(img.Type == ImageBlock && e.rootPath == "/") {
+	if sidecars && !(img.Type == discover.ImageBlock && e.rootPath == "/") {
 		x, err := getxattrAll(f, "user.verity.roothash")
 		if err != nil {
 			return nil, nil, err

@@ -18,6 +18,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
@@ -503,7 +504,7 @@ func TestFingerprintFailure(t *testing.T) {
 	f, err := os.Open("/proc/self/status") // not a directory: reopen fails
 	must(t, err)
 	defer f.Close()
-	if fp := e.fingerprint(Image{Name: "x", Type: ImageDirectory, Path: "/x"}, f); fp != fingerprintUnknown {
+	if fp := e.fingerprint(discover.Image{Name: "x", Type: discover.ImageDirectory, Path: "/x"}, f); fp != fingerprintUnknown {
 		t.Fatalf("fingerprint = %q", fp)
 	}
 	if !strings.Contains(logb.String(), "warning: cannot fingerprint directory image /x") {

@@ -11,13 +11,14 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // candidate is a discovered image with its identity and verdict.
 type candidate struct {
-	img      Image
+	img      discover.Image
 	id       OriginExtension
 	opened   *openedImage
 	accepted bool
@@ -91,7 +92,7 @@ func (e *engine) check(c *candidate, host release.Host, scope string) error {
 		return nil
 	}
 	c.accepted = true
-	if c.img.Type == ImageDirectory && c.fp == "" {
+	if c.img.Type == discover.ImageDirectory && c.fp == "" {
 		// The fast path may have walked it already; once per run is enough.
 		c.fp = e.fingerprint(c.img, o.tree)
 	}
@@ -110,7 +111,7 @@ func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool
 		}
 		cls.ReleaseDir = strings.TrimPrefix(cls.ReleaseDir, "/usr")
 	}
-	rf, err := ReadReleaseFile(o.tree, &cls, o.img.Name, false)
+	rf, err := discover.ReadReleaseFile(o.tree, &cls, o.img.Name, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Sprintf("no release file %s/extension-release.%s in the image", e.cls.ReleaseDir, o.img.Name), nil
 	}
@@ -131,7 +132,7 @@ func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool
 		return false, p + ": " + reason, nil
 	}
 	if !o.usrOnly {
-		if bad, err := HasForbiddenContent(o.tree, e.cls); err != nil {
+		if bad, err := discover.HasForbiddenContent(o.tree, e.cls); err != nil {
 			return false, "", err
 		} else if bad {
 			return false, "image contains /usr/lib/os-release, which would replace the host's", nil
@@ -151,7 +152,7 @@ func (e *engine) essential(name string) bool {
 }
 
 // skip logs and records an image left out, naming the file and the rule.
-func (e *engine) skip(res *Result, img Image, reason string) {
+func (e *engine) skip(res *Result, img discover.Image, reason string) {
 	e.log.Warnf("skipping %s image %s (%s): %s", e.cls.Name, img.Name, e.display(img.Path), reason)
 	res.Skipped = append(res.Skipped, Skip{Name: img.Name, Reason: reason})
 }
@@ -194,7 +195,7 @@ func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*can
 		return true
 	}
 	for _, c := range cands {
-		if !c.accepted || c.img.Type != ImageDirectory {
+		if !c.accepted || c.img.Type != discover.ImageDirectory {
 			continue
 		}
 		rec, ok := st.Images[c.img.Name]
@@ -230,7 +231,7 @@ func (e *engine) newState(cands []*candidate, hh, inputs string) *runState {
 			continue
 		}
 		fp := c.fp
-		if c.accepted && c.img.Type == ImageDirectory && fp == "" {
+		if c.accepted && c.img.Type == discover.ImageDirectory && fp == "" {
 			fp = e.fingerprint(c.img, nil)
 		}
 		st.Images[c.img.Name] = imageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
@@ -247,7 +248,7 @@ const fingerprintUnknown = "unknown"
 // fingerprint returns the DirFingerprint of the directory image img, from
 // tree when it is already open (else opened here), or fingerprintUnknown
 // with a warning when that fails.
-func (e *engine) fingerprint(img Image, tree *os.File) string {
+func (e *engine) fingerprint(img discover.Image, tree *os.File) string {
 	fp, err := func() (string, error) {
 		if tree != nil {
 			return fingerprintOpened(tree)

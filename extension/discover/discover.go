@@ -1,4 +1,9 @@
-package extension
+// Package discover finds a class's extension images inside a root the way
+// systemd 262's image_discover() does (search paths, "*.raw", ".v/"
+// directories, shadowing by name) and validates what an image may carry:
+// its extension-release file (ReadReleaseFile) and forbidden content. It
+// reads only; identity, records and the merge build on it.
+package discover
 
 import (
 	"errors"
@@ -7,10 +12,7 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
@@ -331,28 +333,4 @@ func (d *discoverer) versioned(img Image, p, nov string) error {
 // identity and mounting.
 func OpenImage(root *rootfs.Root, img Image) (*os.File, error) {
 	return root.OpenPath(img.Path)
-}
-
-// discover is DiscoverAll for the engine's class and root, with every
-// skipped entry logged: problems as warnings, the rest at debug level.
-func (e *engine) discover() ([]Image, error) {
-	imgs, skipped, err := DiscoverAll(e.rfs, e.cls, e.initrd)
-	for _, s := range skipped {
-		if s.Problem {
-			e.log.Warnf("%s: skipped %s: %s", e.cls.Name, logSafe(e.display(s.Path)), s.Reason)
-		} else {
-			e.log.Debugf("%s: skipped %s: %s", e.cls.Name, logSafe(e.display(s.Path)), s.Reason)
-		}
-	}
-	return imgs, err
-}
-
-// logSafe quotes a path read from disk that holds control characters or
-// invalid UTF-8, so that a file name with a newline cannot forge a log
-// line (found by the adversarial-root tests).
-func logSafe(p string) string {
-	if !utf8.ValidString(p) || strings.ContainsFunc(p, unicode.IsControl) {
-		return strconv.Quote(p)
-	}
-	return p
 }
