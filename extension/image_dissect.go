@@ -11,6 +11,7 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -42,24 +43,24 @@ func dissectImage(e *engine, img discover.Image, f *os.File) (*image.Dissected, 
 	}
 	var hashFile *os.File
 	if sidecars && !(img.Type == discover.ImageBlock && e.rootPath == "/") {
-		x, err := getxattrAll(f, "user.verity.roothash")
+		x, err := record.GetxattrAll(f, "user.verity.roothash")
 		if err != nil {
 			return nil, nil, err
 		}
 		o.RootHashXattr = string(x)
-		if b, err := e.rfs.ReadRegular(auxiliaryPath(img.Path, ".roothash"), image.MaxRootHashText, rootfs.NoFollow); err == nil {
+		if b, err := e.rfs.ReadRegular(record.AuxiliaryPath(img.Path, ".roothash"), image.MaxRootHashText, rootfs.NoFollow); err == nil {
 			o.RootHashFile = bytes.NewReader(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
 		}
-		if b, err := e.rfs.ReadRegular(auxiliaryPath(img.Path, ".roothash.p7s"), image.MaxSigFile, rootfs.NoFollow); err == nil {
+		if b, err := e.rfs.ReadRegular(record.AuxiliaryPath(img.Path, ".roothash.p7s"), image.MaxSigFile, rootfs.NoFollow); err == nil {
 			o.RootHashSigFile = bytes.NewReader(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
 		}
 		// The hash tree is read in place (its size is checked by the
 		// dissection), but never from a FIFO or a device.
-		vp := auxiliaryPath(img.Path, ".verity")
+		vp := record.AuxiliaryPath(img.Path, ".verity")
 		hf, err := rootfs.OpenRegular(e.root, vp, rootfs.NoFollow)
 		switch {
 		case err == nil:

@@ -8,6 +8,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
 
@@ -127,6 +128,6 @@ func (e *engine) embeddedVerity(img discover.Image, f *os.File) ([]byte, error) 
 
 // identityOptions are the options of every ImageIdentity call of the
 // engine.
-func (e *engine) identityOptions() IdentityOptions {
-	return IdentityOptions{Getenv: e.getenv, EmbeddedVerity: e.embeddedVerity}
+func (e *engine) identityOptions() record.IdentityOptions {
+	return record.IdentityOptions{Getenv: e.getenv, EmbeddedVerity: e.embeddedVerity}
 }

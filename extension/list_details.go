@@ -7,6 +7,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 )
 
 // ImageDetails is one image as systemd 262's Varlink List method
@@ -70,7 +71,7 @@ func (e *engine) details(img discover.Image, d *ImageDetails) error {
 		return err
 	}
 	defer f.Close()
-	if d.Crtime, err = crtimeUsec(f); err != nil {
+	if d.Crtime, err = record.CrtimeUsec(f); err != nil {
 		return err
 	}
 	var st unix.Stat_t

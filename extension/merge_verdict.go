@@ -12,6 +12,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -19,7 +20,7 @@ import (
 // candidate is a discovered image with its identity and verdict.
 type candidate struct {
 	img      discover.Image
-	id       OriginExtension
+	id       record.OriginExtension
 	opened   *openedImage
 	accepted bool
 	reason   string
@@ -33,7 +34,7 @@ type candidate struct {
 // transientlyLost lists the images of the merge in place (by its origin
 // record) that were rejected now for a transient error, with the error.
 func transientlyLost(old []byte, cands []*candidate) []string {
-	d, err := ParseOrigin(bytes.NewReader(old))
+	d, err := record.ParseOrigin(bytes.NewReader(old))
 	if err != nil {
 		return nil
 	}
@@ -180,15 +181,15 @@ func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh, inputs stri
 
 // unchanged compares the origin the images would produce with the one in
 // place and checks directory images for in-place edits.
-func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*candidate, st *runState) bool {
+func (e *engine) unchanged(old []byte, oldFrom string, doc *record.Origin, cands []*candidate, st *runState) bool {
 	d := *doc
 	d.Extensions = originExtensions(cands)
-	od, err := ParseOrigin(bytes.NewReader(old))
+	od, err := record.ParseOrigin(bytes.NewReader(old))
 	if err != nil {
 		e.log.Warnf("cannot parse %s of the merge in place (refreshing): %v", oldFrom, err)
 		return false
 	}
-	if !Equal(od, d.Document()) {
+	if !record.Equal(od, d.Document()) {
 		return false
 	}
 	if st == nil {
@@ -275,7 +276,7 @@ func fingerprintOpened(dir *os.File) (string, error) {
 		return "", err
 	}
 	defer d.Close()
-	return FingerprintTree(d)
+	return record.FingerprintTree(d)
 }
 
 // hostRelease reads the root's os-release (SYSTEMD_OS_RELEASE overrides

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"sort"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -33,11 +34,11 @@ type runState struct {
 
 // imageState is the verdict for one image with the identity it was taken for.
 type imageState struct {
-	Identity    OriginExtension `json:"identity"`
-	Type        string          `json:"type"`
-	Accepted    bool            `json:"accepted"`
-	Reason      string          `json:"reason,omitempty"`
-	Fingerprint string          `json:"fingerprint,omitempty"`
+	Identity    record.OriginExtension `json:"identity"`
+	Type        string                 `json:"type"`
+	Accepted    bool                   `json:"accepted"`
+	Reason      string                 `json:"reason,omitempty"`
+	Fingerprint string                 `json:"fingerprint,omitempty"`
 }
 
 // statePath is the state file of this class and root.

@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"encoding/binary"
@@ -87,7 +87,7 @@ func ImageIdentity(root *rootfs.Root, img discover.Image, opts IdentityOptions) 
 	}
 	id.Inode = st.Ino
 	if img.Type != discover.ImageBlock {
-		if id.Crtime, err = crtimeUsec(f); err != nil {
+		if id.Crtime, err = CrtimeUsec(f); err != nil {
 			return id, err
 		}
 	}
@@ -101,9 +101,9 @@ func ImageIdentity(root *rootfs.Root, img discover.Image, opts IdentityOptions) 
 // (unlike fgetxattr) accept O_PATH handles through /proc.
 func procFdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
 
-// getxattrAll reads a whole extended attribute; absent (ENODATA,
+// GetxattrAll reads a whole extended attribute; absent (ENODATA,
 // EOPNOTSUPP) is (nil, nil).
-func getxattrAll(f *os.File, name string) ([]byte, error) {
+func GetxattrAll(f *os.File, name string) ([]byte, error) {
 	p := procFdPath(f)
 	for range 8 {
 		n, err := unix.Getxattr(p, name, nil)
@@ -125,16 +125,16 @@ func getxattrAll(f *os.File, name string) ([]byte, error) {
 	return nil, &os.PathError{Op: "getxattr " + name, Path: f.Name(), Err: unix.EBUSY}
 }
 
-// crtimeUsec is systemd's fd_getcrtime(): the statx birth time (ignored if
+// CrtimeUsec is systemd's fd_getcrtime(): the statx birth time (ignored if
 // 0 seconds) and the user.crtime_usec xattr (8 bytes little endian,
 // ignored if 0 or all ones), the older of the two; 0 if neither exists.
-func crtimeUsec(f *os.File) (uint64, error) {
+func CrtimeUsec(f *os.File) (uint64, error) {
 	var a uint64
 	haveA := false
 	if ts, ok, err := mount.Btime(int(f.Fd())); err == nil && ok {
 		a, haveA = uint64(ts.Sec)*1_000_000+uint64(ts.Nsec)/1000, true
 	}
-	x, err := getxattrAll(f, "user.crtime_usec")
+	x, err := GetxattrAll(f, "user.crtime_usec")
 	if err != nil || len(x) != 8 {
 		x = nil // systemd ignores unreadable or malformed values too
 	}
@@ -173,13 +173,13 @@ func VerityRootHash(root *rootfs.Root, img discover.Image, f *os.File, getenv fu
 		return nil, nil // systemd skips sidecars for device paths
 	}
 	for _, kind := range []string{"roothash", "usrhash"} {
-		text, err := getxattrAll(f, "user.verity."+kind)
+		text, err := GetxattrAll(f, "user.verity."+kind)
 		if err != nil {
 			return nil, err
 		}
 		src := img.Path + " xattr user.verity." + kind
 		if text == nil {
-			side := auxiliaryPath(img.Path, "."+kind)
+			side := AuxiliaryPath(img.Path, "."+kind)
 			data, err := root.ReadRegular(side, image.MaxRootHashText, rootfs.NoFollow)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
@@ -202,9 +202,9 @@ func VerityRootHash(root *rootfs.Root, img discover.Image, f *os.File, getenv fu
 	return nil, nil
 }
 
-// auxiliaryPath is systemd's build_auxiliary_path(): ".raw" replaced by
+// AuxiliaryPath is systemd's build_auxiliary_path(): ".raw" replaced by
 // suffix, or suffix appended when the image does not end in ".raw".
-func auxiliaryPath(image, suffix string) string {
+func AuxiliaryPath(image, suffix string) string {
 	if s, ok := strings.CutSuffix(image, ".raw"); ok {
 		return s + suffix
 	}

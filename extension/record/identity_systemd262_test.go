@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"bytes"
