@@ -105,9 +105,9 @@ type call struct {
 	oldFrom         string // the file old was read from, for messages
 	cands           []*candidate
 	doc             *record.Origin // the origin record without the images
-	hh              string         // hostReleaseHash
+	hh              string         // record.HostReleaseHash
 	inputs          string         // verdictInputs
-	prev            *runState
+	prev            *record.State
 	res             *Result
 }
 
@@ -236,7 +236,7 @@ func (e *engine) identifyImages(c *call) error {
 	if c.doc, err = e.originBase(c.mode); err != nil {
 		return err
 	}
-	c.hh = hostReleaseHash(c.host, c.scope)
+	c.hh = record.HostReleaseHash(c.host, c.scope)
 	if c.inputs, err = e.verdictInputs(c.mode); err != nil {
 		return err
 	}

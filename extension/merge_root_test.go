@@ -19,6 +19,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
@@ -471,7 +472,7 @@ func TestRefreshFingerprintUnknown(t *testing.T) {
 	}
 	b, err := os.ReadFile(files[0])
 	must(t, err)
-	var st runState
+	var st record.State
 	must(t, json.Unmarshal(b, &st))
 	rec := st.Images["dir1"]
 	if rec.Fingerprint == "" || rec.Fingerprint == fingerprintUnknown {

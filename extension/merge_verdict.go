@@ -162,7 +162,7 @@ func (e *engine) skip(res *Result, img discover.Image, reason string) {
 // has the identity it had then and nothing else that decides a verdict
 // changed (the host release, --force, the verdict inputs: image policy,
 // trusted certificates, ...); false means some image must be opened.
-func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh, inputs string) bool {
+func (e *engine) knownVerdicts(cands []*candidate, st *record.State, hh, inputs string) bool {
 	if st == nil || st.HostRelease != hh || st.Force != e.opt.Force || st.Inputs != inputs {
 		return false
 	}
@@ -181,7 +181,7 @@ func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh, inputs stri
 
 // unchanged compares the origin the images would produce with the one in
 // place and checks directory images for in-place edits.
-func (e *engine) unchanged(old []byte, oldFrom string, doc *record.Origin, cands []*candidate, st *runState) bool {
+func (e *engine) unchanged(old []byte, oldFrom string, doc *record.Origin, cands []*candidate, st *record.State) bool {
 	d := *doc
 	d.Extensions = originExtensions(cands)
 	od, err := record.ParseOrigin(bytes.NewReader(old))
@@ -225,8 +225,8 @@ func (e *engine) unchanged(old []byte, oldFrom string, doc *record.Origin, cands
 }
 
 // newState records the verdicts of this run.
-func (e *engine) newState(cands []*candidate, hh, inputs string) *runState {
-	st := &runState{Root: e.rootPath, HostRelease: hh, Force: e.opt.Force, Inputs: inputs, Images: map[string]imageState{}}
+func (e *engine) newState(cands []*candidate, hh, inputs string) *record.State {
+	st := &record.State{Root: e.rootPath, HostRelease: hh, Force: e.opt.Force, Inputs: inputs, Images: map[string]record.ImageState{}}
 	for _, c := range cands {
 		if !c.accepted && (c.reason == "" || c.transient) {
 			continue
@@ -235,7 +235,7 @@ func (e *engine) newState(cands []*candidate, hh, inputs string) *runState {
 		if c.accepted && c.img.Type == discover.ImageDirectory && fp == "" {
 			fp = e.fingerprint(c.img, nil)
 		}
-		st.Images[c.img.Name] = imageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
+		st.Images[c.img.Name] = record.ImageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
 	}
 	return st
 }

@@ -136,7 +136,7 @@ type rerecord struct {
 	states  []*hierState
 	od      record.Document // the origin record in place
 	was     record.Origin   // od, decoded
-	prev    *runState
+	prev    *record.State
 	cands   []*candidate
 	data    []byte // the corrected record
 	targets []rerecordTarget

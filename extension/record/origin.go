@@ -2,7 +2,8 @@
 // record systemd 262 compares on refresh (Origin, OriginExtension, formatted
 // byte for byte like sd-json by the JSON* writer) and each image's identity
 // in it (ImageIdentity: path, verity hash or file handle, mount ID, times;
-// DirFingerprint for directory trees). It builds on discover and config;
+// DirFingerprint for directory trees), and ext-setup-root's own state file
+// (State) that lets a refresh reuse verdicts. It builds on discover and config;
 // the merge engine in package extension builds on it.
 package record
 
