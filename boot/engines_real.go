@@ -7,6 +7,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/prepare"
@@ -27,9 +28,9 @@ type ExtEngine struct {
 }
 
 func (e ExtEngine) options(root string, c Class) extension.Options {
-	cls := extension.Confext
+	cls := config.Confext
 	if c == Sysext {
-		cls = extension.Sysext
+		cls = config.Sysext
 	}
 	return extension.Options{Root: root, Class: cls, Getenv: e.Getenv, Log: e.Log,
 		Info: lineLogger{e.Log}, NoReload: true, Records: e.Records}
@@ -98,15 +99,15 @@ func (e ExtEngine) request(r ExtRequest) (extension.Options, error) {
 		return o, err
 	}
 	defer root.Close()
-	cfg, err := extension.LoadConfig(root, o.Class)
+	cfg, err := config.LoadConfig(root, o.Class)
 	if err != nil {
 		return o, err
 	}
-	mode, src, _, err := extension.ResolveMutableMode(o.Class, "", false, e.Getenv, cfg)
+	mode, src, _, err := config.ResolveMutableMode(o.Class, "", false, e.Getenv, cfg)
 	if err != nil {
 		return o, err
 	}
-	if src == extension.ModeFromDefault {
+	if src == config.ModeFromDefault {
 		o.Mutable = r.DefaultMutable
 		e.Log.Noticef("%s mutable mode: %s (nothing configured in %s; the booted system needs Mutable=%s in systemd/%s too, or its refresh will not skip)",
 			r.Class, r.DefaultMutable, r.Root, r.DefaultMutable, o.Class.ConfigName)
@@ -208,7 +209,7 @@ func (p RealPreparer) Prepare(ctx context.Context, req PrepareRequest) (*prepare
 // configuration.
 func (p RealPreparer) confexts(req PrepareRequest) func() (*prepare.Stack, error) {
 	return func() (*prepare.Stack, error) {
-		o := extension.Options{Root: req.Root, Class: extension.Confext, Getenv: p.Getenv, Log: p.Log, NoReload: true,
+		o := extension.Options{Root: req.Root, Class: config.Confext, Getenv: p.Getenv, Log: p.Log, NoReload: true,
 			Essential: req.Essential}
 		if p.ImagePolicy != "" {
 			pol, err := image.ParsePolicy(p.ImagePolicy)

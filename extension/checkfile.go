@@ -3,6 +3,7 @@ package extension
 import (
 	"fmt"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/release"
 )
 
@@ -23,7 +24,7 @@ func CheckImageFile(opt Options, p, name string, host *release.Host) (map[string
 	if _, _, err := e.imagePolicy(); err != nil {
 		return nil, err
 	}
-	img := Image{Name: name, Path: p, Type: ImageRaw}
+	img := discover.Image{Name: name, Path: p, Type: discover.ImageRaw}
 	o, err := e.openImage(img)
 	if err != nil {
 		return nil, err
@@ -47,7 +48,7 @@ func CheckImageFile(opt Options, p, name string, host *release.Host) (map[string
 	if o.usrOnly {
 		cls.ReleaseDir = cls.ReleaseDir[len("/usr"):]
 	}
-	rf, err := ReadReleaseFile(o.tree, &cls, name, false)
+	rf, err := discover.ReadReleaseFile(o.tree, &cls, name, false)
 	if err != nil {
 		return nil, &imageError{name, e.display(p), fmt.Sprintf("extension-release of %s", name), err}
 	}

@@ -1,3 +1,8 @@
+// Package extension merges systemd extension images (sysext for /usr and
+// /opt, confext for /etc) the way systemd-sysext/systemd-confext 262 do, from
+// discovery and release-file validation to the overlay and the
+// .systemd-<class>/ metadata, and replaces an existing merge atomically.
+// One engine serves both classes; config.Class carries what differs between them.
 package extension
 
 import (
@@ -12,6 +17,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
@@ -27,7 +33,7 @@ type Options struct {
 	// /sysroot in the initrd). Everything is resolved inside it.
 	Root string
 	// Class is Sysext or Confext.
-	Class *Class
+	Class *config.Class
 	// Mutable is the mutable mode from the command line ("" = unset: the
 	// class's environment variable, then systemd/<class>.conf decide).
 	Mutable string
@@ -102,7 +108,7 @@ type Result struct {
 // engine is the state of one call.
 type engine struct {
 	opt      Options
-	cls      *Class
+	cls      *config.Class
 	log      *oplog.Logger
 	getenv   func(string) string
 	rootPath string       // absolute, cleaned, resolved; "/" for the host
@@ -249,14 +255,14 @@ func (e *engine) noBeneath() bool {
 // precedence (command line, environment, systemd/<class>.conf under the
 // root).
 func (e *engine) mutableMode() (string, error) {
-	cfg, err := LoadConfig(e.rfs, e.cls)
+	cfg, err := config.LoadConfig(e.rfs, e.cls)
 	if err != nil {
 		return "", err
 	}
 	for _, w := range cfg.Warnings {
 		e.log.Warnf("%s", w)
 	}
-	m, _, warns, err := ResolveMutableMode(e.cls, e.opt.Mutable, e.opt.Mutable != "", e.getenv, cfg)
+	m, _, warns, err := config.ResolveMutableMode(e.cls, e.opt.Mutable, e.opt.Mutable != "", e.getenv, cfg)
 	for _, w := range warns {
 		e.log.Warnf("%s", w)
 	}
@@ -268,7 +274,7 @@ func (e *engine) mutableMode() (string, error) {
 
 // hierName is systemd's hierarchy_as_single_path_component: "/usr" ->
 // "usr", "/foo/bar" -> "foo.bar".
-func hierName(h string) string { return HierarchyDirName(h) }
+func hierName(h string) string { return config.HierarchyDirName(h) }
 
 // stateDir is where our own state lives (outside the root).
 func stateDir() string { return paths.StateDir }

@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -112,7 +113,7 @@ func TestNoFdLeak(t *testing.T) {
 	for _, d := range []string{"etc", "usr/lib/confexts/a/etc", "opt"} {
 		os.MkdirAll(filepath.Join(dir, d), 0o755)
 	}
-	opt := Options{Root: dir, Class: Confext}
+	opt := Options{Root: dir, Class: config.Confext}
 	// Warm up once (the runtime opens its own fds lazily).
 	Status(t.Context(), opt)
 	before := openFds(t)

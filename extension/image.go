@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -18,7 +19,7 @@ import (
 // namespace; closing it drops the detached mounts and the loop device
 // (autoclear), unless an overlay still holds them.
 type openedImage struct {
-	img     Image
+	img     discover.Image
 	tree    *os.File
 	usrOnly bool // GPT usr partition: tree is the image's /usr
 	closers []func() error
@@ -61,22 +62,22 @@ func (e *imageError) Unwrap() error { return e.Err }
 // openImage opens one discovered image: a directory directly, a raw file
 // by its filesystem magic (squashfs, erofs, ext4) or GPT partition table,
 // through a read-only autoclear loop device.
-func (e *engine) openImage(img Image) (*openedImage, error) {
+func (e *engine) openImage(img discover.Image) (*openedImage, error) {
 	switch img.Type {
-	case ImageDirectory:
+	case discover.ImageDirectory:
 		d, err := openDirIn(e.root, img.Path)
 		if err != nil {
 			return nil, &imageError{img.Name, e.display(img.Path), "cannot open directory image", err}
 		}
 		return &openedImage{img: img, tree: d}, nil
-	case ImageRaw, ImageBlock:
+	case discover.ImageRaw, discover.ImageBlock:
 		return e.openRaw(img)
 	}
 	return nil, &imageError{img.Name, e.display(img.Path), "unsupported image type", nil}
 }
 
 // openRaw detects what a raw image holds and mounts it detached.
-func (e *engine) openRaw(img Image) (*openedImage, error) {
+func (e *engine) openRaw(img discover.Image) (*openedImage, error) {
 	f, err := rootfs.OpenIn(e.root, img.Path, unix.O_RDONLY|unix.O_NOFOLLOW)
 	if err != nil {
 		return nil, &imageError{img.Name, e.display(img.Path), "cannot open image file", err}

@@ -8,7 +8,10 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -20,18 +23,18 @@ import (
 // .verity sidecars (SYSTEMD_DISSECT_VERITY_SIDECAR=0 turns the sidecars
 // and the xattr off). It returns the opened .verity sidecar when the hash
 // tree is there.
-func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
+func dissectImage(e *engine, img discover.Image, f *os.File) (*image.Dissected, *os.File, error) {
 	st, err := f.Stat()
 	if err != nil {
 		return nil, nil, err
 	}
 	size := st.Size()
-	if img.Type == ImageBlock {
+	if img.Type == discover.ImageBlock {
 		if size, err = blockDeviceSize(f); err != nil {
 			return nil, nil, err
 		}
 	}
-	o := image.DissectOptions{AllowUsr: e.cls != Confext}
+	o := image.DissectOptions{AllowUsr: e.cls != config.Confext}
 	sidecars := true
 	if v := e.getenv("SYSTEMD_DISSECT_VERITY_SIDECAR"); v != "" {
 		if b, ok := kcmdline.ParseBool(v); ok && !b {
@@ -39,25 +42,25 @@ func dissectImage(e *engine, img Image, f *os.File) (*image.Dissected, *os.File,
 		}
 	}
 	var hashFile *os.File
-	if sidecars && !(img.Type == ImageBlock && e.rootPath == "/") {
-		x, err := getxattrAll(f, "user.verity.roothash")
+	if sidecars && !(img.Type == discover.ImageBlock && e.rootPath == "/") {
+		x, err := record.GetxattrAll(f, "user.verity.roothash")
 		if err != nil {
 			return nil, nil, err
 		}
 		o.RootHashXattr = string(x)
-		if b, err := e.rfs.ReadRegular(auxiliaryPath(img.Path, ".roothash"), image.MaxRootHashText, rootfs.NoFollow); err == nil {
+		if b, err := e.rfs.ReadRegular(record.AuxiliaryPath(img.Path, ".roothash"), image.MaxRootHashText, rootfs.NoFollow); err == nil {
 			o.RootHashFile = bytes.NewReader(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
 		}
-		if b, err := e.rfs.ReadRegular(auxiliaryPath(img.Path, ".roothash.p7s"), image.MaxSigFile, rootfs.NoFollow); err == nil {
+		if b, err := e.rfs.ReadRegular(record.AuxiliaryPath(img.Path, ".roothash.p7s"), image.MaxSigFile, rootfs.NoFollow); err == nil {
 			o.RootHashSigFile = bytes.NewReader(b)
 		} else if !errors.Is(err, fs.ErrNotExist) {
 			return nil, nil, err
 		}
 		// The hash tree is read in place (its size is checked by the
 		// dissection), but never from a FIFO or a device.
-		vp := auxiliaryPath(img.Path, ".verity")
+		vp := record.AuxiliaryPath(img.Path, ".verity")
 		hf, err := rootfs.OpenRegular(e.root, vp, rootfs.NoFollow)
 		switch {
 		case err == nil:

@@ -1,6 +1,7 @@
 package extension
 
 import (
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 )
 
@@ -18,7 +19,7 @@ const (
 // already warned about and dropped by LoadConfig), else the class's
 // default policy. systemd's strict default for images under /.extra/ in
 // the initrd is not applied: ext-setup-root does not read /.extra.
-func ResolveImagePolicy(opt *image.Policy, cfg Config, c *Class) (*image.Policy, string) {
+func ResolveImagePolicy(opt *image.Policy, cfg config.Config, c *config.Class) (*image.Policy, string) {
 	if opt != nil {
 		return opt, PolicyFromOptions
 	}
@@ -36,7 +37,7 @@ func (e *engine) imagePolicy() (*image.Policy, string, error) {
 	if e.policy != nil {
 		return e.policy, e.policyFrom, nil
 	}
-	cfg, err := LoadConfig(e.rfs, e.cls)
+	cfg, err := config.LoadConfig(e.rfs, e.cls)
 	if err != nil {
 		return nil, "", err
 	}

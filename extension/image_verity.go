@@ -6,7 +6,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
 
@@ -25,7 +27,7 @@ type imageBackend struct {
 	// dissect returns the dissection of a raw image (f opened read-only),
 	// the opened .verity sidecar when its hash tree lives there, or an
 	// error naming the rule the image broke.
-	dissect func(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error)
+	dissect func(e *engine, img discover.Image, f *os.File) (*image.Dissected, *os.File, error)
 	// setup is image.SetupVerity.
 	setup func(f *os.File, d *image.Dissected, o image.SetupOptions) (*image.Device, error)
 	// verify checks a root hash signature in userspace.
@@ -56,7 +58,7 @@ func verifySignature(e *engine, v *image.Verity) error {
 // from the verity device, detached. The device is armed for deferred
 // removal once mounted, so it goes away with the last mount of it
 // (unmerge, or the replaced merge's layers), as systemd's do.
-func (e *engine) openVerity(img Image, f *os.File, d *image.Dissected, hashFile *os.File) (*openedImage, error) {
+func (e *engine) openVerity(img discover.Image, f *os.File, d *image.Dissected, hashFile *os.File) (*openedImage, error) {
 	dev, err := backend.setup(f, d, image.SetupOptions{
 		Log: e.log, Name: img.Name, HashFile: hashFile,
 		VerifySignature: func(v *image.Verity) error { return backend.verify(e, v) },
@@ -107,7 +109,7 @@ func mountVerityDevice(e *engine, node, fstype string) (*os.File, error) {
 // image's dissection finds (signature partition, partition UUIDs),
 // computed by reading the image only, so that an unchanged refresh of a
 // verity image is decided without any loop or dm device.
-func (e *engine) embeddedVerity(img Image, f *os.File) ([]byte, error) {
+func (e *engine) embeddedVerity(img discover.Image, f *os.File) ([]byte, error) {
 	r, err := reopen(f, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
@@ -126,6 +128,6 @@ func (e *engine) embeddedVerity(img Image, f *os.File) ([]byte, error) {
 
 // identityOptions are the options of every ImageIdentity call of the
 // engine.
-func (e *engine) identityOptions() IdentityOptions {
-	return IdentityOptions{Getenv: e.getenv, EmbeddedVerity: e.embeddedVerity}
+func (e *engine) identityOptions() record.IdentityOptions {
+	return record.IdentityOptions{Getenv: e.getenv, EmbeddedVerity: e.embeddedVerity}
 }

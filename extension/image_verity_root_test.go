@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
@@ -23,8 +24,8 @@ func withBackend(t *testing.T, b imageBackend) {
 
 // fakeVerity dissects every raw image as a verity image whose data is the
 // whole file (a bare erofs) with the given root hash.
-func fakeVerity(hash []byte) func(*engine, Image, *os.File) (*image.Dissected, *os.File, error) {
-	return func(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
+func fakeVerity(hash []byte) func(*engine, discover.Image, *os.File) (*image.Dissected, *os.File, error) {
+	return func(e *engine, img discover.Image, f *os.File) (*image.Dissected, *os.File, error) {
 		st, err := f.Stat()
 		if err != nil {
 			return nil, nil, err
@@ -160,7 +161,7 @@ func TestImagePolicyRefusals(t *testing.T) {
 	dirImage(t, r, "dir", "ID=_any\n")
 	setups := 0
 	withBackend(t, imageBackend{
-		dissect: func(e *engine, img Image, f *os.File) (*image.Dissected, *os.File, error) {
+		dissect: func(e *engine, img discover.Image, f *os.File) (*image.Dissected, *os.File, error) {
 			if img.Name == "plain" {
 				return dissectImage(e, img, f)
 			}

@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"sort"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 )
 
 // ImageInfo is one row of `list`.
@@ -31,7 +33,7 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 	}
 	out := make([]ImageInfo, 0, len(imgs))
 	for _, img := range imgs {
-		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
+		id, err := record.ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			// The row is still listed (systemd lists what it discovers);
 			// its time is unknown, and the reason is in the log.
@@ -50,15 +52,15 @@ func List(ctx context.Context, opt Options) ([]ImageInfo, error) {
 // WriteList prints images as systemd's table or JSON.
 func WriteList(w io.Writer, imgs []ImageInfo, json string) error {
 	if json == "short" || json == "pretty" {
-		arr := make(sdjArray, 0, len(imgs))
+		arr := make(record.JSONArray, 0, len(imgs))
 		for _, i := range imgs {
-			obj := sdjObject{{"name", sdjString(i.Name)}, {"type", sdjString(i.Type)}, {"path", sdjString(i.Path)}, {"time", sdjInteger(i.Time)}}
+			obj := record.JSONObject{{Key: "name", Val: record.JSONString(i.Name)}, {Key: "type", Val: record.JSONString(i.Type)}, {Key: "path", Val: record.JSONString(i.Path)}, {Key: "time", Val: record.JSONInteger(i.Time)}}
 			if i.VerityHash != "" {
-				obj = append(obj, sdjMember{"verityHash", sdjString(i.VerityHash)})
+				obj = append(obj, record.JSONMember{Key: "verityHash", Val: record.JSONString(i.VerityHash)})
 			}
 			arr = append(arr, obj)
 		}
-		return writeJSON(w, arr, json == "pretty")
+		return record.WriteJSON(w, arr, json == "pretty")
 	}
 	verity := false
 	for _, i := range imgs {

@@ -5,6 +5,9 @@ import (
 	"os"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 )
 
 // ImageDetails is one image as systemd 262's Varlink List method
@@ -44,7 +47,7 @@ func ListDetails(ctx context.Context, opt Options) ([]ImageDetails, error) {
 	if err != nil {
 		return nil, err
 	}
-	byName := make(map[string]Image, len(imgs))
+	byName := make(map[string]discover.Image, len(imgs))
 	for _, img := range imgs {
 		byName[img.Name] = img
 	}
@@ -62,13 +65,13 @@ func ListDetails(ctx context.Context, opt Options) ([]ImageDetails, error) {
 }
 
 // details fills d from the inode of img, opened inside the root.
-func (e *engine) details(img Image, d *ImageDetails) error {
+func (e *engine) details(img discover.Image, d *ImageDetails) error {
 	f, err := e.rfs.OpenPath(img.Path)
 	if err != nil {
 		return err
 	}
 	defer f.Close()
-	if d.Crtime, err = crtimeUsec(f); err != nil {
+	if d.Crtime, err = record.CrtimeUsec(f); err != nil {
 		return err
 	}
 	var st unix.Stat_t
@@ -80,10 +83,10 @@ func (e *engine) details(img Image, d *ImageDetails) error {
 		return &os.PathError{Op: "fstatfs", Path: f.Name(), Err: err}
 	}
 	d.ReadOnly = sfs.Flags&unix.ST_RDONLY != 0
-	if img.Type == ImageRaw || img.Type == ImageBlock {
+	if img.Type == discover.ImageRaw || img.Type == discover.ImageBlock {
 		d.Mtime = uint64(st.Mtim.Sec)*1_000_000 + uint64(st.Mtim.Nsec)/1000
 	}
-	if img.Type == ImageRaw {
+	if img.Type == discover.ImageRaw {
 		d.Usage, d.Limit = st.Blocks*512, st.Size
 		d.ReadOnly = d.ReadOnly || st.Mode&0o222 == 0
 	}

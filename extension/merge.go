@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
 )
@@ -102,10 +104,10 @@ type call struct {
 	old             []byte // origin record of the merge in place (nil: none)
 	oldFrom         string // the file old was read from, for messages
 	cands           []*candidate
-	doc             *Origin // the origin record without the images
-	hh              string  // hostReleaseHash
-	inputs          string  // verdictInputs
-	prev            *runState
+	doc             *record.Origin // the origin record without the images
+	hh              string         // record.HostReleaseHash
+	inputs          string         // verdictInputs
+	prev            *record.State
 	res             *Result
 }
 
@@ -221,7 +223,7 @@ func (e *engine) identifyImages(c *call) error {
 	sort.Slice(imgs, func(i, j int) bool { return vpick.StrverscmpImproved(imgs[i].Name, imgs[j].Name) < 0 })
 	c.cands = make([]*candidate, 0, len(imgs))
 	for _, img := range imgs {
-		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
+		id, err := record.ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			if e.essential(img.Name) {
 				return &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}
@@ -234,7 +236,7 @@ func (e *engine) identifyImages(c *call) error {
 	if c.doc, err = e.originBase(c.mode); err != nil {
 		return err
 	}
-	c.hh = hostReleaseHash(c.host, c.scope)
+	c.hh = record.HostReleaseHash(c.host, c.scope)
 	if c.inputs, err = e.verdictInputs(c.mode); err != nil {
 		return err
 	}
@@ -370,9 +372,9 @@ func (e *engine) stageAndApply(c *call) error {
 
 // originBase is the part of the origin record that does not depend on the
 // images: mutable mode, mutable dirs and mount options.
-func (e *engine) originBase(mode string) (*Origin, error) {
-	doc := &Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
-	doc.Mode, _ = ParseMutableMode(mode)
+func (e *engine) originBase(mode string) (*record.Origin, error) {
+	doc := &record.Origin{MutableDirs: map[string]string{}, MutableDirOrder: e.hiers, MountOptions: e.getenv(e.cls.OverlayOptionsEnv)}
+	doc.Mode, _ = config.ParseMutableMode(mode)
 	for _, h := range e.hiers {
 		d, err := e.mutableDirForOrigin(h, mode)
 		if err != nil {
@@ -387,8 +389,8 @@ func (e *engine) originBase(mode string) (*Origin, error) {
 
 // originExtensions builds the origin entries of the accepted images, in
 // name order.
-func originExtensions(cands []*candidate) []OriginExtension {
-	var out []OriginExtension
+func originExtensions(cands []*candidate) []record.OriginExtension {
+	var out []record.OriginExtension
 	for _, c := range cands {
 		if !c.accepted {
 			continue
@@ -396,7 +398,7 @@ func originExtensions(cands []*candidate) []OriginExtension {
 		x := c.id
 		x.Name = c.img.Name
 		if c.opened != nil && c.opened.verityHash != nil {
-			x = OriginExtension{Name: c.img.Name, Path: x.Path, VerityHash: fmt.Sprintf("%x", c.opened.verityHash)}
+			x = record.OriginExtension{Name: c.img.Name, Path: x.Path, VerityHash: fmt.Sprintf("%x", c.opened.verityHash)}
 		}
 		out = append(out, x)
 	}

@@ -11,6 +11,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
@@ -28,7 +30,7 @@ func sysextImage(t *testing.T, root, name string, withOpt bool) {
 
 func sysextOpts(root, mode string) Options {
 	o := opts(root, mode)
-	o.Class = Sysext
+	o.Class = config.Sysext
 	return o
 }
 
@@ -156,11 +158,11 @@ func TestGoldenShape(t *testing.T) {
 		t.Error("backing written with /etc as upper (golden has none)")
 	}
 	ours, _ := readMeta(t, r, "origin")
-	gold, err := os.ReadFile("testdata/golden262/dir1+sq1_upper-is-etc.origin")
+	gold, err := os.ReadFile("record/testdata/golden262/dir1+sq1_upper-is-etc.origin")
 	must(t, err)
-	od, err := ParseOrigin(strings.NewReader(ours))
+	od, err := record.ParseOrigin(strings.NewReader(ours))
 	must(t, err)
-	gd, err := ParseOrigin(bytes.NewReader(gold))
+	gd, err := record.ParseOrigin(bytes.NewReader(gold))
 	must(t, err)
 	oo, err := od.Origin()
 	must(t, err)
@@ -397,7 +399,7 @@ func TestAttrsModeAndOptions(t *testing.T) {
 		o := opts(r, c.mode)
 		o.Noexec = c.noexec
 		o.Getenv = func(k string) string {
-			if k == Confext.OverlayOptionsEnv {
+			if k == config.Confext.OverlayOptionsEnv {
 				return "redirect_dir=on"
 			}
 			return ""

@@ -17,6 +17,9 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
@@ -88,7 +91,7 @@ func rawImage(t *testing.T, root, fstype, name string) string {
 }
 
 func opts(root, mode string) Options {
-	return Options{Root: root, Class: Confext, Mutable: mode, Log: oplog.Discard(), Getenv: func(string) string { return "" }}
+	return Options{Root: root, Class: config.Confext, Mutable: mode, Log: oplog.Discard(), Getenv: func(string) string { return "" }}
 }
 
 func readMeta(t *testing.T, root, f string) (string, bool) {
@@ -349,7 +352,7 @@ func TestRefreshSkipAndChanges(t *testing.T) {
 	// Failed assembly keeps the old merge.
 	o = opts(r, "no")
 	o.Getenv = func(k string) string {
-		if k == Confext.OverlayOptionsEnv {
+		if k == config.Confext.OverlayOptionsEnv {
 			return "no_such_overlay_option=1"
 		}
 		return ""
@@ -469,7 +472,7 @@ func TestRefreshFingerprintUnknown(t *testing.T) {
 	}
 	b, err := os.ReadFile(files[0])
 	must(t, err)
-	var st runState
+	var st record.State
 	must(t, json.Unmarshal(b, &st))
 	rec := st.Images["dir1"]
 	if rec.Fingerprint == "" || rec.Fingerprint == fingerprintUnknown {
@@ -502,7 +505,7 @@ func TestFingerprintFailure(t *testing.T) {
 	f, err := os.Open("/proc/self/status") // not a directory: reopen fails
 	must(t, err)
 	defer f.Close()
-	if fp := e.fingerprint(Image{Name: "x", Type: ImageDirectory, Path: "/x"}, f); fp != fingerprintUnknown {
+	if fp := e.fingerprint(discover.Image{Name: "x", Type: discover.ImageDirectory, Path: "/x"}, f); fp != fingerprintUnknown {
 		t.Fatalf("fingerprint = %q", fp)
 	}
 	if !strings.Contains(logb.String(), "warning: cannot fingerprint directory image /x") {

@@ -11,14 +11,16 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
 // candidate is a discovered image with its identity and verdict.
 type candidate struct {
-	img      Image
-	id       OriginExtension
+	img      discover.Image
+	id       record.OriginExtension
 	opened   *openedImage
 	accepted bool
 	reason   string
@@ -32,7 +34,7 @@ type candidate struct {
 // transientlyLost lists the images of the merge in place (by its origin
 // record) that were rejected now for a transient error, with the error.
 func transientlyLost(old []byte, cands []*candidate) []string {
-	d, err := ParseOrigin(bytes.NewReader(old))
+	d, err := record.ParseOrigin(bytes.NewReader(old))
 	if err != nil {
 		return nil
 	}
@@ -91,7 +93,7 @@ func (e *engine) check(c *candidate, host release.Host, scope string) error {
 		return nil
 	}
 	c.accepted = true
-	if c.img.Type == ImageDirectory && c.fp == "" {
+	if c.img.Type == discover.ImageDirectory && c.fp == "" {
 		// The fast path may have walked it already; once per run is enough.
 		c.fp = e.fingerprint(c.img, o.tree)
 	}
@@ -110,7 +112,7 @@ func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool
 		}
 		cls.ReleaseDir = strings.TrimPrefix(cls.ReleaseDir, "/usr")
 	}
-	rf, err := ReadReleaseFile(o.tree, &cls, o.img.Name, false)
+	rf, err := discover.ReadReleaseFile(o.tree, &cls, o.img.Name, false)
 	if errors.Is(err, fs.ErrNotExist) {
 		return false, fmt.Sprintf("no release file %s/extension-release.%s in the image", e.cls.ReleaseDir, o.img.Name), nil
 	}
@@ -131,7 +133,7 @@ func (e *engine) validate(o *openedImage, host release.Host, scope string) (bool
 		return false, p + ": " + reason, nil
 	}
 	if !o.usrOnly {
-		if bad, err := HasForbiddenContent(o.tree, e.cls); err != nil {
+		if bad, err := discover.HasForbiddenContent(o.tree, e.cls); err != nil {
 			return false, "", err
 		} else if bad {
 			return false, "image contains /usr/lib/os-release, which would replace the host's", nil
@@ -151,7 +153,7 @@ func (e *engine) essential(name string) bool {
 }
 
 // skip logs and records an image left out, naming the file and the rule.
-func (e *engine) skip(res *Result, img Image, reason string) {
+func (e *engine) skip(res *Result, img discover.Image, reason string) {
 	e.log.Warnf("skipping %s image %s (%s): %s", e.cls.Name, img.Name, e.display(img.Path), reason)
 	res.Skipped = append(res.Skipped, Skip{Name: img.Name, Reason: reason})
 }
@@ -160,7 +162,7 @@ func (e *engine) skip(res *Result, img Image, reason string) {
 // has the identity it had then and nothing else that decides a verdict
 // changed (the host release, --force, the verdict inputs: image policy,
 // trusted certificates, ...); false means some image must be opened.
-func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh, inputs string) bool {
+func (e *engine) knownVerdicts(cands []*candidate, st *record.State, hh, inputs string) bool {
 	if st == nil || st.HostRelease != hh || st.Force != e.opt.Force || st.Inputs != inputs {
 		return false
 	}
@@ -179,22 +181,22 @@ func (e *engine) knownVerdicts(cands []*candidate, st *runState, hh, inputs stri
 
 // unchanged compares the origin the images would produce with the one in
 // place and checks directory images for in-place edits.
-func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*candidate, st *runState) bool {
+func (e *engine) unchanged(old []byte, oldFrom string, doc *record.Origin, cands []*candidate, st *record.State) bool {
 	d := *doc
 	d.Extensions = originExtensions(cands)
-	od, err := ParseOrigin(bytes.NewReader(old))
+	od, err := record.ParseOrigin(bytes.NewReader(old))
 	if err != nil {
 		e.log.Warnf("cannot parse %s of the merge in place (refreshing): %v", oldFrom, err)
 		return false
 	}
-	if !Equal(od, d.Document()) {
+	if !record.Equal(od, d.Document()) {
 		return false
 	}
 	if st == nil {
 		return true
 	}
 	for _, c := range cands {
-		if !c.accepted || c.img.Type != ImageDirectory {
+		if !c.accepted || c.img.Type != discover.ImageDirectory {
 			continue
 		}
 		rec, ok := st.Images[c.img.Name]
@@ -223,17 +225,17 @@ func (e *engine) unchanged(old []byte, oldFrom string, doc *Origin, cands []*can
 }
 
 // newState records the verdicts of this run.
-func (e *engine) newState(cands []*candidate, hh, inputs string) *runState {
-	st := &runState{Root: e.rootPath, HostRelease: hh, Force: e.opt.Force, Inputs: inputs, Images: map[string]imageState{}}
+func (e *engine) newState(cands []*candidate, hh, inputs string) *record.State {
+	st := &record.State{Root: e.rootPath, HostRelease: hh, Force: e.opt.Force, Inputs: inputs, Images: map[string]record.ImageState{}}
 	for _, c := range cands {
 		if !c.accepted && (c.reason == "" || c.transient) {
 			continue
 		}
 		fp := c.fp
-		if c.accepted && c.img.Type == ImageDirectory && fp == "" {
+		if c.accepted && c.img.Type == discover.ImageDirectory && fp == "" {
 			fp = e.fingerprint(c.img, nil)
 		}
-		st.Images[c.img.Name] = imageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
+		st.Images[c.img.Name] = record.ImageState{Identity: c.id, Type: c.img.Type.String(), Accepted: c.accepted, Reason: c.reason, Fingerprint: fp}
 	}
 	return st
 }
@@ -247,7 +249,7 @@ const fingerprintUnknown = "unknown"
 // fingerprint returns the DirFingerprint of the directory image img, from
 // tree when it is already open (else opened here), or fingerprintUnknown
 // with a warning when that fails.
-func (e *engine) fingerprint(img Image, tree *os.File) string {
+func (e *engine) fingerprint(img discover.Image, tree *os.File) string {
 	fp, err := func() (string, error) {
 		if tree != nil {
 			return fingerprintOpened(tree)
@@ -274,7 +276,7 @@ func fingerprintOpened(dir *os.File) (string, error) {
 		return "", err
 	}
 	defer d.Close()
-	return FingerprintTree(d)
+	return record.FingerprintTree(d)
 }
 
 // hostRelease reads the root's os-release (SYSTEMD_OS_RELEASE overrides

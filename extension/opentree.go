@@ -7,6 +7,8 @@ import (
 	"slices"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 )
 
 // ImageTree is one image opened read-only for reading its files outside a
@@ -104,7 +106,7 @@ func OpenStack(opt Options) (*Stack, error) {
 		}
 	}()
 	for _, img := range imgs {
-		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
+		id, err := record.ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			if e.essential(img.Name) {
 				return nil, &imageError{img.Name, e.display(img.Path), "essential image cannot be identified", err}

@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -84,7 +85,7 @@ func (b *build) abort() {
 }
 
 // mutablePath is systemd's /var/lib/extensions.mutable/<h>.
-func mutablePath(h string) string { return MutableDir(h) }
+func mutablePath(h string) string { return config.MutableDir(h) }
 
 // hostDir returns the hierarchy's own directory: the current one if no
 // merge of ours covers it; else, reached through a detached clone (no
@@ -462,13 +463,13 @@ func workName(h string) string {
 	// AT_RANDOM bytes and never blocks.
 	var r [8]byte
 	binary.LittleEndian.PutUint64(r[:], rand.Uint64())
-	return WorkDirName(h) + "-" + hex.EncodeToString(r[:])
+	return config.WorkDirName(h) + "-" + hex.EncodeToString(r[:])
 }
 
 // isWorkName reports whether name is a work dir name of hierarchy h that
 // this tool (workName) or systemd (WorkDirName) creates.
 func isWorkName(h, name string) bool {
-	base := WorkDirName(h)
+	base := config.WorkDirName(h)
 	if name == base {
 		return true
 	}

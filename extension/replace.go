@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
@@ -362,7 +363,7 @@ func (e *engine) sweepWork(h, keep string) {
 		for _, ent := range ents {
 			n := ent.Name()
 			p := path.Join(d, n)
-			if n == WorkDirName(h) || !isWorkName(h, n) || !ent.IsDir() || p == keep {
+			if n == config.WorkDirName(h) || !isWorkName(h, n) || !ent.IsDir() || p == keep {
 				continue
 			}
 			op := e.log.Op("remove stale work dir %s", e.display(p))

@@ -12,6 +12,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 )
 
 // Records keeps the metadata directories (.systemd-<C> in the detached
@@ -132,9 +134,9 @@ type rerecord struct {
 	mode    string
 	inputs  string
 	states  []*hierState
-	od      Document // the origin record in place
-	was     Origin   // od, decoded
-	prev    *runState
+	od      record.Document // the origin record in place
+	was     record.Origin   // od, decoded
+	prev    *record.State
 	cands   []*candidate
 	data    []byte // the corrected record
 	targets []rerecordTarget
@@ -166,7 +168,7 @@ func (e *engine) rerecordRead(_ context.Context, r *rerecord) error {
 		r.res.Reason = "no merge with an origin record"
 		return nil
 	}
-	if r.od, err = ParseOrigin(bytes.NewReader(first.origin)); err != nil {
+	if r.od, err = record.ParseOrigin(bytes.NewReader(first.origin)); err != nil {
 		r.res.Reason = "the origin record in place does not parse: " + err.Error()
 		return nil
 	}
@@ -191,7 +193,7 @@ func (e *engine) rerecordImages(ctx context.Context, r *rerecord) error {
 	if err != nil {
 		return fmt.Errorf("discover %s images: %w", e.cls.Name, err)
 	}
-	oldByName := map[string]OriginExtension{}
+	oldByName := map[string]record.OriginExtension{}
 	for _, x := range r.was.Extensions {
 		oldByName[x.Name] = x
 	}
@@ -199,7 +201,7 @@ func (e *engine) rerecordImages(ctx context.Context, r *rerecord) error {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		id, err := ImageIdentity(e.rfs, img, e.identityOptions())
+		id, err := record.ImageIdentity(e.rfs, img, e.identityOptions())
 		if err != nil {
 			r.res.Reason = fmt.Sprintf("image %s cannot be identified: %v", img.Name, err)
 			return nil
@@ -235,12 +237,12 @@ func (e *engine) rerecordCompare(_ context.Context, r *rerecord) error {
 	}
 	rest := *doc
 	rest.Extensions = r.was.Extensions
-	if !Equal(r.od, rest.Document()) {
+	if !record.Equal(r.od, rest.Document()) {
 		r.res.Reason = "mutable mode, mutable dirs or mount options differ from the merge in place"
 		return nil
 	}
 	doc.Extensions = originExtensions(r.cands)
-	if Equal(r.od, doc.Document()) {
+	if record.Equal(r.od, doc.Document()) {
 		r.res.Reason = "the record already matches"
 		r.res.Images = nil
 		return nil
@@ -276,7 +278,7 @@ func (e *engine) rerecordTargets(_ context.Context, r *rerecord) error {
 // resolved path, creation and modification time and verity hash. The mount
 // id, file handle and inode are left out: they are what changes when the
 // same file is seen through a new overlay.
-func sameFile(a, b OriginExtension) bool {
+func sameFile(a, b record.OriginExtension) bool {
 	return a.Path == b.Path && a.Crtime == b.Crtime && a.Mtime == b.Mtime && a.VerityHash == b.VerityHash
 }
 

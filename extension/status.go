@@ -6,6 +6,8 @@ import (
 	"io"
 	"strings"
 	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/record"
 )
 
 // HierarchyStatus is one row of `status`.
@@ -64,29 +66,29 @@ func formatTimestamp(usec int64) string {
 // "short", "pretty").
 func WriteStatus(w io.Writer, rows []HierarchyStatus, json string) error {
 	if json == "short" || json == "pretty" {
-		arr := make(sdjArray, 0, len(rows))
+		arr := make(record.JSONArray, 0, len(rows))
 		for _, r := range rows {
-			exts := make(sdjArray, 0, len(r.Extensions))
+			exts := make(record.JSONArray, 0, len(r.Extensions))
 			for _, n := range r.Extensions {
-				exts = append(exts, sdjString(n))
+				exts = append(exts, record.JSONString(n))
 			}
-			var since sdjValue = sdjNull{}
+			var since record.JSONValue = record.JSONNull{}
 			if r.Merged {
-				since = sdjInteger(r.Since)
+				since = record.JSONInteger(r.Since)
 			}
-			obj := sdjObject{{"hierarchy", sdjString(r.Hierarchy)}, {"extensions", exts}, {"since", since}}
+			obj := record.JSONObject{{Key: "hierarchy", Val: record.JSONString(r.Hierarchy)}, {Key: "extensions", Val: exts}, {Key: "since", Val: since}}
 			if len(r.Verity) > 0 {
-				v := sdjObject{}
+				v := record.JSONObject{}
 				for _, n := range r.Extensions {
 					if h, ok := r.Verity[n]; ok {
-						v = append(v, sdjMember{n, sdjString(h)})
+						v = append(v, record.JSONMember{Key: n, Val: record.JSONString(h)})
 					}
 				}
-				obj = append(obj, sdjMember{"verityHashes", v})
+				obj = append(obj, record.JSONMember{Key: "verityHashes", Val: v})
 			}
 			arr = append(arr, obj)
 		}
-		return writeJSON(w, arr, json == "pretty")
+		return record.WriteJSON(w, arr, json == "pretty")
 	}
 	var t [][]string
 	t = append(t, []string{"HIERARCHY", "EXTENSIONS", "SINCE"})
@@ -140,13 +142,6 @@ func formatTable(rows [][]string) string {
 		b.WriteString("\n")
 	}
 	return b.String()
-}
-
-// writeJSON writes v as sd-json does, compact ("short") or pretty,
-// followed by a newline.
-func writeJSON(w io.Writer, v sdjValue, pretty bool) error {
-	_, err := w.Write(append(sdjFormat(v, pretty), '\n'))
-	return err
 }
 
 // originVerity returns the verityHash of each image in an origin record

@@ -22,10 +22,6 @@ func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
 	return fd, err
 }
 
-func fstatat(dirfd int, name string, st *unix.Stat_t, flags int) error {
-	return sysx.Retry(func() error { return unix.Fstatat(dirfd, name, st, flags) })
-}
-
 func fstat(fd int, st *unix.Stat_t) error {
 	return sysx.Retry(func() error { return unix.Fstat(fd, st) })
 }

@@ -22,7 +22,7 @@ import (
 // record must stay exactly systemd's (so that the booted
 // systemd-<class> refresh skips after our merge), so the other inputs are
 // kept elsewhere: those that decide a verdict in our state file
-// (runState.Inputs, compared before verdicts are reused), the one that
+// (record.State.Inputs, compared before verdicts are reused), the one that
 // changes the mount in the mount itself (its noexec flag, compared before
 // any skip).
 

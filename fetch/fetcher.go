@@ -17,6 +17,8 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/abslots"
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/fetch/payload"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
@@ -96,7 +98,7 @@ func (f *Fetcher) Fetch(ctx context.Context, root abslots.FS, m abslots.Missing)
 		return fmt.Errorf("fetch: root %T cannot be written by descriptor", root)
 	}
 	name := strings.TrimSuffix(path.Base(m.Link), ".raw")
-	if !extension.ImageNameIsValid(name) || !extension.ImageNameIsValid(m.File) || !path.IsAbs(m.Dir) {
+	if !discover.ImageNameIsValid(name) || !discover.ImageNameIsValid(m.File) || !path.IsAbs(m.Dir) {
 		return fmt.Errorf("fetch: refusing image %q / file %q / dir %q", name, m.File, m.Dir)
 	}
 	host, err := release.LoadHost(func(p string) (*os.File, error) { return r.Open(p, unix.O_RDONLY, 0) }, "")
@@ -234,7 +236,7 @@ func (f *Fetcher) check(rootPath, p, name string, host release.Host, t Target) e
 // engineCheck opens the image with the extension engine as a sysext
 // merge would.
 func (f *Fetcher) engineCheck(rootPath, p, name string, host release.Host) (map[string]string, error) {
-	o := extension.Options{Root: rootPath, Class: extension.Sysext, Getenv: f.Getenv, Log: f.Log, NoReload: true}
+	o := extension.Options{Root: rootPath, Class: config.Sysext, Getenv: f.Getenv, Log: f.Log, NoReload: true}
 	if f.ImagePolicy != "" {
 		pol, err := image.ParsePolicy(f.ImagePolicy)
 		if err != nil {

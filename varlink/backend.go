@@ -7,6 +7,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/boot"
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
@@ -115,9 +116,9 @@ func (b *EngineBackend) List(ctx context.Context, c Class) ([]extension.ImageDet
 }
 
 func (b *EngineBackend) options(c Class) (extension.Options, error) {
-	cls := extension.Sysext
+	cls := config.Sysext
 	if c == Confext {
-		cls = extension.Confext
+		cls = config.Confext
 	}
 	o := extension.Options{Root: b.Root, Class: cls, Getenv: b.Getenv, Log: b.Log, NoReload: true, Info: infoLines{b.Log}}
 	if b.ImagePolicy != "" {

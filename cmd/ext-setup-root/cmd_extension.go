@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/ext-setup-root/ext-setup-root/extension"
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 )
@@ -17,9 +18,9 @@ import (
 // options and verbs, so users and scripts already know them.
 func init() {
 	register(command{name: "confext", summary: "merge configuration extensions into /etc (systemd-confext verbs)",
-		run: func(env *Env, args []string) error { return runExtension(env, extension.Confext, args) }})
+		run: func(env *Env, args []string) error { return runExtension(env, config.Confext, args) }})
 	register(command{name: "sysext", summary: "merge system extensions into /usr and /opt (systemd-sysext verbs)",
-		run: func(env *Env, args []string) error { return runExtension(env, extension.Sysext, args) }})
+		run: func(env *Env, args []string) error { return runExtension(env, config.Sysext, args) }})
 }
 
 // parseBool parses a systemd-style boolean option value.
@@ -61,9 +62,9 @@ func (o *extensionOptions) specs() []option {
 	}
 }
 
-func extensionUsage(cls *extension.Class, specs []option) string {
+func extensionUsage(cls *config.Class, specs []option) string {
 	what := "system extension images into /usr/ and /opt/"
-	if cls == extension.Confext {
+	if cls == config.Confext {
 		what = "configuration extension images into /etc/"
 	}
 	return fmt.Sprintf(`ext-setup-root %s [OPTION...] COMMAND ...
@@ -82,7 +83,7 @@ Options:
 %s`, cls.Name, what, cls.Name, optionsUsage(specs))
 }
 
-func runExtension(env *Env, cls *extension.Class, args []string) error {
+func runExtension(env *Env, cls *config.Class, args []string) error {
 	o := &extensionOptions{always: "no", json: "off"}
 	specs := o.specs()
 	pos, err := parseOptions(args, specs)

@@ -85,28 +85,14 @@ func SetupVerity(img *os.File, d *Dissected, o SetupOptions) (*Device, error) {
 }
 
 func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Device, err error) {
-	if d == nil || d.Verity == nil {
-		return nil, ErrNoVerity
+	signed, err := checkSetup(d, o)
+	if err != nil {
+		return nil, err
 	}
 	v := d.Verity
 	log := o.Log
 	if log == nil {
 		log = oplog.Discard()
-	}
-	signed := signatureUsed(v, o)
-	if signed && o.VerifySignature == nil {
-		return nil, errors.New("image carries a root hash signature but no verifier was given")
-	}
-	if v.HashPath != "" && o.HashFile == nil {
-		return nil, fmt.Errorf("verity hash sidecar %s not opened", v.HashPath)
-	}
-	sb := v.Superblock
-	if sb.DataBlockSize == 0 || sb.HashBlockSize == 0 || sb.DataBlocks == 0 || sb.Algorithm == "" || len(v.RootHash) == 0 {
-		return nil, fmt.Errorf("incomplete verity parameters (block sizes %d/%d, %d data blocks, algorithm %q, root hash %d bytes)",
-			sb.DataBlockSize, sb.HashBlockSize, sb.DataBlocks, sb.Algorithm, len(v.RootHash))
-	}
-	if dataBytes := sb.DataBlocks * uint64(sb.DataBlockSize); d.Data.Region.Size != 0 && dataBytes > d.Data.Region.Size {
-		return nil, fmt.Errorf("verity superblock covers %d bytes but the data partition has %d", dataBytes, d.Data.Region.Size)
 	}
 
 	logf := func(f string, a ...any) { log.Infof(f, a...) }
@@ -126,36 +112,101 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 		}
 	}()
 
+	want := wantedTable(v)
+	// An existing device serving the same root hash is reused; a signed
+	// image's signature is still checked first (reuse must not bypass it).
+	if r, ok := env.findReusable(dm, want, log); ok {
+		if err := dev.reuse(r, signed, v, o); err != nil {
+			return nil, err
+		}
+		return dev, nil
+	}
+	nodes, err := env.attachNodes(dev, img, d, o)
+	if err != nil {
+		return nil, err
+	}
+	if err := env.createVerity(dev, want, nodes, signed, v, o); err != nil {
+		return nil, err
+	}
+	return dev, nil
+}
+
+// checkSetup refuses, before anything is set up, an image without verity
+// data, a signature nobody can verify, a sidecar the caller did not open
+// and verity parameters that are incomplete or cover more than the data
+// partition. It returns whether the root hash signature is used.
+func checkSetup(d *Dissected, o SetupOptions) (signed bool, err error) {
+	if d == nil || d.Verity == nil {
+		return false, ErrNoVerity
+	}
+	v := d.Verity
+	signed = signatureUsed(v, o)
+	if signed && o.VerifySignature == nil {
+		return false, errors.New("image carries a root hash signature but no verifier was given")
+	}
+	if v.HashPath != "" && o.HashFile == nil {
+		return false, fmt.Errorf("verity hash sidecar %s not opened", v.HashPath)
+	}
+	sb := v.Superblock
+	if sb.DataBlockSize == 0 || sb.HashBlockSize == 0 || sb.DataBlocks == 0 || sb.Algorithm == "" || len(v.RootHash) == 0 {
+		return false, fmt.Errorf("incomplete verity parameters (block sizes %d/%d, %d data blocks, algorithm %q, root hash %d bytes)",
+			sb.DataBlockSize, sb.HashBlockSize, sb.DataBlocks, sb.Algorithm, len(v.RootHash))
+	}
+	if dataBytes := sb.DataBlocks * uint64(sb.DataBlockSize); d.Data.Region.Size != 0 && dataBytes > d.Data.Region.Size {
+		return false, fmt.Errorf("verity superblock covers %d bytes but the data partition has %d", dataBytes, d.Data.Region.Size)
+	}
+	return signed, nil
+}
+
+// wantedTable is the verity table v asks for, without the devices (hash
+// type 1 when the superblock leaves it 0).
+func wantedTable(v *Verity) verityTable {
+	sb := v.Superblock
 	want := verityTable{HashType: sb.HashType, DataBlockSize: sb.DataBlockSize, HashBlockSize: sb.HashBlockSize,
 		DataBlocks: sb.DataBlocks, HashStart: v.HashStartBlock, Algorithm: sb.Algorithm, RootHash: v.RootHash, Salt: sb.Salt}
 	if want.HashType == 0 {
 		want.HashType = 1
 	}
+	return want
+}
 
-	// An existing device serving the same root hash is reused; a signed
-	// image's signature is still checked first (reuse must not bypass it).
-	if r, ok := env.findReusable(dm, want, log); ok {
-		dev.adopt(r)
-		if signed {
-			op := log.Op("verify root hash signature of %s in userspace before reusing %s", o.Name, r.Name)
-			if err := op.Finish(o.VerifySignature(v)); err != nil {
-				return nil, fmt.Errorf("root hash signature: %w", err)
-			}
-			dev.Signed = "userspace"
+// reuse adopts the existing device r; a signed image's signature is
+// verified in userspace first.
+func (dev *Device) reuse(r *Device, signed bool, v *Verity, o SetupOptions) error {
+	dev.adopt(r)
+	if signed {
+		op := dev.log.Op("verify root hash signature of %s in userspace before reusing %s", o.Name, r.Name)
+		if err := op.Finish(o.VerifySignature(v)); err != nil {
+			return fmt.Errorf("root hash signature: %w", err)
 		}
-		return dev, nil
+		dev.Signed = "userspace"
 	}
+	return nil
+}
 
-	// Loop device(s): the whole image with partition scanning for a GPT
-	// image, so the data partition is loopNpM as systemd names it.
+// verityNodes are the block devices the verity table is built over: the
+// data and hash nodes, and the loop device whose disk sequence number
+// names the dm device.
+type verityNodes struct {
+	data, hash string
+	seqOf      *mount.Loop
+}
+
+// attachNodes attaches the loop device(s): the whole image with partition
+// scanning for a GPT image, so the data partition is loopNpM as systemd
+// names it (one loop device per partition when the kernel did not scan
+// the table), and the verity sidecar or hash partition. Every loop device
+// is kept in dev.loops for the teardown.
+func (env setupEnv) attachNodes(dev *Device, img *os.File, d *Dissected, o SetupOptions) (verityNodes, error) {
+	log, v := dev.log, d.Verity
 	gpt := d.Data.UUID != "" || d.Data.Region.Offset != 0
-	op = log.Op("attach loop device for %s (read-only, autoclear, partscan=%v)", img.Name(), gpt)
+	op := log.Op("attach loop device for %s (read-only, autoclear, partscan=%v)", img.Name(), gpt)
 	lp, err := env.attachLoop(img, mount.LoopOptions{ReadOnly: true, Autoclear: true, PartScan: gpt})
 	if op.Finish(err) != nil {
-		return nil, err
+		return verityNodes{}, err
 	}
 	dev.loops = append(dev.loops, lp)
-	dataNode, hashNode, seqOf := lp.Path, "", lp
+	n := verityNodes{data: lp.Path, seqOf: lp}
 	// window attaches a byte range of img as its own loop device.
 	window := func(what string, r Region) (*mount.Loop, error) {
 		op := log.Op("attach loop device for the %s of %s (offset %d, size %d)", what, img.Name(), r.Offset, r.Size)
@@ -168,7 +219,7 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 	}
 	partsScanned := gpt
 	if gpt {
-		dataNode, err = env.partitionNode(lp.Path, d.Data.Region)
+		n.data, err = env.partitionNode(lp.Path, d.Data.Region)
 		if errors.Is(err, errNoPartitions) {
 			// The kernel did not scan the table (a kernel without
 			// CONFIG_EFI_PARTITION, like this project's build host):
@@ -177,14 +228,14 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 			partsScanned = false
 			dl, err := window("data partition", d.Data.Region)
 			if err != nil {
-				return nil, err
+				return verityNodes{}, err
 			}
-			dataNode, seqOf = dl.Path, dl
+			n.data, n.seqOf = dl.Path, dl
 			// The whole-image device serves nothing now.
 			lp.Close()
 			dev.loops = dev.loops[1:]
 		} else if err != nil {
-			return nil, fmt.Errorf("data partition: %w", err)
+			return verityNodes{}, fmt.Errorf("data partition: %w", err)
 		}
 	}
 	switch {
@@ -192,60 +243,66 @@ func (env setupEnv) setup(img *os.File, d *Dissected, o SetupOptions) (dev *Devi
 		op := log.Op("attach loop device for verity sidecar %s", o.HashFile.Name())
 		hl, err := env.attachLoop(o.HashFile, mount.LoopOptions{ReadOnly: true, Autoclear: true})
 		if op.Finish(err) != nil {
-			return nil, err
+			return verityNodes{}, err
 		}
 		dev.loops = append(dev.loops, hl)
-		hashNode = hl.Path
+		n.hash = hl.Path
 	case partsScanned:
-		if hashNode, err = env.partitionNode(lp.Path, v.Hash); err != nil {
-			return nil, fmt.Errorf("verity hash partition: %w", err)
+		if n.hash, err = env.partitionNode(lp.Path, v.Hash); err != nil {
+			return verityNodes{}, fmt.Errorf("verity hash partition: %w", err)
 		}
 	default:
 		hl, err := window("verity hash partition", v.Hash)
 		if err != nil {
-			return nil, err
+			return verityNodes{}, err
 		}
-		hashNode = hl.Path
+		n.hash = hl.Path
 	}
-	if want.DataDev, err = rdevOf(dataNode); err != nil {
-		return nil, err
+	return n, nil
+}
+
+// createVerity creates the dm-verity device over nodes, named and tagged
+// as systemd 262 does, loads its table (with the signature when signed),
+// resumes it and waits for its node.
+func (env setupEnv) createVerity(dev *Device, want verityTable, nodes verityNodes, signed bool, v *Verity, o SetupOptions) error {
+	var err error
+	log, dm := dev.log, dev.dm
+	if want.DataDev, err = rdevOf(nodes.data); err != nil {
+		return err
 	}
-	if want.HashDev, err = rdevOf(hashNode); err != nil {
-		return nil, err
+	if want.HashDev, err = rdevOf(nodes.hash); err != nil {
+		return err
 	}
-	seq, err := blkGetDiskSeq(seqOf.File)
+	seq, err := blkGetDiskSeq(nodes.seqOf.File)
 	if err != nil {
-		return nil, err
+		return err
 	}
 
-	dev.Name = verityDMName(dataNode, seq)
-	dev.UUID = verityDMUUID(sb.UUID, dev.Name)
-	op = log.Op("create dm-verity device %s (uuid %s) over %s, hash %s", dev.Name, dev.UUID, dataNode, hashNode)
+	dev.Name = verityDMName(nodes.data, seq)
+	dev.UUID = verityDMUUID(v.Superblock.UUID, dev.Name)
+	op := log.Op("create dm-verity device %s (uuid %s) over %s, hash %s", dev.Name, dev.UUID, nodes.data, nodes.hash)
 	dev.Dev, err = dm.Create(dev.Name, dev.UUID)
 	if op.Finish(err) != nil {
 		dev.Name = "" // nothing to remove
-		return nil, err
+		return err
 	}
 
 	if signed {
 		if err := dev.loadSigned(want, v, o); err != nil {
-			return nil, err
+			return err
 		}
 	} else {
 		op := log.Op("load verity table into %s (root hash %s, unsigned)", dev.Name, hex.EncodeToString(v.RootHash))
 		if err := op.Finish(dm.LoadTable(dev.Name, dmTarget{Length: want.Sectors(), Type: "verity", Params: want.Params()}, true)); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	op = log.Op("resume %s", dev.Name)
 	if err := op.Finish(dm.Resume(dev.Name)); err != nil {
-		return nil, err
+		return err
 	}
 	dev.Node = env.node(dev.Dev)
-	if err := waitNode(dev.Node, env.nodeWait); err != nil {
-		return nil, err
-	}
-	return dev, nil
+	return waitNode(dev.Node, env.nodeWait)
 }
 
 // loadSigned loads the table with the signature handed to the kernel; if

@@ -1,4 +1,4 @@
-package extension
+package discover
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -82,7 +83,7 @@ type ReleaseFile struct {
 // No path is ever joined onto a host path: everything is opened relative
 // to tree with RESOLVE_IN_ROOT. A missing file is an error satisfying
 // errors.Is(err, fs.ErrNotExist).
-func ReadReleaseFile(tree *os.File, c *Class, name string, relax bool) (ReleaseFile, error) {
+func ReadReleaseFile(tree *os.File, c *config.Class, name string, relax bool) (ReleaseFile, error) {
 	f, p, err := OpenReleaseFile(tree, c, name, relax)
 	if err != nil {
 		return ReleaseFile{Path: p}, err
@@ -97,7 +98,7 @@ func ReadReleaseFile(tree *os.File, c *Class, name string, relax bool) (ReleaseF
 
 // OpenReleaseFile is ReadReleaseFile without the parsing: it returns the
 // opened file and its path inside the image.
-func OpenReleaseFile(tree *os.File, c *Class, name string, relax bool) (*os.File, string, error) {
+func OpenReleaseFile(tree *os.File, c *config.Class, name string, relax bool) (*os.File, string, error) {
 	if !ImageNameIsValid(name) {
 		return nil, "", fmt.Errorf("extension name %q is invalid: %w", name, unix.EINVAL)
 	}
@@ -186,8 +187,8 @@ func strictXattr(f *os.File) (bool, error) {
 // /usr/lib/os-release, which systemd refuses (it would replace the host's
 // OS identity); confext images may carry anything. A dangling symlink does
 // not count, like systemd's chase().
-func HasForbiddenContent(tree *os.File, c *Class) (bool, error) {
-	if c.Name != Sysext.Name {
+func HasForbiddenContent(tree *os.File, c *config.Class) (bool, error) {
+	if c.Name != config.Sysext.Name {
 		return false, nil
 	}
 	f, err := rootfs.OpenIn(tree, "/usr/lib/os-release", unix.O_PATH)
@@ -210,15 +211,4 @@ func LoadHostRelease(root *rootfs.Root, getenv func(string) string) (release.Hos
 	}
 	open := func(p string) (*os.File, error) { return root.OpenRegular(p, rootfs.FollowInRoot) }
 	return release.LoadHost(open, getenv("SYSTEMD_OS_RELEASE"))
-}
-
-// ReleaseOptions returns the validation options for this class: its scope
-// and level keys, the host scope ("initrd" when the root is an initrd,
-// else "system") and the running kernel's architecture.
-func (c *Class) ReleaseOptions(initrd bool) release.Options {
-	scope := "system"
-	if initrd {
-		scope = "initrd"
-	}
-	return release.Options{ScopeKey: c.ScopeKey, LevelKey: c.LevelKey, Scope: scope, Arch: release.UnameArchitecture()}
 }

@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"bytes"
@@ -7,6 +7,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 )
 
 // goldenDir holds origin files written by the real systemd-confext 262
@@ -99,12 +101,12 @@ func TestOriginMarshalMatchesGolden(t *testing.T) {
 }
 
 func TestOriginMarshalShapes(t *testing.T) {
-	o := Origin{Mode: MutableNo}
+	o := Origin{Mode: config.MutableNo}
 	if got := string(o.MarshalSystemd()); got != "{\n\t\"mutable\" : {\n\t\t\"mode\" : \"no\"\n\t}\n}\n" {
 		t.Errorf("minimal origin:\n%q", got)
 	}
 	o = Origin{
-		Mode:            MutableEphemeral,
+		Mode:            config.MutableEphemeral,
 		MutableDirs:     map[string]string{"/usr": "/run/systemd/sysext/usr", "/opt": "/run/systemd/sysext/opt"},
 		MutableDirOrder: []string{"/usr", "/opt"},
 		MountOptions:    "ro,\"x\"\\\n\x01",
@@ -126,7 +128,7 @@ func TestOriginMarshalShapes(t *testing.T) {
 	}
 	// Round trip through the generic document.
 	back, err := o.Document().Origin()
-	if err != nil || back.Mode != MutableEphemeral || back.MountOptions != o.MountOptions || len(back.Extensions) != 2 ||
+	if err != nil || back.Mode != config.MutableEphemeral || back.MountOptions != o.MountOptions || len(back.Extensions) != 2 ||
 		back.Extensions[0].Name != "i" || back.Extensions[1].VerityHash != "00ff" || back.MutableDirs["/opt"] != "/run/systemd/sysext/opt" {
 		t.Errorf("round trip: %+v %v", back, err)
 	}

@@ -1,4 +1,11 @@
-package extension
+// Package record is what the merge writes down about images: the origin
+// record systemd 262 compares on refresh (Origin, OriginExtension, formatted
+// byte for byte like sd-json by the JSON* writer) and each image's identity
+// in it (ImageIdentity: path, verity hash or file handle, mount ID, times;
+// DirFingerprint for directory trees), and ext-setup-root's own state file
+// (State) that lets a refresh reuse verdicts. It builds on discover and config;
+// the merge engine in package extension builds on it.
+package record
 
 import (
 	"bytes"
@@ -7,6 +14,8 @@ import (
 	"io"
 	"math/big"
 	"strconv"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 )
 
 // Origin is the refresh record systemd 262 writes to
@@ -16,7 +25,7 @@ import (
 // refresh recognises our merge as unchanged.
 type Origin struct {
 	// Mode is the effective mutable mode ("mutable.mode").
-	Mode MutableMode
+	Mode config.MutableMode
 	// MutableDirs maps each configured hierarchy ("/etc") to its resolved
 	// mutable dir, root-stripped ("/etc" when the mutable dir is a symlink
 	// to the hierarchy). Only hierarchies whose mutable dir resolved are
@@ -64,27 +73,27 @@ type OriginExtension struct {
 // and per image path, verityHash | onMountId, fileHandle{type, handle} |
 // inode, crtime, mtime.
 func (o Origin) MarshalSystemd() []byte {
-	top := sdjObject{}
-	mutable := sdjObject{{"mode", sdjString(o.Mode.String())}}
+	top := JSONObject{}
+	mutable := JSONObject{{"mode", JSONString(o.Mode.String())}}
 	if len(o.MutableDirs) > 0 {
-		dirs := sdjObject{}
+		dirs := JSONObject{}
 		for _, h := range o.mutableDirKeys() {
-			dirs = append(dirs, sdjMember{h, sdjString(o.MutableDirs[h])})
+			dirs = append(dirs, JSONMember{h, JSONString(o.MutableDirs[h])})
 		}
-		mutable = append(mutable, sdjMember{"mutableDirs", dirs})
+		mutable = append(mutable, JSONMember{"mutableDirs", dirs})
 	}
-	top = append(top, sdjMember{"mutable", mutable})
+	top = append(top, JSONMember{"mutable", mutable})
 	if o.MountOptions != "" {
-		top = append(top, sdjMember{"mountOptions", sdjString(o.MountOptions)})
+		top = append(top, JSONMember{"mountOptions", JSONString(o.MountOptions)})
 	}
 	if len(o.Extensions) > 0 {
-		exts := sdjObject{}
+		exts := JSONObject{}
 		for _, e := range o.Extensions {
-			exts = append(exts, sdjMember{e.Name, e.object()})
+			exts = append(exts, JSONMember{e.Name, e.object()})
 		}
-		top = append(top, sdjMember{"extensions", exts})
+		top = append(top, JSONMember{"extensions", exts})
 	}
-	return append(sdjFormat(top, true), '\n')
+	return append(FormatJSON(top, true), '\n')
 }
 
 func (o Origin) mutableDirKeys() []string {
@@ -106,23 +115,23 @@ func (o Origin) mutableDirKeys() []string {
 	return append(keys, rest...)
 }
 
-func (e OriginExtension) object() sdjObject {
-	obj := sdjObject{{"path", sdjString(e.Path)}}
+func (e OriginExtension) object() JSONObject {
+	obj := JSONObject{{"path", JSONString(e.Path)}}
 	if e.VerityHash != "" {
-		return append(obj, sdjMember{"verityHash", sdjString(e.VerityHash)})
+		return append(obj, JSONMember{"verityHash", JSONString(e.VerityHash)})
 	}
-	obj = append(obj, sdjMember{"onMountId", sdjUnsigned(e.OnMountID)})
+	obj = append(obj, JSONMember{"onMountId", JSONUnsigned(e.OnMountID)})
 	if e.HasHandle {
-		obj = append(obj, sdjMember{"fileHandle", sdjObject{
-			{"type", sdjInteger(int64(e.HandleType))},
-			{"handle", sdjString(e.Handle)},
+		obj = append(obj, JSONMember{"fileHandle", JSONObject{
+			{"type", JSONInteger(int64(e.HandleType))},
+			{"handle", JSONString(e.Handle)},
 		}})
 	} else {
-		obj = append(obj, sdjMember{"inode", sdjUnsigned(e.Inode)})
+		obj = append(obj, JSONMember{"inode", JSONUnsigned(e.Inode)})
 	}
 	return append(obj,
-		sdjMember{"crtime", sdjUnsigned(e.Crtime)},
-		sdjMember{"mtime", sdjUnsigned(e.Mtime)})
+		JSONMember{"crtime", JSONUnsigned(e.Crtime)},
+		JSONMember{"mtime", JSONUnsigned(e.Mtime)})
 }
 
 // Document is a parsed origin record: a generic JSON value (objects as
@@ -234,7 +243,7 @@ func (d Document) Origin() (Origin, error) {
 	if !ok {
 		return o, fmt.Errorf("origin record: mutable.mode missing or not a string")
 	}
-	m, err := ParseMutableMode(ms)
+	m, err := config.ParseMutableMode(ms)
 	if err != nil {
 		return o, fmt.Errorf("origin record: %w", err)
 	}

@@ -1,4 +1,4 @@
-package extension
+package discover
 
 import (
 	"errors"
@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
@@ -61,7 +62,7 @@ func TestReadReleaseFile(t *testing.T) {
 			for p, v := range tc.xattrs {
 				setXattr(t, filepath.Join(dir, p), v)
 			}
-			rf, err := ReadReleaseFile(openTree(t, dir), Confext, tc.image, tc.relax)
+			rf, err := ReadReleaseFile(openTree(t, dir), config.Confext, tc.image, tc.relax)
 			if tc.wantErr != nil {
 				if !errors.Is(err, tc.wantErr) {
 					t.Fatalf("err = %v, want %v", err, tc.wantErr)
@@ -78,11 +79,11 @@ func TestReadReleaseFile(t *testing.T) {
 func TestReadReleaseFileSysextDir(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"usr/lib/extension-release.d/extension-release.s": "ID=_any\nSYSEXT_LEVEL=1\n"})
-	rf, err := ReadReleaseFile(openTree(t, dir), Sysext, "s", false)
+	rf, err := ReadReleaseFile(openTree(t, dir), config.Sysext, "s", false)
 	if err != nil || rf.Fields["SYSEXT_LEVEL"] != "1" {
 		t.Fatalf("%+v %v", rf, err)
 	}
-	if _, err := ReadReleaseFile(openTree(t, dir), Confext, "s", false); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := ReadReleaseFile(openTree(t, dir), config.Confext, "s", false); !errors.Is(err, fs.ErrNotExist) {
 		t.Fatalf("confext must not read the sysext release dir: %v", err)
 	}
 }
@@ -90,16 +91,16 @@ func TestReadReleaseFileSysextDir(t *testing.T) {
 func TestHasForbiddenContent(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"usr/lib/dangling": "->/nowhere", "etc/os-release": "ID=x\n"})
-	for _, c := range []*Class{Sysext, Confext} {
+	for _, c := range []*config.Class{config.Sysext, config.Confext} {
 		if bad, err := HasForbiddenContent(openTree(t, dir), c); err != nil || bad {
 			t.Fatalf("%s clean tree: %v %v", c.Name, bad, err)
 		}
 	}
 	testutil.WriteTree(t, dir, map[string]string{"usr/lib/os-release": "->/usr/lib/real", "usr/lib/real": "ID=y\n"})
-	if bad, err := HasForbiddenContent(openTree(t, dir), Sysext); err != nil || !bad {
+	if bad, err := HasForbiddenContent(openTree(t, dir), config.Sysext); err != nil || !bad {
 		t.Fatalf("sysext with os-release: %v %v", bad, err)
 	}
-	if bad, _ := HasForbiddenContent(openTree(t, dir), Confext); bad {
+	if bad, _ := HasForbiddenContent(openTree(t, dir), config.Confext); bad {
 		t.Fatal("confext may carry /usr/lib/os-release")
 	}
 }
@@ -136,11 +137,11 @@ func TestLoadHostReleaseAndOptions(t *testing.T) {
 	if err != nil || h.ID != "alt" {
 		t.Fatalf("override: %+v %v", h, err)
 	}
-	o := Confext.ReleaseOptions(true)
+	o := config.Confext.ReleaseOptions(true)
 	if o.ScopeKey != "CONFEXT_SCOPE" || o.LevelKey != "CONFEXT_LEVEL" || o.Scope != "initrd" || o.Arch == "" {
 		t.Errorf("options %+v", o)
 	}
-	if Sysext.ReleaseOptions(false).Scope != "system" {
+	if config.Sysext.ReleaseOptions(false).Scope != "system" {
 		t.Error("system scope")
 	}
 }

@@ -1,10 +1,13 @@
-package extension
+package record
 
 import (
 	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 )
 
 // BenchmarkDirFingerprint measures the extra refresh identity on a
@@ -23,7 +26,7 @@ func BenchmarkDirFingerprint(b *testing.B) {
 		}
 	}
 	root := b1OpenRoot(b, dir)
-	imgs, err := Discover(root, Confext, false)
+	imgs, err := discover.Discover(root, config.Confext, false)
 	if err != nil || len(imgs) != 1 {
 		b.Fatal(imgs, err)
 	}
@@ -51,7 +54,7 @@ func BenchmarkDiscoverIdentity64(b *testing.B) {
 	root := b1OpenRoot(b, dir)
 	b.ResetTimer()
 	for range b.N {
-		imgs, err := Discover(root, Confext, false)
+		imgs, err := discover.Discover(root, config.Confext, false)
 		if err != nil || len(imgs) != 64 {
 			b.Fatal(err)
 		}

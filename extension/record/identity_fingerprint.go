@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"crypto/sha256"
@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
 
@@ -35,8 +36,8 @@ import (
 // file systems that do not maintain ctime. Mount points inside the image
 // are recorded but not descended into, like systemd's read-only bind mount
 // of the image (which is not recursive).
-func DirFingerprint(root *rootfs.Root, img Image) (string, error) {
-	if img.Type != ImageDirectory {
+func DirFingerprint(root *rootfs.Root, img discover.Image) (string, error) {
+	if img.Type != discover.ImageDirectory {
 		return "", fmt.Errorf("fingerprint %s: not a directory image", img.Path)
 	}
 	dir, err := root.Open(img.Path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW, 0)

@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
@@ -28,13 +30,13 @@ func statField(t *testing.T, format, p string) string {
 	return strings.TrimSpace(string(out))
 }
 
-func mustDiscover(t *testing.T, dir string, c *Class) map[string]Image {
+func mustDiscover(t *testing.T, dir string, c *config.Class) map[string]discover.Image {
 	t.Helper()
-	imgs, err := Discover(b1OpenRoot(t, dir), c, false)
+	imgs, err := discover.Discover(b1OpenRoot(t, dir), c, false)
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := map[string]Image{}
+	m := map[string]discover.Image{}
 	for _, i := range imgs {
 		m[i.Name] = i
 	}
@@ -49,7 +51,7 @@ func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 		"run/confexts/link":         "->/var/lib/confexts/d1",
 	})
 	root := b1OpenRoot(t, dir)
-	imgs := mustDiscover(t, dir, Confext)
+	imgs := mustDiscover(t, dir, config.Confext)
 
 	d1, err := ImageIdentity(root, imgs["d1"], IdentityOptions{})
 	if err != nil {
@@ -110,7 +112,7 @@ func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 	}
 
 	// The record for both has the fields and order of the golden files.
-	out := string(Origin{Mode: MutableYes, MutableDirs: map[string]string{"/etc": "/etc"}, Extensions: []OriginExtension{d1, sq}}.MarshalSystemd())
+	out := string(Origin{Mode: config.MutableYes, MutableDirs: map[string]string{"/etc": "/etc"}, Extensions: []OriginExtension{d1, sq}}.MarshalSystemd())
 	for _, k := range []string{`"path" : "/var/lib/confexts/d1",`, `"onMountId" : `, `"fileHandle" : {`, `"type" : `, `"handle" : "`, `"crtime" : `, `"mtime" : 0`} {
 		if !strings.Contains(out, k) {
 			t.Errorf("origin lacks %s:\n%s", k, out)
@@ -131,7 +133,7 @@ func TestCrtimeXattr(t *testing.T) {
 		}
 	}
 	root := b1OpenRoot(t, dir)
-	img := mustDiscover(t, dir, Confext)["c"]
+	img := mustDiscover(t, dir, config.Confext)["c"]
 	base, err := ImageIdentity(root, img, IdentityOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -185,7 +187,7 @@ func TestVerityHashIdentity(t *testing.T) {
 				}
 			}
 			root := b1OpenRoot(t, dir)
-			img := mustDiscover(t, dir, Sysext)["v"]
+			img := mustDiscover(t, dir, config.Sysext)["v"]
 			id, err := ImageIdentity(root, img, IdentityOptions{Getenv: func(string) string { return tc.env }})
 			if tc.wantErr {
 				if err == nil {
@@ -211,8 +213,8 @@ func TestVerityHashIdentity(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"var/lib/extensions/g.raw": "img"})
 	called := false
-	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, Sysext)["g"], IdentityOptions{
-		EmbeddedVerity: func(Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
+	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, config.Sysext)["g"], IdentityOptions{
+		EmbeddedVerity: func(discover.Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
 	})
 	if err != nil || !called || id.VerityHash != strings.Repeat("01", 32) {
 		t.Errorf("embedded verity seam: %+v %v called=%v", id, err, called)
@@ -227,7 +229,7 @@ func TestDirFingerprint(t *testing.T) {
 		"var/lib/confexts/kde/etc/link":       "->a.conf",
 	})
 	root := b1OpenRoot(t, dir)
-	img := mustDiscover(t, dir, Confext)["kde"]
+	img := mustDiscover(t, dir, config.Confext)["kde"]
 	fp := func() string {
 		t.Helper()
 		s, err := DirFingerprint(root, img)
@@ -272,7 +274,7 @@ func TestDirFingerprint(t *testing.T) {
 	if fp() == afterChmod {
 		t.Fatal("new file not noticed")
 	}
-	if _, err := DirFingerprint(root, Image{Type: ImageRaw, Path: "/x.raw"}); err == nil {
+	if _, err := DirFingerprint(root, discover.Image{Type: discover.ImageRaw, Path: "/x.raw"}); err == nil {
 		t.Error("raw image fingerprinted")
 	}
 }
@@ -286,7 +288,7 @@ func TestImageIdentityMountIDs(t *testing.T) {
 	fsDir := testutil.Tmpfs(t)
 	testutil.WriteTree(t, fsDir, map[string]string{"run/confexts/t/etc/x": "1", "bind/": ""})
 	root := b1OpenRoot(t, fsDir)
-	img := mustDiscover(t, fsDir, Confext)["t"]
+	img := mustDiscover(t, fsDir, config.Confext)["t"]
 	a, err := ImageIdentity(root, img, IdentityOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -306,7 +308,7 @@ func TestImageIdentityMountIDs(t *testing.T) {
 	if err := os.Symlink("/bind/t", filepath.Join(fsDir, "var/lib/confexts/viabind")); err != nil {
 		t.Fatal(err)
 	}
-	viaBind := mustDiscover(t, fsDir, Confext)["viabind"]
+	viaBind := mustDiscover(t, fsDir, config.Confext)["viabind"]
 	b, err := ImageIdentity(root, viaBind, IdentityOptions{})
 	if err != nil {
 		t.Fatal(err)

@@ -1,8 +1,9 @@
-package extension
+package record
 
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"sort"
 	"strconv"
 
@@ -14,8 +15,8 @@ import (
 // (it sorts map keys, uses ":" with no spaces in indented output and
 // escapes '<', '>', '&' and U+2028).
 
-// sdjValue is one JSON value that writes itself into an sdjWriter.
-type sdjValue interface {
+// JSONValue is one JSON value that writes itself into an sdjWriter.
+type JSONValue interface {
 	format(w *sdjWriter)
 }
 
@@ -27,29 +28,29 @@ type sdjWriter struct {
 	depth  int
 }
 
-// sdjFormat writes v as sd-json does, without a trailing newline.
-func sdjFormat(v sdjValue, pretty bool) []byte {
+// FormatJSON writes v as sd-json does, without a trailing newline.
+func FormatJSON(v JSONValue, pretty bool) []byte {
 	w := &sdjWriter{pretty: pretty}
 	v.format(w)
 	return w.Bytes()
 }
 
-type sdjMember struct {
-	key string
-	val sdjValue
+type JSONMember struct {
+	Key string
+	Val JSONValue
 }
 
-type sdjObject []sdjMember
+type JSONObject []JSONMember
 
-type sdjArray []sdjValue
+type JSONArray []JSONValue
 
-type sdjNull struct{}
+type JSONNull struct{}
 
-type sdjString string
+type JSONString string
 
-type sdjUnsigned uint64
+type JSONUnsigned uint64
 
-type sdjInteger int64
+type JSONInteger int64
 
 // newline starts a line at the current depth; compact output has none.
 func (w *sdjWriter) newline() {
@@ -83,28 +84,28 @@ func (w *sdjWriter) container(open, close byte, n int, item func(i int)) {
 	w.WriteByte(close)
 }
 
-func (o sdjObject) format(w *sdjWriter) {
+func (o JSONObject) format(w *sdjWriter) {
 	w.container('{', '}', len(o), func(i int) {
-		sdjString(o[i].key).format(w)
+		JSONString(o[i].Key).format(w)
 		if w.pretty {
 			w.WriteString(" : ")
 		} else {
 			w.WriteByte(':')
 		}
-		o[i].val.format(w)
+		o[i].Val.format(w)
 	})
 }
 
-func (a sdjArray) format(w *sdjWriter) {
+func (a JSONArray) format(w *sdjWriter) {
 	w.container('[', ']', len(a), func(i int) { a[i].format(w) })
 }
 
-func (sdjNull) format(w *sdjWriter) { w.WriteString("null") }
+func (JSONNull) format(w *sdjWriter) { w.WriteString("null") }
 
 // format escapes like sd-json's json_format_string(): '"' and '\\', the
 // short escapes \b \f \n \r \t, other bytes below 0x20 as \u00xx; every
 // other byte (including UTF-8 sequences and 0x7f) is written verbatim.
-func (s sdjString) format(w *sdjWriter) {
+func (s JSONString) format(w *sdjWriter) {
 	w.WriteByte('"')
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -134,12 +135,19 @@ func (s sdjString) format(w *sdjWriter) {
 	w.WriteByte('"')
 }
 
-func (u sdjUnsigned) format(w *sdjWriter) { w.WriteString(strconv.FormatUint(uint64(u), 10)) }
+func (u JSONUnsigned) format(w *sdjWriter) { w.WriteString(strconv.FormatUint(uint64(u), 10)) }
 
-func (n sdjInteger) format(w *sdjWriter) { w.WriteString(strconv.FormatInt(int64(n), 10)) }
+func (n JSONInteger) format(w *sdjWriter) { w.WriteString(strconv.FormatInt(int64(n), 10)) }
 
 func sortOriginStrings(s []string) { sort.Strings(s) }
 
 func sortOriginExtensions(e []OriginExtension) {
 	sort.SliceStable(e, func(i, j int) bool { return vpick.StrverscmpImproved(e[i].Name, e[j].Name) < 0 })
+}
+
+// WriteJSON writes v as sd-json does, compact ("short") or pretty,
+// followed by a newline.
+func WriteJSON(w io.Writer, v JSONValue, pretty bool) error {
+	_, err := w.Write(append(FormatJSON(v, pretty), '\n'))
+	return err
 }

@@ -1,7 +1,6 @@
-package extension
+package discover
 
 import (
-	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
@@ -9,8 +8,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
-	"github.com/ext-setup-root/ext-setup-root/oplog"
 )
 
 func imageSummary(imgs []Image) string {
@@ -66,7 +65,7 @@ func TestDiscoverConfext(t *testing.T) {
 		t.Fatal(err)
 	}
 	root := b1OpenRoot(t, dir)
-	imgs, skipped, err := DiscoverAll(root, Confext, false)
+	imgs, skipped, err := DiscoverAll(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,21 +120,21 @@ func TestDiscoverInitrdAndSysext(t *testing.T) {
 	if err != nil || !initrd {
 		t.Fatalf("IsInitrd = %v %v", initrd, err)
 	}
-	imgs, err := Discover(root, Confext, true)
+	imgs, err := Discover(root, config.Confext, true)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := imageSummary(imgs); got != "g=raw:/.extra/global_confext/g.raw rc=directory:/run/confexts/rc stub=raw:/.extra/confext/stub.raw" {
 		t.Errorf("initrd confext: %s", got)
 	}
-	imgs, err = Discover(root, Confext, false)
+	imgs, err = Discover(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := imageSummary(imgs); got != "rc=directory:/run/confexts/rc vendor=directory:/usr/lib/confexts/vendor" {
 		t.Errorf("system confext: %s", got)
 	}
-	imgs, err = Discover(root, Sysext, false)
+	imgs, err = Discover(root, config.Sysext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,48 +157,11 @@ func TestDiscoverBlockDevice(t *testing.T) {
 	if err := unix.Mknod(filepath.Join(dir, "run/confexts/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))); err != nil {
 		t.Fatal(err)
 	}
-	imgs, err := Discover(b1OpenRoot(t, dir), Confext, false)
+	imgs, err := Discover(b1OpenRoot(t, dir), config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if got := imageSummary(imgs); got != "blk=block:/run/confexts/blk" {
 		t.Errorf("got %s", got)
-	}
-}
-
-// TestDiscoverSkipsLogged: entries discovery skips are logged, not
-// dropped (issue 8 item 8): one that could not be examined (a symlink
-// loop) as a warning, an expected one (not *.raw) at debug level.
-func TestDiscoverSkipsLogged(t *testing.T) {
-	dir := t.TempDir()
-	for _, d := range []string{"run/confexts", "var/lib/confexts/good"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.Symlink("loop.raw", filepath.Join(dir, "run/confexts/loop.raw")); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "var/lib/confexts/readme.txt"), nil, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	var buf bytes.Buffer
-	log := oplog.New(oplog.WriterSink{W: &buf})
-	log.SetDebug(true)
-	imgs, err := List(t.Context(), Options{Root: dir, Class: Confext, Log: log})
-	if err != nil || len(imgs) != 1 || imgs[0].Name != "good" {
-		t.Fatalf("List = %+v, %v", imgs, err)
-	}
-	var warnLoop, debugTxt bool
-	for _, l := range strings.Split(buf.String(), "\n") {
-		if strings.Contains(l, "loop.raw") && strings.Contains(l, "skipped") && strings.Contains(strings.ToLower(l), "warn") {
-			warnLoop = true
-		}
-		if strings.Contains(l, "readme.txt") && strings.Contains(l, "skipped") && strings.Contains(strings.ToLower(l), "debug") {
-			debugTxt = true
-		}
-	}
-	if !warnLoop || !debugTxt {
-		t.Fatalf("skips not logged at the right level (loop warning %v, readme debug %v):\n%s", warnLoop, debugTxt, buf.String())
 	}
 }

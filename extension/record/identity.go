@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"encoding/binary"
@@ -12,6 +12,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/extension/image"
 	"github.com/ext-setup-root/ext-setup-root/internal/kcmdline"
 	"github.com/ext-setup-root/ext-setup-root/mount"
@@ -28,7 +29,7 @@ type IdentityOptions struct {
 	// verity partition UUIDs concatenated): called for raw and block images
 	// that have no xattr/sidecar hash, with an O_PATH handle on the image.
 	// It returns nil when the image carries no verity. nil skips them.
-	EmbeddedVerity func(img Image, f *os.File) ([]byte, error)
+	EmbeddedVerity func(img discover.Image, f *os.File) ([]byte, error)
 }
 
 // ImageIdentity computes img's entry of the origin record exactly as
@@ -44,7 +45,7 @@ type IdentityOptions struct {
 //     (0 for block devices); Mtime = st_mtime in µs for raw images, 0 for
 //     directories and block devices (systemd deliberately ignores a
 //     directory's own mtime; see DirFingerprint for in-place edits).
-func ImageIdentity(root *rootfs.Root, img Image, opts IdentityOptions) (OriginExtension, error) {
+func ImageIdentity(root *rootfs.Root, img discover.Image, opts IdentityOptions) (OriginExtension, error) {
 	id := OriginExtension{Name: img.Name, Path: img.Path}
 	f, err := root.OpenPath(img.Path)
 	if err != nil {
@@ -52,7 +53,7 @@ func ImageIdentity(root *rootfs.Root, img Image, opts IdentityOptions) (OriginEx
 	}
 	defer f.Close()
 
-	if img.Type == ImageRaw || img.Type == ImageBlock {
+	if img.Type == discover.ImageRaw || img.Type == discover.ImageBlock {
 		hash, err := VerityRootHash(root, img, f, opts.Getenv)
 		if err != nil {
 			return id, err
@@ -85,12 +86,12 @@ func ImageIdentity(root *rootfs.Root, img Image, opts IdentityOptions) (OriginEx
 		return id, &os.PathError{Op: "fstat", Path: f.Name(), Err: err}
 	}
 	id.Inode = st.Ino
-	if img.Type != ImageBlock {
-		if id.Crtime, err = crtimeUsec(f); err != nil {
+	if img.Type != discover.ImageBlock {
+		if id.Crtime, err = CrtimeUsec(f); err != nil {
 			return id, err
 		}
 	}
-	if img.Type == ImageRaw {
+	if img.Type == discover.ImageRaw {
 		id.Mtime = uint64(st.Mtim.Sec)*1_000_000 + uint64(st.Mtim.Nsec)/1000
 	}
 	return id, nil
@@ -100,9 +101,9 @@ func ImageIdentity(root *rootfs.Root, img Image, opts IdentityOptions) (OriginEx
 // (unlike fgetxattr) accept O_PATH handles through /proc.
 func procFdPath(f *os.File) string { return "/proc/self/fd/" + strconv.Itoa(int(f.Fd())) }
 
-// getxattrAll reads a whole extended attribute; absent (ENODATA,
+// GetxattrAll reads a whole extended attribute; absent (ENODATA,
 // EOPNOTSUPP) is (nil, nil).
-func getxattrAll(f *os.File, name string) ([]byte, error) {
+func GetxattrAll(f *os.File, name string) ([]byte, error) {
 	p := procFdPath(f)
 	for range 8 {
 		n, err := unix.Getxattr(p, name, nil)
@@ -124,16 +125,16 @@ func getxattrAll(f *os.File, name string) ([]byte, error) {
 	return nil, &os.PathError{Op: "getxattr " + name, Path: f.Name(), Err: unix.EBUSY}
 }
 
-// crtimeUsec is systemd's fd_getcrtime(): the statx birth time (ignored if
+// CrtimeUsec is systemd's fd_getcrtime(): the statx birth time (ignored if
 // 0 seconds) and the user.crtime_usec xattr (8 bytes little endian,
 // ignored if 0 or all ones), the older of the two; 0 if neither exists.
-func crtimeUsec(f *os.File) (uint64, error) {
+func CrtimeUsec(f *os.File) (uint64, error) {
 	var a uint64
 	haveA := false
 	if ts, ok, err := mount.Btime(int(f.Fd())); err == nil && ok {
 		a, haveA = uint64(ts.Sec)*1_000_000+uint64(ts.Nsec)/1000, true
 	}
-	x, err := getxattrAll(f, "user.crtime_usec")
+	x, err := GetxattrAll(f, "user.crtime_usec")
 	if err != nil || len(x) != 8 {
 		x = nil // systemd ignores unreadable or malformed values too
 	}
@@ -159,7 +160,7 @@ func crtimeUsec(f *os.File) (uint64, error) {
 // line of hex; fewer than 16 bytes or bad hex is an error (systemd fails
 // the merge). getenv("SYSTEMD_DISSECT_VERITY_SIDECAR") == "0" (or another
 // false boolean) disables the lookup.
-func VerityRootHash(root *rootfs.Root, img Image, f *os.File, getenv func(string) string) ([]byte, error) {
+func VerityRootHash(root *rootfs.Root, img discover.Image, f *os.File, getenv func(string) string) ([]byte, error) {
 	if getenv == nil {
 		getenv = os.Getenv
 	}
@@ -168,17 +169,17 @@ func VerityRootHash(root *rootfs.Root, img Image, f *os.File, getenv func(string
 			return nil, nil
 		}
 	}
-	if img.Type == ImageBlock && root.Path() == "/" && strings.HasPrefix(img.Path, "/dev/") {
+	if img.Type == discover.ImageBlock && root.Path() == "/" && strings.HasPrefix(img.Path, "/dev/") {
 		return nil, nil // systemd skips sidecars for device paths
 	}
 	for _, kind := range []string{"roothash", "usrhash"} {
-		text, err := getxattrAll(f, "user.verity."+kind)
+		text, err := GetxattrAll(f, "user.verity."+kind)
 		if err != nil {
 			return nil, err
 		}
 		src := img.Path + " xattr user.verity." + kind
 		if text == nil {
-			side := auxiliaryPath(img.Path, "."+kind)
+			side := AuxiliaryPath(img.Path, "."+kind)
 			data, err := root.ReadRegular(side, image.MaxRootHashText, rootfs.NoFollow)
 			if errors.Is(err, fs.ErrNotExist) {
 				continue
@@ -201,9 +202,9 @@ func VerityRootHash(root *rootfs.Root, img Image, f *os.File, getenv func(string
 	return nil, nil
 }
 
-// auxiliaryPath is systemd's build_auxiliary_path(): ".raw" replaced by
+// AuxiliaryPath is systemd's build_auxiliary_path(): ".raw" replaced by
 // suffix, or suffix appended when the image does not end in ".raw".
-func auxiliaryPath(image, suffix string) string {
+func AuxiliaryPath(image, suffix string) string {
 	if s, ok := strings.CutSuffix(image, ".raw"); ok {
 		return s + suffix
 	}

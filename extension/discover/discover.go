@@ -1,4 +1,9 @@
-package extension
+// Package discover finds a class's extension images inside a root the way
+// systemd 262's image_discover() does (search paths, "*.raw", ".v/"
+// directories, shadowing by name) and validates what an image may carry:
+// its extension-release file (ReadReleaseFile) and forbidden content. It
+// reads only; identity, records and the merge build on it.
+package discover
 
 import (
 	"errors"
@@ -7,13 +12,11 @@ import (
 	"os"
 	"path"
 	"sort"
-	"strconv"
 	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 	"github.com/ext-setup-root/ext-setup-root/vpick"
@@ -94,21 +97,11 @@ func IsInitrd(root *rootfs.Root) (bool, error) {
 	return ok, nil
 }
 
-// SearchPathsFor returns the class's image directories for an initrd or a
-// booted system, highest precedence first: the initrd has its own list
-// (systemd's initrd search paths) when the class defines one.
-func (c *Class) SearchPathsFor(initrd bool) []string {
-	if initrd && len(c.InitrdSearchPaths) > 0 {
-		return c.InitrdSearchPaths
-	}
-	return c.SearchPaths
-}
-
 // Discover lists the class's images inside root like systemd's
 // image_discover(), sorted by name with vpick.StrverscmpImproved (the
 // order of the "extensions"/"confexts" file; the last one ends up on top).
 // See DiscoverAll for the rules.
-func Discover(root *rootfs.Root, c *Class, initrd bool) ([]Image, error) {
+func Discover(root *rootfs.Root, c *config.Class, initrd bool) ([]Image, error) {
 	imgs, _, err := DiscoverAll(root, c, initrd)
 	return imgs, err
 }
@@ -138,7 +131,7 @@ func Discover(root *rootfs.Root, c *Class, initrd bool) ([]Image, error) {
 // unexpected error for one entry or search directory (ELOOP, EACCES, a
 // search path that is a file), we skip that entry or directory and report
 // it, so one bad entry cannot keep /etc from getting its other images.
-func DiscoverAll(root *rootfs.Root, c *Class, initrd bool) ([]Image, []SkippedEntry, error) {
+func DiscoverAll(root *rootfs.Root, c *config.Class, initrd bool) ([]Image, []SkippedEntry, error) {
 	d := discoverer{root: root, c: c, seen: map[string]bool{}}
 	for _, s := range c.SearchPathsFor(initrd) {
 		if err := d.searchDir(s); err != nil {
@@ -153,7 +146,7 @@ func DiscoverAll(root *rootfs.Root, c *Class, initrd bool) ([]Image, []SkippedEn
 
 type discoverer struct {
 	root    *rootfs.Root
-	c       *Class
+	c       *config.Class
 	seen    map[string]bool
 	images  []Image
 	skipped []SkippedEntry
@@ -340,28 +333,4 @@ func (d *discoverer) versioned(img Image, p, nov string) error {
 // identity and mounting.
 func OpenImage(root *rootfs.Root, img Image) (*os.File, error) {
 	return root.OpenPath(img.Path)
-}
-
-// discover is DiscoverAll for the engine's class and root, with every
-// skipped entry logged: problems as warnings, the rest at debug level.
-func (e *engine) discover() ([]Image, error) {
-	imgs, skipped, err := DiscoverAll(e.rfs, e.cls, e.initrd)
-	for _, s := range skipped {
-		if s.Problem {
-			e.log.Warnf("%s: skipped %s: %s", e.cls.Name, logSafe(e.display(s.Path)), s.Reason)
-		} else {
-			e.log.Debugf("%s: skipped %s: %s", e.cls.Name, logSafe(e.display(s.Path)), s.Reason)
-		}
-	}
-	return imgs, err
-}
-
-// logSafe quotes a path read from disk that holds control characters or
-// invalid UTF-8, so that a file name with a newline cannot forge a log
-// line (found by the adversarial-root tests).
-func logSafe(p string) string {
-	if !utf8.ValidString(p) || strings.ContainsFunc(p, unicode.IsControl) {
-		return strconv.Quote(p)
-	}
-	return p
 }

@@ -1,4 +1,4 @@
-package extension
+package record
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/extension/config"
+	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/release"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
@@ -62,7 +64,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 	// whose release data does not fit). Host: ID=testos VERSION_ID=1.0.
 	rel := "/etc/extension-release.d/extension-release."
 	for name, content := range map[string]string{
-		"v_arch": "ID=_any\nARCHITECTURE=arm64\n", "v_archok": "ID=_any\nARCHITECTURE=" + Confext.ReleaseOptions(false).Arch + "\n",
+		"v_arch": "ID=_any\nARCHITECTURE=arm64\n", "v_archok": "ID=_any\nARCHITECTURE=" + config.Confext.ReleaseOptions(false).Arch + "\n",
 		"v_idmis": "ID=other\nVERSION_ID=1.0\n", "v_vermis": "ID=testos\nVERSION_ID=2.0\n", "v_nover": "ID=testos\n",
 		"v_scope": "ID=_any\nCONFEXT_SCOPE=initrd\n", "v_scopeok": "ID=_any\nCONFEXT_SCOPE=\"initrd system\"\n",
 		"v_noid": "VERSION_ID=1.0\n", "v_sysextlevel": "ID=testos\nSYSEXT_LEVEL=1\n",
@@ -101,7 +103,7 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		t.Fatal(err)
 	}
 	defer root.Close()
-	imgs, err := Discover(root, Confext, false)
+	imgs, err := discover.Discover(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -123,12 +125,12 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		ours.Extensions = append(ours.Extensions, id)
 	}
 	// Our acceptance of the directory images, by release file + Validate.
-	host, err := LoadHostRelease(root, func(string) string { return "" })
+	host, err := discover.LoadHostRelease(root, func(string) string { return "" })
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, img := range imgs {
-		if img.Type != ImageDirectory {
+		if img.Type != discover.ImageDirectory {
 			continue
 		}
 		tree, err := root.Open(img.Path, unix.O_RDONLY|unix.O_DIRECTORY, 0)
@@ -137,8 +139,8 @@ func identityVsSystemd(t *testing.T, e *systemd262.Env, fs string) {
 		}
 		ok := false
 		reason := ""
-		if rf, err := ReadReleaseFile(tree, Confext, img.Name, false); err == nil {
-			ok, reason, err = release.Validate(rf.Fields, host, Confext.ReleaseOptions(false))
+		if rf, err := discover.ReadReleaseFile(tree, config.Confext, img.Name, false); err == nil {
+			ok, reason, err = release.Validate(rf.Fields, host, config.Confext.ReleaseOptions(false))
 			if err != nil {
 				t.Fatal(err)
 			}

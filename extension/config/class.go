@@ -1,11 +1,15 @@
-// Package extension merges systemd extension images (sysext for /usr and
-// /opt, confext for /etc) the way systemd-sysext/systemd-confext 262 do, from
-// discovery and release-file validation to the overlay and the
-// .systemd-<class>/ metadata, and replaces an existing merge atomically.
-// One engine serves both classes; Class carries what differs between them.
-package extension
+// Package config describes what each extension class is and how it is
+// configured: the Class values (Sysext, Confext) with their hierarchies and
+// search paths, systemd's <class>.conf files (LoadConfig, ParseINI) and the
+// mutable mode with its resolution order (ResolveMutableMode). It reads
+// configuration only; discovery, records and the merge build on it.
+package config
 
-import "golang.org/x/sys/unix"
+import (
+	"golang.org/x/sys/unix"
+
+	"github.com/ext-setup-root/ext-setup-root/release"
+)
 
 // Class describes one extension class. The two values are Sysext and
 // Confext; everything class-specific is looked up here so that the engine has
@@ -83,4 +87,25 @@ var Confext = &Class{
 	ConfigSection:     "ConfExt",
 	MountAttrs:        unix.MOUNT_ATTR_RDONLY | unix.MOUNT_ATTR_NODEV | unix.MOUNT_ATTR_NOSUID | unix.MOUNT_ATTR_NOEXEC,
 	KernelCmdlineKey:  "systemd.confext",
+}
+
+// SearchPathsFor returns the class's image directories for an initrd or a
+// booted system, highest precedence first: the initrd has its own list
+// (systemd's initrd search paths) when the class defines one.
+func (c *Class) SearchPathsFor(initrd bool) []string {
+	if initrd && len(c.InitrdSearchPaths) > 0 {
+		return c.InitrdSearchPaths
+	}
+	return c.SearchPaths
+}
+
+// ReleaseOptions returns the validation options for this class: its scope
+// and level keys, the host scope ("initrd" when the root is an initrd,
+// else "system") and the running kernel's architecture.
+func (c *Class) ReleaseOptions(initrd bool) release.Options {
+	scope := "system"
+	if initrd {
+		scope = "initrd"
+	}
+	return release.Options{ScopeKey: c.ScopeKey, LevelKey: c.LevelKey, Scope: scope, Arch: release.UnameArchitecture()}
 }
