@@ -55,20 +55,11 @@ func Fetch(ctx context.Context, o Options) (*Plan, error) {
 	if o.Fetcher == nil {
 		return nil, errors.New("abslots: no fetcher")
 	}
-	root := o.FS
-	if root == nil {
-		if openRoot == nil {
-			return nil, errors.New("abslots: no root access available")
-		}
-		r, err := openRoot(o.Root)
-		if err != nil {
-			return nil, err
-		}
-		if c, ok := r.(interface{ Close() error }); ok {
-			defer c.Close()
-		}
-		root = r
+	root, closeRoot, err := o.root()
+	if err != nil {
+		return nil, err
 	}
+	defer closeRoot()
 	cfg, err := loadConfig(root, o.ConfigFile)
 	if err != nil {
 		return nil, err

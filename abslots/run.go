@@ -89,20 +89,11 @@ func Run(ctx context.Context, o Options) (*Plan, error) {
 		log.Noticef("abslots: disabled by ext-setup-root.abslots=0, nothing done")
 		return nil, ErrDisabled
 	}
-	root := o.FS
-	if root == nil {
-		if openRoot == nil {
-			return nil, errors.New("abslots: no root access available")
-		}
-		r, err := openRoot(o.Root)
-		if err != nil {
-			return nil, err
-		}
-		if c, ok := r.(io.Closer); ok {
-			defer c.Close()
-		}
-		root = r
+	root, closeRoot, err := o.root()
+	if err != nil {
+		return nil, err
 	}
+	defer closeRoot()
 	cfg, err := loadConfig(root, o.ConfigFile)
 	if err != nil {
 		return nil, err
@@ -255,4 +246,23 @@ func (p *Plan) String() string {
 		w("fatal: %s\n", p.Fatal)
 	}
 	return string(b)
+}
+
+// root is the root the selection reads and changes: o.FS, else o.Root
+// opened by fd (openRoot); the function returned closes what was opened.
+func (o Options) root() (FS, func(), error) {
+	if o.FS != nil {
+		return o.FS, func() {}, nil
+	}
+	if openRoot == nil {
+		return nil, nil, errors.New("abslots: no root access available")
+	}
+	r, err := openRoot(o.Root)
+	if err != nil {
+		return nil, nil, err
+	}
+	if c, ok := r.(io.Closer); ok {
+		return r, func() { c.Close() }, nil
+	}
+	return r, func() {}, nil
 }
