@@ -18,6 +18,10 @@ type Report struct {
 	Wall     time.Duration
 	TimedOut bool
 	LogPath  string
+	// Cut: the host cut the power (BootSpec.OnLine), CutAfter after QEMU
+	// started.
+	Cut      bool
+	CutAfter time.Duration
 }
 
 // add records one console line's marker, if it has one.

@@ -9,6 +9,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -19,6 +21,10 @@ type BootSpec struct {
 	Disk    string
 	Cmdline string        // appended to the base command line
 	Timeout time.Duration // whole boot, from QEMU start to exit
+	// OnLine, when set, sees every console line as it arrives, with a
+	// function that cuts the power: QEMU gets SIGKILL, so the guest has no
+	// shutdown and no flush (the power-cut tests, powercut.go).
+	OnLine func(line string, cut func())
 }
 
 // BaseCmdline is what every boot passes: serial console, panic reboot (which
@@ -119,12 +125,29 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 		t.Fatalf("start qemu: %v", err)
 	}
 	// An emergency shell waits forever: stop QEMU as soon as it shows.
+	var cutOnce sync.Once
+	cutAt := make(chan time.Time, 1)
+	cut := func() {
+		cutOnce.Do(func() {
+			cutAt <- time.Now()
+			cmd.Process.Signal(syscall.SIGKILL)
+		})
+	}
 	rep := parseConsole(io.TeeReader(out, logf), func(line string) {
 		if strings.Contains(line, "Entering emergency mode") || strings.Contains(line, "Kernel panic") {
 			time.AfterFunc(3*time.Second, cancel)
 		}
+		if spec.OnLine != nil {
+			spec.OnLine(line, cut)
+		}
 	})
 	waitErr := cmd.Wait()
+	select {
+	case at := <-cutAt:
+		rep.Cut, rep.CutAfter = true, at.Sub(start)
+		fmt.Fprintf(logf, "# power cut (SIGKILL to QEMU) %.3f s after QEMU start\n", rep.CutAfter.Seconds())
+	default:
+	}
 	rep.Wall = time.Since(start)
 	rep.LogPath = logPath
 	rep.TimedOut = ctx.Err() == context.DeadlineExceeded
