@@ -19,6 +19,9 @@ type BootSpec struct {
 	Disk    string
 	Cmdline string        // appended to the base command line
 	Timeout time.Duration // whole boot, from QEMU start to exit
+	// NIC replaces "none" in -nic (e.g. a restricted user network with a
+	// guestfwd rule, see fetch_test.go); "" boots without a network.
+	NIC string
 }
 
 // BaseCmdline is what every boot passes: serial console, panic reboot (which
@@ -96,7 +99,7 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 		"-cpu", "qemu64,+rdrand",
 		"-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
 		"-display", "none", "-monitor", "none", "-serial", "stdio",
-		"-no-reboot", "-nic", "none",
+		"-no-reboot", "-nic", nic(spec),
 		"-kernel", in.Vmlinux, "-initrd", spec.Initrd,
 		"-drive", "file=" + spec.Disk + ",format=raw,if=virtio,cache=unsafe",
 		"-append", strings.TrimSpace(BaseCmdline + " " + spec.Cmdline),
@@ -137,6 +140,14 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 		t.Logf("qemu exited: %v", waitErr)
 	}
 	return rep
+}
+
+// nic returns the -nic value of spec: none unless the test gave one.
+func nic(spec BootSpec) string {
+	if spec.NIC == "" {
+		return "none"
+	}
+	return spec.NIC
 }
 
 // parseConsole reads the serial console to EOF and collects the reporter's
