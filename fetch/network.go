@@ -31,9 +31,10 @@ var systemctl = func(ctx context.Context, args ...string) ([]byte, error) {
 // for network-online (the retries cover the DHCP time). Each unit is
 // started on its own and only when the initrd has it: an initrd without
 // resolved (an OS that does not ship it; IP-literal servers need no DNS)
-// must still get networkd, and `systemctl start A B` with B not found
-// would report the whole call failed. A unit that exists and fails to
-// start is an error; the caller logs it and tries the download anyway.
+// starts networkd and reports success, where `systemctl start A B` with
+// B not found starts A but exits non-zero, which read as a failed
+// network start. A unit that exists and fails to start is an error; the
+// caller logs it and tries the download anyway.
 // The start is blocking (networkd is Type=notify-reload) and safe from
 // the post stage: the network units are ordered before
 // initrd-switch-root.target only, nothing of theirs waits for us.
