@@ -2,6 +2,7 @@ package fetch
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 
@@ -43,5 +44,42 @@ func TestNetworkOnlyWhenNeeded(t *testing.T) {
 	}
 	if len(p.Missing) != 1 || p.Missing[0].Name != "wasm" {
 		t.Fatalf("after the fetch: missing %+v (zfs fetched, wasm 404)", p.Missing)
+	}
+}
+
+// TestStartNetworkEachUnit: each network unit is started on its own, and
+// one the initrd does not have (resolved on an OS without it) is skipped
+// instead of failing the start of networkd with it; a unit that exists
+// and fails to start is reported.
+func TestStartNetworkEachUnit(t *testing.T) {
+	old := systemctl
+	t.Cleanup(func() { systemctl = old })
+	var calls []string
+	fail := ""
+	systemctl = func(_ context.Context, args ...string) ([]byte, error) {
+		calls = append(calls, strings.Join(args, " "))
+		u := args[len(args)-1]
+		if args[0] == "show" {
+			if u == "systemd-resolved.service" {
+				return []byte("not-found\n"), nil
+			}
+			return []byte("loaded\n"), nil
+		}
+		if u == fail {
+			return []byte("Job failed"), errors.New("exit status 1")
+		}
+		return nil, nil
+	}
+	if err := StartNetwork(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	want := "show --property=LoadState --value systemd-networkd.service|start --quiet systemd-networkd.service|show --property=LoadState --value systemd-resolved.service"
+	if got := strings.Join(calls, "|"); got != want {
+		t.Errorf("calls:\n%s\nwant:\n%s", got, want)
+	}
+	fail = "systemd-networkd.service"
+	err := StartNetwork(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "systemctl start systemd-networkd.service") {
+		t.Errorf("failed start of networkd: %v", err)
 	}
 }

@@ -54,6 +54,8 @@ func dracutRun(t *testing.T, rootfs string, units []string) (out string, err err
 	tree := map[string]string{
 		"usr/lib/dracut/modules.d/99ext-setup-root/module-setup.sh": string(module),
 		"usr/bin/ext-setup-root":                                    "#!/bin/sh\n",
+		// The module installs the OS's CA bundle; the test root has none.
+		"etc/ssl/certs/ca-certificates.crt": "test bundle\n",
 	}
 	for _, u := range units {
 		b, err := os.ReadFile(filepath.Join("initrd", u))
@@ -106,9 +108,22 @@ func TestDracutRealMissingUnitFails(t *testing.T) {
 		"etc/systemd/system/initrd.target.requires/ext-setup-root-pre.service",
 		"etc/systemd/system/systemd-confext-sysroot.service -> /dev/null",
 		"etc/systemd/system/systemd-sysext-sysroot.service -> /dev/null",
+		// Issue 15 item 4: what the fetcher starts on demand.
+		"usr/lib/systemd/systemd-networkd",
+		"usr/lib/systemd/system/systemd-networkd.service",
+		"usr/lib/systemd/system/systemd-networkd.socket",
+		"usr/lib/systemd/network/zz-ext-setup-root-default.network",
+		"etc/ssl/certs/ca-certificates.crt",
 	} {
 		if !strings.Contains(files, want) {
 			t.Errorf("image lacks %s:\n%s", want, files)
+		}
+	}
+	// ...and none of it enabled: a boot with nothing missing starts no
+	// network unit.
+	for _, l := range strings.Split(files, "\n") {
+		if strings.Contains(l, ".wants/systemd-networkd") || strings.Contains(l, ".wants/systemd-resolved") {
+			t.Errorf("a network unit is enabled in the image: %s", l)
 		}
 	}
 }

@@ -18,26 +18,30 @@ func runModule(t *testing.T, sysroot, script string, env ...string) (string, err
 	t.Helper()
 	testutil.RequireTool(t, "bash")
 	log := filepath.Join(t.TempDir(), "calls")
+	// The initdir is a real directory (the module writes the default
+	// .network file into it); it reads as /INITDIR in the returned calls.
+	initdir := t.TempDir()
 	stubs := `
 inst_simple() { echo "inst_simple $*" >> "$CALLS"; [[ " ${FAIL_INST-} " != *" $1 "* ]]; }
 dfatal() { echo "dfatal $*" >> "$CALLS"; }
 inst_multiple() { echo "inst_multiple $*" >> "$CALLS"; }
+inst_sysusers() { echo "inst_sysusers $*" >> "$CALLS"; }
 instmods() { echo "instmods hostonly=[$hostonly] $*" >> "$CALLS"; }
 systemctl_stub() { echo "systemctl $*" >> "$CALLS"; }
+systemd-sysusers() { echo "systemd-sysusers $*" >> "$CALLS"; }
 SYSTEMCTL=systemctl_stub
-initdir=/INITDIR
+initdir=` + initdir + `
 systemdsystemunitdir=/usr/lib/systemd/system
+systemdutildir=/usr/lib/systemd
 dracutsysrootdir=` + sysroot + `
 hostonly=yes
 `
 	cmd := exec.Command("bash", "-euc", stubs+"source "+moduleSetup+"\n"+script)
-	cmd.Env = append(append(os.Environ(), "CALLS="+log), env...)
-	out, err := cmd.CombinedOutput()
+	cmd.Env = append(append(os.Environ(), "CALLS="+log, "INITDIR="+initdir), env...)
+	b, err := cmd.CombinedOutput()
 	calls, _ := os.ReadFile(log)
-	if err != nil {
-		return string(calls) + string(out), err
-	}
-	return string(calls) + string(out), nil
+	out := strings.ReplaceAll(string(calls)+string(b), initdir, "/INITDIR")
+	return out, err
 }
 
 func TestDracutCheck(t *testing.T) {
@@ -53,8 +57,12 @@ func TestDracutCheck(t *testing.T) {
 		t.Errorf("with the binary check must return 255 (include when asked): %s", out)
 	}
 	out, _ = runModule(t, sys, `depends`)
-	if strings.TrimSpace(out) != "systemd systemd-initrd" {
+	if strings.TrimSpace(out) != "systemd systemd-initrd systemd-sysusers" {
 		t.Errorf("depends: %q", out)
+	}
+	out, _ = runModule(t, sys, `ext_setup_root_network=no; depends`)
+	if strings.TrimSpace(out) != "systemd systemd-initrd" {
+		t.Errorf("depends with ext_setup_root_network=no: %q", out)
 	}
 }
 
@@ -142,5 +150,60 @@ func TestDracutInstallFailureStopsDracut(t *testing.T) {
 	out, err := runModule(t, "", `systemctl_stub() { echo "systemctl $*" >> "$CALLS"; return 1; }; set +e; install; echo "dracut went on"`)
 	if err == nil || strings.Contains(out, "dracut went on") || !strings.Contains(out, "dfatal ext-setup-root: systemctl add-requires initrd.target ext-setup-root-pre.service failed") {
 		t.Errorf("systemctl failure: %v\n%s", err, out)
+	}
+}
+
+// TestDracutInstallNetwork (issue 15 item 4): the module installs what
+// the fetcher starts on demand (networkd and its socket, resolved when
+// present, the users, a DHCP .network file for en*/eth*, the CA bundle)
+// and enables none of it; a missing CA bundle or networkd stops dracut;
+// ext_setup_root_network=no leaves it all out.
+func TestDracutInstallNetwork(t *testing.T) {
+	out, err := runModule(t, "", `installkernel; install; cat "$INITDIR"/usr/lib/systemd/network/zz-ext-setup-root-default.network`)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, want := range []string{
+		"instmods hostonly=[] virtio_net",
+		"instmods hostonly=[yes] =drivers/net/ethernet",
+		"inst_simple /usr/lib/systemd/systemd-networkd",
+		"inst_simple /usr/lib/systemd/system/systemd-networkd.service",
+		"inst_simple /usr/lib/systemd/system/systemd-networkd.socket",
+		"inst_sysusers systemd-network.conf",
+		"systemd-sysusers --root=/INITDIR",
+		"inst_simple /etc/ssl/certs/ca-certificates.crt",
+		"Name=en* eth*",
+		"DHCP=yes",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing %q in:\n%s", want, out)
+		}
+	}
+	if !strings.Contains(out, "/usr/lib/systemd/systemd-resolved /usr/lib/systemd/system/systemd-resolved.service") {
+		t.Errorf("resolved not installed (optionally):\n%s", out)
+	}
+	for _, l := range strings.Split(out, "\n") {
+		if strings.HasPrefix(l, "systemctl") && (strings.Contains(l, "networkd") || strings.Contains(l, "resolved") || strings.Contains(l, " enable ")) {
+			t.Errorf("a network unit is enabled: %q", l)
+		}
+	}
+	for _, missing := range []string{"/etc/ssl/certs/ca-certificates.crt", "/usr/lib/systemd/systemd-networkd"} {
+		out, err = runModule(t, "", `set +e; install; echo "dracut went on"`, "FAIL_INST="+missing)
+		if err == nil || strings.Contains(out, "dracut went on") || !strings.Contains(out, "dfatal ext-setup-root: cannot install") || !strings.Contains(out, missing) {
+			t.Errorf("%s missing: dracut not stopped naming it (%v):\n%s", missing, err, out)
+		}
+	}
+	out, err = runModule(t, "", `ext_setup_root_ca_bundle=/etc/pki/tls/certs/ca-bundle.crt; install`)
+	if err != nil || !strings.Contains(out, "inst_simple /etc/pki/tls/certs/ca-bundle.crt\n") {
+		t.Errorf("ext_setup_root_ca_bundle not honoured (%v):\n%s", err, out)
+	}
+	out, err = runModule(t, "", `ext_setup_root_network=no; installkernel; install; ls "$INITDIR"/usr/lib/systemd/network 2>&1 || true`)
+	if err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	for _, not := range []string{"networkd", "ca-certificates", "virtio_net", "sysusers"} {
+		if strings.Contains(out, not) {
+			t.Errorf("ext_setup_root_network=no: %q still installed:\n%s", not, out)
+		}
 	}
 }

@@ -121,7 +121,13 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 		h.Write(m)
 	}
 	var stage string
+	var caPEM []byte
 	if withOurs {
+		// Our dracut module installs the OS's CA bundle (for the fetcher's
+		// HTTPS): the forky test root has none, so the fetch test's CA is
+		// the bundle of every test initramfs.
+		caPEM = TestFetchCA(t).CertPEM
+		fmt.Fprintf(h, "ca=%s\n", caPEM)
 		var sum string
 		stage, sum = InstallTree(t, in.Arch)
 		fmt.Fprintf(h, "install=%s\n", sum)
@@ -157,6 +163,9 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	}()
 	if stage != "" {
 		run(t, "cp", "-a", stage+"/.", merged+"/")
+	}
+	if caPEM != nil {
+		writeFile(t, merged, "etc/ssl/certs/ca-certificates.crt", string(caPEM), 0o644)
 	}
 	kmods := filepath.Join(merged, "usr/lib/modules", in.KVer)
 	mkdirs(t, kmods)

@@ -3,7 +3,9 @@
 // initramfs with the ext-setup-root module, boots them under QEMU (TCG) and
 // checks what a reporter service in the guest prints on the serial console.
 //
-// The tests run as root on the host and never use the network.
+// The tests run as root on the host and use no network, except
+// TestQEMUFetch: its guest has a restricted QEMU user network whose only
+// way out is a guestfwd rule to the test's own server on the loopback.
 package qemu
 
 import (

@@ -19,6 +19,8 @@ type Machine struct {
 	// Timeout bounds each boot (0: BootSpec's default). Long boots
 	// (a daemon-reload in the booted system, a loaded machine) set more.
 	Timeout time.Duration
+	// NIC is BootSpec.NIC for every boot ("": no network).
+	NIC string
 }
 
 // NewMachine builds the initramfs (cached) and the disk of spec.
@@ -41,7 +43,7 @@ func NewMachineWith(t *testing.T, in *Inputs, spec DiskSpec, is InitrdSpec) *Mac
 // reporter to finish and logs the guest time per ext-setup-root stage.
 func (m *Machine) Boot(slot, extra string) *Report {
 	m.t.Helper()
-	rep := Boot(m.t, m.in, BootSpec{Initrd: m.initrd, Disk: m.disk, Cmdline: Cmdline(slot) + " " + extra, Timeout: m.Timeout})
+	rep := Boot(m.t, m.in, BootSpec{Initrd: m.initrd, Disk: m.disk, Cmdline: Cmdline(slot) + " " + extra, Timeout: m.Timeout, NIC: m.NIC})
 	if !rep.Done {
 		m.t.Fatalf("slot %s: the guest reporter did not finish (boot failed or hung); last console lines:\n%s\nfull log: %s", slot, rep.Tail(80), rep.LogPath)
 	}

@@ -25,6 +25,10 @@ type BootSpec struct {
 	// function that cuts the power: QEMU gets SIGKILL, so the guest has no
 	// shutdown and no flush (the power-cut tests, powercut.go).
 	OnLine func(line string, cut func())
+
+	// NIC replaces "none" in -nic (e.g. a restricted user network with a
+	// guestfwd rule, see fetch_test.go); "" boots without a network.
+	NIC string
 }
 
 // BaseCmdline is what every boot passes: serial console, panic reboot (which
@@ -104,7 +108,7 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 	args := append(append([]string{}, ga.machine...),
 		"-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
 		"-display", "none", "-monitor", "none", "-serial", "stdio",
-		"-no-reboot", "-nic", "none",
+		"-no-reboot", "-nic", nic(spec),
 		"-kernel", in.Vmlinux, "-initrd", spec.Initrd,
 		"-drive", "file="+spec.Disk+",format=raw,if=virtio,cache=unsafe",
 		"-append", strings.TrimSpace(in.baseCmdline()+" "+spec.Cmdline),
@@ -162,6 +166,14 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 		t.Logf("qemu exited: %v", waitErr)
 	}
 	return rep
+}
+
+// nic returns the -nic value of spec: none unless the test gave one.
+func nic(spec BootSpec) string {
+	if spec.NIC == "" {
+		return "none"
+	}
+	return spec.NIC
 }
 
 // parseConsole reads the serial console to EOF and collects the reporter's
