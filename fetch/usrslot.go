@@ -1,6 +1,7 @@
 package fetch
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"path"
@@ -45,13 +46,14 @@ func VersionOfUsrPartition(devDir, label, versionKey string) (string, error) {
 		return "", err
 	}
 	defer tree.Close()
-	// The partition is the /usr tree: os-release is lib/os-release.
-	rf, err := rootfs.OpenIn(tree, "/lib/os-release", unix.O_RDONLY)
+	// The partition is the /usr tree: os-release is lib/os-release, read
+	// with the module's bounded reader (a regular file, resolved inside
+	// the partition, at most MaxConfigFile bytes: the partition is input).
+	b, err := rootfs.ReadRegular(tree, "lib/os-release", rootfs.MaxConfigFile, rootfs.FollowInRoot)
 	if err != nil {
 		return "", fmt.Errorf("--usr=%s: lib/os-release: %w", label, err)
 	}
-	defer rf.Close()
-	fields, err := release.Parse(rf, dev+":/lib/os-release")
+	fields, err := release.Parse(bytes.NewReader(b), dev+":/lib/os-release")
 	if err != nil {
 		return "", err
 	}
