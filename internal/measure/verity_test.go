@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -121,7 +122,7 @@ func signedBy(t testing.TB, certs []*x509.Certificate, keys []*ecdsa.PrivateKey)
 
 // TestVerityWordSigners: each SignerInfo as hex of the serial's whole DER
 // INTEGER (a 00 pad byte where the high bit is set) "/" base64 of the
-// issuer Name's DER, joined by ',' in order. The serials' DER is written
+// issuer Name's DER, joined by ',' in the signature's order. The serials' DER is written
 // out by hand here, not computed by the code under test.
 func TestVerityWordSigners(t *testing.T) {
 	c1, k1 := testCert(t, big.NewInt(0x80), "first")
@@ -131,9 +132,17 @@ func TestVerityWordSigners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "verity:loop3p1-42-verity:" + rootHashHex + ":" +
-		"02020080/" + base64.StdEncoding.EncodeToString(c1.RawIssuer) + "," +
-		"02021234/" + base64.StdEncoding.EncodeToString(c2.RawIssuer)
+	// In the order of the SignerInfos in the DER, as systemd measures them.
+	// SignerInfos is a DER SET OF, which the encoder sorts by encoding (so
+	// by the random signature bytes, not by AddSigner's order); signerInfos
+	// is SignedData's last field, so each issuer's last occurrence in the
+	// DER is in its SignerInfo.
+	e1 := "02020080/" + base64.StdEncoding.EncodeToString(c1.RawIssuer)
+	e2 := "02021234/" + base64.StdEncoding.EncodeToString(c2.RawIssuer)
+	if bytes.LastIndex(sig, c2.RawIssuer) < bytes.LastIndex(sig, c1.RawIssuer) {
+		e1, e2 = e2, e1
+	}
+	want := "verity:loop3p1-42-verity:" + rootHashHex + ":" + e1 + "," + e2
 	if w != want {
 		t.Errorf("word\n %q\nwant\n %q", w, want)
 	}
