@@ -91,9 +91,11 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 		})
 		rows = append(rows, fmt.Sprintf("| %d | %s | %s | %d | `%s` | %v | `%s` | %s | %s |", i+1, c.Name, c.Kind,
 			delay.Milliseconds(), res.OpLine, res.Inside, res.LastOp, strings.Join(walls, " / "), map[bool]string{true: "pass", false: "FAIL"}[ok]))
-	}
-	if table != "" {
-		writeCutTable(t, table, seed, rows)
+		// Rewritten after every cut: a soak stopped early still leaves the
+		// rows of the cuts it finished.
+		if table != "" {
+			writeCutTable(t, table, seed, rows, len(cuts))
+		}
 	}
 }
 
@@ -156,9 +158,9 @@ func stateDiff(a, b []string) string {
 }
 
 // writeCutTable writes the soak's results table (markdown).
-func writeCutTable(t *testing.T, path string, seed uint64, rows []string) {
+func writeCutTable(t *testing.T, path string, seed uint64, rows []string, planned int) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Power-cut soak, disk model (a)\n\n%s, seed %d, %d cuts. Boots: cut / recovery / third.\n\n", time.Now().UTC().Format(time.RFC3339), seed, len(rows))
+	fmt.Fprintf(&b, "# Power-cut soak, disk model (a)\n\n%s, seed %d, %d of %d cuts done. Boots: cut / recovery / third.\n\n", time.Now().UTC().Format(time.RFC3339), seed, len(rows), planned)
 	b.WriteString("| # | cut point | kind | delay ms | triggering operation | cut inside it | last operation before the cut | boots (wall) | result |\n|---|---|---|---|---|---|---|---|---|\n")
 	for _, r := range rows {
 		b.WriteString(r + "\n")
