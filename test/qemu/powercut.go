@@ -49,7 +49,7 @@ var cutOpRE = regexp.MustCompile(`ext-setup-root(?:\[\d+\])?: op\((\d+)\): \[(st
 // (slot A -> B, see powercutDisk) makes, in boot order.
 var CutPoints = []CutPoint{
 	{"reset", "prepare", regexp.MustCompile(`^selective OS reset`), "started", 1, 400 * time.Millisecond},
-	{"dedup", "prepare", regexp.MustCompile(`identical to the vendor defaults`), "started", 1, 60 * time.Millisecond},
+	{"dedup", "prepare", regexp.MustCompile(`^remove entries of .* identical to the vendor default `), "started", 1, 60 * time.Millisecond},
 	{"prepare-done", "prepare", regexp.MustCompile(`^prepare .*/etc hygiene`), "finished", 1, 20 * time.Millisecond},
 	{"move-old-off-oem", "ab-move", regexp.MustCompile(`^move /oem/sysext/`), "started", 1, 150 * time.Millisecond},
 	{"move-new-to-oem", "ab-move", regexp.MustCompile(`^move .* -> /oem/sysext/`), "started", 1, 150 * time.Millisecond},
