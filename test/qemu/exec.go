@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 )
 
 // run runs a host tool and fails t with its output when it fails.
@@ -60,9 +61,12 @@ func mkdirs(t testing.TB, root string, rels ...string) {
 	}
 }
 
+// pruneMinAge is the age below which prune keeps a file whatever its rank.
+const pruneMinAge = 12 * time.Hour
+
 // prune keeps the keep newest files matching pattern (a filepath.Glob
-// pattern) and removes the others: content-hashed cache entries pile up as
-// the binary changes, at 150 MB per /usr image.
+// pattern) and removes the older others: content-hashed cache entries pile
+// up as the binary changes, at 150 MB per /usr image.
 func prune(pattern string, keep int) {
 	files, _ := filepath.Glob(pattern)
 	if len(files) <= keep {
@@ -79,7 +83,13 @@ func prune(pattern string, keep int) {
 		}
 	}
 	sort.Slice(es, func(i, j int) bool { return es[i].t > es[j].t })
+	// A file written in the last pruneMinAge may still be in use by a
+	// long run started earlier (a soak holds its initrd for hours while
+	// other runs build theirs): only older ones go.
+	cutoff := time.Now().Add(-pruneMinAge).UnixNano()
 	for _, e := range es[min(keep, len(es)):] {
-		os.Remove(e.p)
+		if e.t < cutoff {
+			os.Remove(e.p)
+		}
 	}
 }
