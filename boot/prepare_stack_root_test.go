@@ -5,6 +5,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
@@ -149,4 +150,8 @@ func TestDedupRemovesWhatTheMergeShows(t *testing.T) {
 	}
 	requireShown(t, root, "important.conf", "mine\n", log)
 	requireShown(t, root, "other-user.conf", "not a default\n", log)
+	// The merge took over both images the dedup had opened.
+	if !strings.Contains(log, "confext: reused 2 image(s) opened by the prepare step") {
+		t.Fatalf("the merge opened the confexts again\n%s", log)
+	}
 }
