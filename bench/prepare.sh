@@ -13,8 +13,9 @@
 # Usage: bench/prepare.sh [BIN] [OUT]   (run from the repository root)
 # PREPARE_BENCH_BASH_RUNS=0 leaves the script out (ours only, no
 # comparison of the trees); PREPARE_BENCH_BASELINE=BIN2 times another
-# build of ours on the same root in the same hyperfine run (before/after
-# figures of a change).
+# build of ours on the same root in the same hyperfine run, then both
+# alternating run by run, by the prepare and merge operations of their
+# logs (before/after figures of a change).
 set -euo pipefail
 BIN=$(realpath "${1:-bin/ext-setup-root}")
 BASE=${PREPARE_BENCH_BASELINE:+$(realpath "$PREPARE_BENCH_BASELINE")}
@@ -128,6 +129,26 @@ baseline=()
 [ -n "$BASE" ] && baseline=(-n baseline "$BASE boot --stage=pre --root=$W/ours")
 hyperfine -N --warmup 1 --runs "$RUNS" --export-csv "$J/ours.csv" --prepare "$reset" \
 	-n ext-setup-root "$OURS_CMD" "${baseline[@]}" >&2
+# With a baseline: both builds alternating run by run (load changes hit
+# both), each run's prepare and confext merge operations read from its own
+# log (op(N): [finished] ... (DURATION)); medians in ms.
+op_ms() { sed -n "s/.*\[finished\] $1.* (\([0-9.]*\)\(m\|µ\)s)\$/\1 \2/p" "$2" | awk '{print ($2 == "m") ? $1 : $1 / 1000}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) printf "%.2f", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+if [ -n "$BASE" ]; then
+	for i in $(seq 1 "$RUNS"); do
+		for who in ext-setup-root baseline; do
+			b=$BIN; [ $who = baseline ] && b=$BASE
+			eval "$reset"
+			"$b" boot --stage=pre --root="$W/ours" 2>"$J/log"
+			echo "$who $(op_ms prepare "$J/log") $(op_ms 'confext merge' "$J/log")" >>"$J/ops"
+		done
+	done
+	for who in ext-setup-root baseline; do
+		printf '%s: operations of %s alternating runs, median prepare %s ms, confext merge %s ms, both %s ms\n' "$who" "$RUNS" \
+			"$(awk -v w=$who '$1 == w {print $2}' "$J/ops" | median)" "$(awk -v w=$who '$1 == w {print $3}' "$J/ops" | median)" \
+			"$(awk -v w=$who '$1 == w {print $2 + $3}' "$J/ops" | median)" >&2
+	done
+fi
 if [ "${#bash_ms[@]}" -eq 0 ]; then
 	awk -F, 'NR > 1 { printf "%s: median %.2f ms, mean %.2f ± %.2f ms\n", $1, $4 * 1000, $2 * 1000, $3 * 1000 }' "$J/ours.csv" | tee "$OUT"
 	exit 0
