@@ -1,11 +1,8 @@
 package abslots
 
 import (
-	"bufio"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
@@ -34,15 +31,6 @@ func TestCrashAtEveryStep(t *testing.T) {
 	want := merge(sc.want, tree{"/etc/flatcar/sysext/flatcar-zfs-" + v2 + ".raw": "zfs2",
 		"/etc/extensions/flatcar-zfs.raw": "@/etc/flatcar/sysext/flatcar-zfs-" + v2 + ".raw"})
 
-	run := func(root string, env ...string) error {
-		c := exec.Command(bin, "links", "--root="+root)
-		c.Env = append([]string{"PATH=/usr/bin", "EXT_SETUP_ROOT_LOG=stderr", "EXT_SETUP_ROOT_PROC_CMDLINE=/dev/null"}, env...)
-		out, err := c.CombinedOutput()
-		if err != nil && testing.Verbose() {
-			t.Logf("%s", out)
-		}
-		return err
-	}
 	// /oem is its own filesystem, as on Flatcar, so moves copy.
 	fixture := func() string {
 		dir := testutil.Tmpfs(t)
@@ -55,44 +43,24 @@ func TestCrashAtEveryStep(t *testing.T) {
 		writeTree(t, dir, in)
 		return dir
 	}
-	// Count the steps of an uninterrupted run.
-	dir := fixture()
-	stepLog := filepath.Join(t.TempDir(), "steps")
-	if err := run(dir, "EXT_SETUP_ROOT_STEP_LOG="+stepLog); err != nil {
-		t.Fatalf("uninterrupted run: %v", err)
-	}
-	if d := diffTrees(want, snapshot(t, dir)); d != "" {
-		t.Fatalf("uninterrupted run: state differs:\n%s", d)
-	}
-	steps := readLines(t, stepLog)
-	if len(steps) < 5 {
-		t.Fatalf("only %d steps logged; fault injection not wired?", len(steps))
-	}
-	for n := 1; n <= len(steps); n++ {
-		dir := fixture()
-		err := run(dir, "EXT_SETUP_ROOT_KILL_AT_STEP="+itoa(n))
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != -1 {
-			t.Fatalf("step %d (%s): want the process killed, got %v", n, steps[n-1], err)
-		}
-		checkImagesOnce(t, dir, n, steps[n-1])
-		if err := run(dir); err != nil {
-			t.Fatalf("rerun after kill at step %d (%s): %v", n, steps[n-1], err)
-		}
-		if d := diffTrees(want, snapshot(t, dir)); d != "" {
-			t.Fatalf("rerun after kill at step %d (%s): state differs:\n%s", n, steps[n-1], d)
-		}
-		checkImagesOnce(t, dir, n, steps[n-1])
-		if tmp := findTemps(dir); len(tmp) > 0 {
-			t.Errorf("after kill at step %d and rerun: temporary files left: %v", n, tmp)
-		}
-	}
-	t.Logf("killed and recovered at each of %d steps", len(steps))
+	testutil.CrashLoop{Bin: bin, Args: []string{"links"}, Fixture: fixture, MinSteps: 5,
+		Check: func(dir, when string, done bool) {
+			t.Helper()
+			if done {
+				if d := diffTrees(want, snapshot(t, dir)); d != "" {
+					t.Fatalf("%s: state differs:\n%s", when, d)
+				}
+			}
+			checkImagesOnce(t, dir, when)
+		},
+		IsTemp: func(name string) bool { return strings.Contains(name, "tmp") && name != "tmp" },
+	}.Run(t)
 }
 
 // checkImagesOnce requires every image of the fixture to exist at least
 // once after a crash (never lost) and, once a run has completed, exactly
 // once; after a kill a complete duplicate may exist until the rerun.
-func checkImagesOnce(t *testing.T, dir string, n int, step string) {
+func checkImagesOnce(t *testing.T, dir, when string) {
 	t.Helper()
 	for _, img := range []string{"oem-test-" + v1 + ".raw", "oem-test-" + v2 + ".raw"} {
 		count := 0
@@ -100,40 +68,12 @@ func checkImagesOnce(t *testing.T, dir string, n int, step string) {
 			if b, err := os.ReadFile(filepath.Join(dir, d, img)); err == nil {
 				count++
 				if want := map[bool]string{true: "v1", false: "v2"}[strings.Contains(img, v1)]; string(b) != want {
-					t.Errorf("step %d (%s): %s/%s has content %q", n, step, d, img, b)
+					t.Errorf("%s: %s/%s has content %q", when, d, img, b)
 				}
 			}
 		}
 		if count == 0 {
-			t.Fatalf("step %d (%s): image %s lost", n, step, img)
+			t.Fatalf("%s: image %s lost", when, img)
 		}
 	}
 }
-
-func findTemps(dir string) []string {
-	var out []string
-	filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-		if err == nil && strings.Contains(fi.Name(), "tmp") && fi.Name() != "tmp" {
-			out = append(out, p)
-		}
-		return nil
-	})
-	return out
-}
-
-func readLines(t *testing.T, p string) []string {
-	t.Helper()
-	f, err := os.Open(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var l []string
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		l = append(l, sc.Text())
-	}
-	return l
-}
-
-func itoa(n int) string { return strconv.Itoa(n) }

@@ -11,8 +11,14 @@
 # overlay mounts, chroot for the script). Writes out/bench-prepare.md.
 #
 # Usage: bench/prepare.sh [BIN] [OUT]   (run from the repository root)
+# PREPARE_BENCH_BASH_RUNS=0 leaves the script out (ours only, no
+# comparison of the trees); PREPARE_BENCH_BASELINE=BIN2 times another
+# build of ours on the same root in the same hyperfine run, then both
+# alternating run by run, by the prepare and merge operations of their
+# logs (before/after figures of a change).
 set -euo pipefail
 BIN=$(realpath "${1:-bin/ext-setup-root}")
+BASE=${PREPARE_BENCH_BASELINE:+$(realpath "$PREPARE_BENCH_BASELINE")}
 OUT=$(realpath -m "${2:-out/bench-prepare.md}")
 REF=${EXT_SETUP_ROOT_BOOTENGINE_DIR:-$(realpath -m ../shared/reference/flatcar-bootengine)}
 SCRIPT="$REF/initrd-setup-root"
@@ -26,7 +32,7 @@ done
 
 if [ -z "${PREPARE_BENCH_INNER:-}" ]; then
 	mkdir -p "$(dirname "$OUT")"
-	exec unshare -m --propagation private env PREPARE_BENCH_INNER=1 "$0" "$BIN" "$OUT"
+	exec unshare -m --propagation private env PREPARE_BENCH_INNER=1 PREPARE_BENCH_BASELINE="$BASE" "$0" "$BIN" "$OUT"
 fi
 
 W=$(mktemp -d /tmp/bench-prepare.XXXXXX)
@@ -111,7 +117,7 @@ done
 $OURS_CMD 2>/dev/null
 umount -R "$W/ours/etc" # compare the real /etc, as the script's unmounted one
 left() { (cd "$1" && find etc -printf '%p %y %m %u %g %s\n' | sort); }
-if ! diff <(left "$W/bash") <(left "$W/ours") >&2; then
+if [ "${#bash_ms[@]}" -gt 0 ] && ! diff <(left "$W/bash") <(left "$W/ours") >&2; then
 	echo "prepare.sh: results differ" >&2
 	exit 1
 fi
@@ -119,8 +125,34 @@ removed=$((entries - $(left "$W/ours" | grep -c '^etc/')))
 echo "prepare.sh: $entries entries in /etc, $removed removed by both; bash: ${bash_ms[*]} ms" >&2
 
 J="$W/json"; mkdir -p "$J"
+baseline=()
+[ -n "$BASE" ] && baseline=(-n baseline "$BASE boot --stage=pre --root=$W/ours")
 hyperfine -N --warmup 1 --runs "$RUNS" --export-csv "$J/ours.csv" --prepare "$reset" \
-	-n ext-setup-root "$OURS_CMD" >&2
+	-n ext-setup-root "$OURS_CMD" "${baseline[@]}" >&2
+# With a baseline: both builds alternating run by run (load changes hit
+# both), each run's prepare and confext merge operations read from its own
+# log (op(N): [finished] ... (DURATION)); medians in ms.
+op_ms() { sed -n "s/.*\[finished\] $1.* (\([0-9.]*\)\(m\|µ\)s)\$/\1 \2/p" "$2" | awk '{print ($2 == "m") ? $1 : $1 / 1000}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) printf "%.2f", (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+if [ -n "$BASE" ]; then
+	for i in $(seq 1 "$RUNS"); do
+		for who in ext-setup-root baseline; do
+			b=$BIN; [ $who = baseline ] && b=$BASE
+			eval "$reset"
+			"$b" boot --stage=pre --root="$W/ours" 2>"$J/log"
+			echo "$who $(op_ms prepare "$J/log") $(op_ms 'confext merge' "$J/log")" >>"$J/ops"
+		done
+	done
+	for who in ext-setup-root baseline; do
+		printf '%s: operations of %s alternating runs, median prepare %s ms, confext merge %s ms, both %s ms\n' "$who" "$RUNS" \
+			"$(awk -v w=$who '$1 == w {print $2}' "$J/ops" | median)" "$(awk -v w=$who '$1 == w {print $3}' "$J/ops" | median)" \
+			"$(awk -v w=$who '$1 == w {print $2 + $3}' "$J/ops" | median)" >&2
+	done
+fi
+if [ "${#bash_ms[@]}" -eq 0 ]; then
+	awk -F, 'NR > 1 { printf "%s: median %.2f ms, mean %.2f ± %.2f ms\n", $1, $4 * 1000, $2 * 1000, $3 * 1000 }' "$J/ours.csv" | tee "$OUT"
+	exit 0
+fi
 bash_med=$(printf '%s\n' "${bash_ms[@]}" | sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}')
 
 cpu=$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -1)

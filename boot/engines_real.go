@@ -25,6 +25,9 @@ type ExtEngine struct {
 	// Records keeps the meta layers of this process's merges for
 	// Rerecord; nil disables Rerecord.
 	Records *extension.Records
+	// Handoff, if set, gives a confext merge or refresh the images the
+	// prepare step's dedup opened (shareConfexts).
+	Handoff *extension.Handoff
 }
 
 func (e ExtEngine) options(root string, c Class) extension.Options {
@@ -81,6 +84,9 @@ func (e ExtEngine) Refresh(ctx context.Context, r ExtRequest) (ExtResult, error)
 // systemd will use, so the origin records match and its refresh skips.
 func (e ExtEngine) request(r ExtRequest) (extension.Options, error) {
 	o := e.options(r.Root, r.Class)
+	if r.Class == Confext {
+		o.Handoff = e.Handoff
+	}
 	o.Mutable, o.Essential = r.Mutable, r.Essential
 	o.AlwaysRefresh = r.AlwaysRefresh
 	o.Force, o.Noexec = r.Force, r.Noexec
@@ -195,6 +201,25 @@ type RealPreparer struct {
 	// the merge that follows will (extension.OpenStack).
 	Getenv      func(string) string
 	ImagePolicy string
+	// Handoff, if set, keeps the confext images the dedup opened for the
+	// merge that follows (shareConfexts).
+	Handoff *extension.Handoff
+}
+
+// shareConfexts makes the pre stage open every confext image once: when
+// o has the real preparer and engine, the merge adopts the images the
+// dedup opened and that are unchanged since (extension.Handoff). The
+// returned func releases what the merge did not take.
+func shareConfexts(o *Options) func() {
+	p, okp := o.Prep.(RealPreparer)
+	x, okx := o.Ext.(ExtEngine)
+	if !okp || !okx {
+		return func() {}
+	}
+	h := &extension.Handoff{}
+	p.Handoff, x.Handoff = h, h
+	o.Prep, o.Ext = p, x
+	return h.Close
 }
 
 // Prepare implements Preparer.
@@ -210,7 +235,7 @@ func (p RealPreparer) Prepare(ctx context.Context, req PrepareRequest) (*prepare
 func (p RealPreparer) confexts(req PrepareRequest) func() (*prepare.Stack, error) {
 	return func() (*prepare.Stack, error) {
 		o := extension.Options{Root: req.Root, Class: config.Confext, Getenv: p.Getenv, Log: p.Log, NoReload: true,
-			Essential: req.Essential}
+			Essential: req.Essential, Handoff: p.Handoff}
 		if p.ImagePolicy != "" {
 			pol, err := image.ParsePolicy(p.ImagePolicy)
 			if err != nil {

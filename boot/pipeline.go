@@ -238,7 +238,9 @@ func runPre(ctx context.Context, o *Options, s *Summary) error {
 		return nil
 	}
 	// The /etc hygiene and first-boot duties come first, so that the
-	// merge and then provisioning see a clean /etc.
+	// merge and then provisioning see a clean /etc. The confext images
+	// the dedup opens serve the merge too, if unchanged by then.
+	defer shareConfexts(o)()
 	changedBelow := runPrepare(ctx, o, s)
 	if o.Cmdline.ConfextOff {
 		s.Disabled = "systemd.confext=0"

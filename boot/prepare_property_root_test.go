@@ -2,7 +2,6 @@ package boot
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"fmt"
@@ -17,8 +16,6 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
-	"github.com/ext-setup-root/ext-setup-root/oplog"
-	"github.com/ext-setup-root/ext-setup-root/prepare"
 )
 
 // The prepare step's contract as a property: for every path, what a
@@ -82,8 +79,8 @@ func propertyCase(t *testing.T, seed int64) int {
 		before, after := testutil.Tmpfs(t), testutil.Tmpfs(t)
 		c.write(t, before)
 		c.write(t, after)
-		sa, loga := runPreProperty(t, before, Cmdline{PrepareOff: true})
-		sb, logb := runPreProperty(t, after, Cmdline{})
+		sa, loga := runPreDedup(t, before, Cmdline{PrepareOff: true})
+		sb, logb := runPreDedup(t, after, Cmdline{})
 		if (sa.Err == nil) != (sb.Err == nil) {
 			t.Fatalf("seed %d: stage without prepare: %v, with: %v\n%s\n%s", seed, sa.Err, sb.Err, loga, logb)
 		}
@@ -96,23 +93,6 @@ func propertyCase(t *testing.T, seed int64) int {
 		}
 	})
 	return removed
-}
-
-func runPreProperty(t *testing.T, root string, cl Cmdline) (*Summary, string) {
-	t.Helper()
-	var buf bytes.Buffer
-	log := oplog.New(oplog.WriterSink{W: &buf})
-	getenv := func(string) string { return "" }
-	ext, sel, err := RealEngines(getenv, "", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := prepare.Default()
-	cfg.Tmpfiles.Enabled, cfg.OEM.Enabled = false, false
-	cfg.Dedup.DefaultsConfext, cfg.Dedup.DefaultsDirs = "00-vendor-default", nil
-	s, _ := Run(context.Background(), Options{Stage: StagePre, Root: root, Ext: ext, Sel: sel, RootOps: RootDir{}, Log: log,
-		Cmdline: cl, Prep: RealPreparer{Config: cfg, Log: log, Getenv: getenv}})
-	return s, buf.String()
 }
 
 // gnode is one generated entry: kind f (file), l (symlink), d

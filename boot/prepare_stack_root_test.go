@@ -1,15 +1,12 @@
 package boot
 
 import (
-	"bytes"
-	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
-	"github.com/ext-setup-root/ext-setup-root/oplog"
-	"github.com/ext-setup-root/ext-setup-root/prepare"
 )
 
 // The dedup may remove a user's copy in /etc only when the merge that
@@ -38,26 +35,6 @@ func stackRoot(t *testing.T, files map[string]string) string {
 	return root
 }
 
-// runPreStack runs the pre stage with the vendor default confext
-// 00-vendor-default; the stage's error is returned, not fatal (a refused
-// essential image fails it).
-func runPreStack(t *testing.T, root string, cl Cmdline) (*Summary, string) {
-	t.Helper()
-	var buf bytes.Buffer
-	log := oplog.New(oplog.WriterSink{W: &buf})
-	getenv := func(string) string { return "" }
-	ext, sel, err := RealEngines(getenv, "", log)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg := prepare.Default()
-	cfg.Tmpfiles.Enabled, cfg.OEM.Enabled = false, false
-	cfg.Dedup.DefaultsConfext, cfg.Dedup.DefaultsDirs = "00-vendor-default", nil
-	s, _ := Run(context.Background(), Options{Stage: StagePre, Root: root, Ext: ext, Sel: sel, RootOps: RootDir{}, Log: log,
-		Cmdline: cl, Prep: RealPreparer{Config: cfg, Log: log, Getenv: getenv}})
-	return s, buf.String()
-}
-
 // requireShown fails unless a reader of root's /etc (merged or not) reads
 // want at rel.
 func requireShown(t *testing.T, root, rel, want, log string) {
@@ -75,7 +52,7 @@ func TestDedupRefusedDefaultKeepsCopy(t *testing.T) {
 	root := stackRoot(t, map[string]string{
 		"usr/lib/confexts/00-vendor-default/etc/important.conf": "mine\n",
 	})
-	_, log := runPreStack(t, root, Cmdline{})
+	_, log := runPreDedup(t, root, Cmdline{})
 	requireShown(t, root, "important.conf", "mine\n", log)
 }
 
@@ -90,7 +67,7 @@ func TestDedupShadowedDefaultKeepsCopy(t *testing.T) {
 		"run/confexts/00-vendor-default.v/00-vendor-default_2/" + vendorRelease:       "ID=_any\n",
 		"run/confexts/00-vendor-default.v/00-vendor-default_2/etc/vendor-2-only.conf": "v2\n",
 	})
-	s, log := runPreStack(t, root, Cmdline{})
+	s, log := runPreDedup(t, root, Cmdline{})
 	if s.Err != nil {
 		t.Fatalf("stage failed: %v\n%s", s.Err, log)
 	}
@@ -109,7 +86,7 @@ func TestDedupHigherLayerKeepsCopy(t *testing.T) {
 		"usr/lib/confexts/50-other/etc/extension-release.d/extension-release.50-other": "ID=_any\n",
 		"usr/lib/confexts/50-other/etc/important.conf":                                 "PermitRootLogin yes\n",
 	})
-	s, log := runPreStack(t, root, Cmdline{})
+	s, log := runPreDedup(t, root, Cmdline{})
 	if s.Err != nil {
 		t.Fatalf("stage failed: %v\n%s", s.Err, log)
 	}
@@ -123,7 +100,7 @@ func TestDedupConfextOffKeepsCopy(t *testing.T) {
 		"usr/lib/confexts/00-vendor-default/" + vendorRelease:   "ID=_any\n",
 		"usr/lib/confexts/00-vendor-default/etc/important.conf": "mine\n",
 	})
-	s, log := runPreStack(t, root, Cmdline{ConfextOff: true})
+	s, log := runPreDedup(t, root, Cmdline{ConfextOff: true})
 	if s.Err != nil {
 		t.Fatalf("stage failed: %v\n%s", s.Err, log)
 	}
@@ -140,7 +117,7 @@ func TestDedupRemovesWhatTheMergeShows(t *testing.T) {
 		"usr/lib/confexts/50-other/etc/extension-release.d/extension-release.50-other": "ID=_any\n",
 		"usr/lib/confexts/50-other/etc/other.conf":                                     "other\n",
 	})
-	s, log := runPreStack(t, root, Cmdline{})
+	s, log := runPreDedup(t, root, Cmdline{})
 	if s.Err != nil || s.Prepare == nil || s.Prepare.Dedup != 1 {
 		t.Fatalf("stage: %v, prepare %+v\n%s", s.Err, s.Prepare, log)
 	}
@@ -149,4 +126,8 @@ func TestDedupRemovesWhatTheMergeShows(t *testing.T) {
 	}
 	requireShown(t, root, "important.conf", "mine\n", log)
 	requireShown(t, root, "other-user.conf", "not a default\n", log)
+	// The merge took over both images the dedup had opened.
+	if !strings.Contains(log, "confext: reused 2 image(s) opened by the prepare step") {
+		t.Fatalf("the merge opened the confexts again\n%s", log)
+	}
 }

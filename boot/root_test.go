@@ -12,6 +12,7 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 	"github.com/ext-setup-root/ext-setup-root/oplog"
 	"github.com/ext-setup-root/ext-setup-root/paths"
+	"github.com/ext-setup-root/ext-setup-root/prepare"
 )
 
 func TestMain(m *testing.M) { testutil.MainInMountNS(m) }
@@ -73,6 +74,19 @@ func flatcarFixture(t *testing.T, root string) {
 // runStage runs one stage with the real engines, logging into a buffer.
 func runStage(t *testing.T, root string, st Stage) (*Summary, string) {
 	t.Helper()
+	s, log, err := runRealStage(t, Options{Stage: st, Root: root})
+	if err != nil {
+		t.Fatalf("stage %s: %v\n%s", st, err, log)
+	}
+	t.Logf("stage %s log:\n%s", st, log)
+	return s, log
+}
+
+// runRealStage runs the stage o describes with the real engines and
+// RootDir, logging into a buffer it returns; o.Prep, if set, gets the
+// same log.
+func runRealStage(t *testing.T, o Options) (*Summary, string, error) {
+	t.Helper()
 	var buf bytes.Buffer
 	log := oplog.New(oplog.WriterSink{W: &buf})
 	getenv := func(string) string { return "" }
@@ -80,12 +94,26 @@ func runStage(t *testing.T, root string, st Stage) (*Summary, string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := Run(context.Background(), Options{Stage: st, Root: root, Ext: ext, Sel: sel, RootOps: RootDir{}, Log: log})
-	if err != nil {
-		t.Fatalf("stage %s: %v\n%s", st, err, buf.String())
+	o.Ext, o.Sel, o.RootOps, o.Log = ext, sel, RootDir{}, log
+	if p, ok := o.Prep.(RealPreparer); ok {
+		p.Log, p.Getenv = log, getenv
+		o.Prep = p
 	}
-	t.Logf("stage %s log:\n%s", st, buf.String())
-	return s, buf.String()
+	s, err := Run(context.Background(), o)
+	return s, buf.String(), err
+}
+
+// runPreDedup runs the pre stage with the real preparer (the dedup
+// against the vendor default confext 00-vendor-default; tmpfiles and OEM
+// off); the stage's error is in the summary, not fatal (a refused
+// essential image fails it).
+func runPreDedup(t *testing.T, root string, cl Cmdline) (*Summary, string) {
+	t.Helper()
+	cfg := prepare.Default()
+	cfg.Tmpfiles.Enabled, cfg.OEM.Enabled = false, false
+	cfg.Dedup.DefaultsConfext, cfg.Dedup.DefaultsDirs = "00-vendor-default", nil
+	s, log, _ := runRealStage(t, Options{Stage: StagePre, Root: root, Cmdline: cl, Prep: RealPreparer{Config: cfg}})
+	return s, log
 }
 
 func readFile(t *testing.T, p string) string {

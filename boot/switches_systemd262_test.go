@@ -233,15 +233,7 @@ func runOurStages(t *testing.T, cmdline string) (d ourDecisions, prepared bool, 
 // ours touches; they are judged too, to show that rd.* is theirs alone.
 // systemd's answers come from its unit files and binaries in the chroot.
 func TestSwitchTableSystemd262(t *testing.T) {
-	testutil.RequireRoot(t)
-	dir := systemd262.ChrootDir()
-	if dir == "" {
-		dir = testutil.RequireEnvDir(t, systemd262.RootEnv, "systemd 262 chroot (make systemd262-root)")
-	}
-	e, err := systemd262.Setup(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := systemd262.Require(t)
 	r, cleanup, err := e.NewRoot("")
 	if err != nil {
 		t.Fatal(err)

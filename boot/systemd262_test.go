@@ -30,15 +30,7 @@ func TestBootThenSystemd262RefreshSkips(t *testing.T) {
 
 func bootThenSystemd(t *testing.T, zfs, wantSysextSkip bool) {
 	realEngineEnv(t)
-	dir := systemd262.ChrootDir()
-	if dir == "" {
-		dir = testutil.RequireEnvDir(t, systemd262.RootEnv, "systemd 262 chroot (make systemd262-root)")
-	}
-	testutil.RequireTool(t, "mkfs.ext4", "losetup")
-	e, err := systemd262.Setup(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
+	e := systemd262.Require(t, "mkfs.ext4", "losetup")
 	// ext4, not tmpfs: systemd wants a block device behind the root.
 	r, cleanup, err := e.NewRoot(testutil.LoopFS(t, 64*1024, "ext4"))
 	if err != nil {

@@ -63,6 +63,11 @@ type Options struct {
 	// Records, if set, keeps the meta layer of every merge this call
 	// makes, for a later Rerecord in the same process.
 	Records *Records
+	// Handoff, if set, passes the images OpenStack opened to the Merge or
+	// Refresh that follows in the same process (the pre stage's dedup,
+	// then its merge): the merge adopts those unchanged since, instead of
+	// opening and checking them again (handoff.go).
+	Handoff *Handoff
 	// Kernel is the feature table the engine follows (overlay layer
 	// passing, MOVE_MOUNT_BENEATH); nil means the running kernel's, probed
 	// once per process (mount.Kernel). Tests pass an older kernel's table

@@ -128,6 +128,8 @@ func (c *call) close() {
 func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*Result, error) {
 	c := &call{refresh: refresh, always: alwaysRefresh, res: &Result{}}
 	defer c.close()
+	pre := e.takePrepared()
+	defer pre.close()
 	if err := e.inspectForRun(c); err != nil {
 		return nil, err
 	}
@@ -137,14 +139,19 @@ func (e *engine) runLocked(ctx context.Context, refresh, alwaysRefresh bool) (*R
 	if done, err := e.fastSkip(c); done || err != nil {
 		return c.res, err
 	}
+	pre.match(e, c)
 	for _, cd := range c.cands {
 		if err := ctx.Err(); err != nil {
 			return c.res, err
+		}
+		if pre.adopt(cd) {
+			continue
 		}
 		if err := e.check(cd, c.host, c.scope); err != nil {
 			return c.res, err
 		}
 	}
+	pre.report(e)
 	if e.skipAfterCheck(c) || e.keepForTransient(c) {
 		return c.res, nil
 	}

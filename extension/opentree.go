@@ -13,26 +13,21 @@ import (
 
 // ImageTree is one image opened read-only for reading its files outside a
 // merge (a layer of OpenStack): Dir is its tree at the class's hierarchy
-// (etc/ of a confext).
-// Close releases the detached mounts and loop and dm devices behind it.
+// (etc/ of a confext). The image itself (detached mounts, loop and dm
+// devices) belongs to the Stack.
 type ImageTree struct {
-	Dir    *os.File
-	Where  string // the image file, for messages
-	Name   string // the image's name
-	opened *openedImage
+	Dir   *os.File
+	Where string // the image file, for messages
+	Name  string // the image's name
 }
 
-// Close releases everything the tree holds.
+// Close releases the tree's directory fd.
 func (t *ImageTree) Close() error {
-	if t.Dir != nil {
-		t.Dir.Close()
-		t.Dir = nil
-	}
-	if t.opened == nil {
+	if t.Dir == nil {
 		return nil
 	}
-	err := t.opened.Close()
-	t.opened = nil
+	err := t.Dir.Close()
+	t.Dir = nil
 	return err
 }
 
@@ -40,21 +35,40 @@ func (t *ImageTree) Close() error {
 // with the merge's own rules, for reading what the merge will show.
 // Layers is top layer first (the order of overlayfs's lowerdir=: the
 // image sorting last by name is on top); an accepted image without the
-// class's hierarchy is not a layer. Close releases every image.
+// class's hierarchy is not a layer. Close releases every image, or, with
+// Options.Handoff, hands the accepted ones to the merge that follows.
 type Stack struct {
 	Layers []ImageTree
 	// Names are the accepted images, ascending (as Result.Merged).
 	Names []string
 	// Skipped are the images the merge would leave out, with the reason.
 	Skipped []Skip
+	// cands are the images checked, owned by the stack until Close; key
+	// is their verdictKey; handoff is Options.Handoff.
+	cands   []*candidate
+	key     string
+	handoff *Handoff
 }
 
-// Close releases every layer.
+// Close releases every layer's tree; the images go to the handoff if
+// there is one (the merge adopts those still unchanged), else are
+// released.
 func (s *Stack) Close() {
 	for i := range s.Layers {
 		s.Layers[i].Close()
 	}
 	s.Layers = nil
+	if s.handoff != nil && s.key != "" {
+		handOver(s.handoff, s.key, s.cands)
+		s.cands = nil
+	}
+	for _, c := range s.cands {
+		if c.opened != nil {
+			c.opened.Close()
+			c.opened = nil
+		}
+	}
+	s.cands = nil
 }
 
 // OpenStack computes, without changing anything, the stack of images a
@@ -94,13 +108,7 @@ func OpenStack(opt Options) (*Stack, error) {
 		return st, nil
 	}
 	ok := false
-	var cands []*candidate
 	defer func() {
-		for _, c := range cands {
-			if c.opened != nil {
-				c.opened.Close()
-			}
-		}
 		if !ok {
 			st.Close()
 		}
@@ -115,27 +123,37 @@ func OpenStack(opt Options) (*Stack, error) {
 			continue
 		}
 		c := &candidate{img: img, id: id}
-		cands = append(cands, c)
+		st.cands = append(st.cands, c)
 		if err := e.check(c, host, scope); err != nil {
 			return nil, err
 		}
 		if !c.accepted {
 			st.Skipped = append(st.Skipped, Skip{Name: img.Name, Reason: c.reason})
+			if c.opened != nil {
+				c.opened.Close()
+				c.opened = nil
+			}
 		}
 	}
-	if err := st.layers(e, cands); err != nil {
+	if err := st.layers(e); err != nil {
 		return nil, err
+	}
+	if opt.Handoff != nil {
+		if st.key, err = e.verdictKey(host, scope); err != nil {
+			return nil, err
+		}
+		st.handoff = opt.Handoff
 	}
 	ok = true
 	return st, nil
 }
 
-// layers fills in the accepted images, top layer first; each layer takes
-// over its image (the candidate no longer closes it).
-func (st *Stack) layers(e *engine, cands []*candidate) error {
+// layers fills in the accepted images, top layer first; the images stay
+// the stack's (st.cands).
+func (st *Stack) layers(e *engine) error {
 	h := e.cls.Hierarchies[0]
-	for i := len(cands) - 1; i >= 0; i-- {
-		c := cands[i]
+	for i := len(st.cands) - 1; i >= 0; i-- {
+		c := st.cands[i]
 		if !c.accepted {
 			continue
 		}
@@ -152,8 +170,7 @@ func (st *Stack) layers(e *engine, cands []*candidate) error {
 		if err != nil {
 			return &imageError{c.img.Name, e.display(c.img.Path), "cannot open " + h, err}
 		}
-		st.Layers = append(st.Layers, ImageTree{Dir: rd, Where: e.display(c.img.Path), Name: c.img.Name, opened: c.opened})
-		c.opened = nil
+		st.Layers = append(st.Layers, ImageTree{Dir: rd, Where: e.display(c.img.Path), Name: c.img.Name})
 	}
 	return nil
 }

@@ -3,10 +3,7 @@ package fetch
 import (
 	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/ext-setup-root/ext-setup-root/fetch/payload/payloadtest"
@@ -37,53 +34,19 @@ func TestFetchCrashAtEveryStepRoot(t *testing.T) {
 		})
 		return dir
 	}
-	run := func(root string, env ...string) error {
-		c := exec.Command(bin, "fetch", "--root="+root)
-		c.Env = append([]string{"PATH=/usr/bin:/usr/sbin", "EXT_SETUP_ROOT_LOG=stderr", "EXT_SETUP_ROOT_PROC_CMDLINE=/dev/null"}, env...)
-		out, err := c.CombinedOutput()
-		if err != nil && testing.Verbose() {
-			t.Logf("%s", out)
-		}
-		return err
-	}
-	check := func(dir, when string, mustExist bool) {
-		t.Helper()
-		b, err := os.ReadFile(filepath.Join(dir, final))
-		switch {
-		case err == nil && !bytes.Equal(b, img):
-			t.Fatalf("%s: %s holds %d bytes that are not the verified image", when, final, len(b))
-		case err != nil && mustExist:
-			t.Fatalf("%s: %v", when, err)
-		}
-	}
-	dir := fixture()
-	stepLog := filepath.Join(t.TempDir(), "steps")
-	if err := run(dir, "EXT_SETUP_ROOT_STEP_LOG="+stepLog); err != nil {
-		t.Fatalf("uninterrupted run: %v", err)
-	}
-	check(dir, "uninterrupted run", true)
-	raw, _ := os.ReadFile(stepLog)
-	steps := strings.Split(strings.TrimSpace(string(raw)), "\n")
-	if len(steps) < 6 {
-		t.Fatalf("only %d steps logged: %q", len(steps), steps)
-	}
-	for n := 1; n <= len(steps); n++ {
-		dir := fixture()
-		err := run(dir, "EXT_SETUP_ROOT_KILL_AT_STEP="+strconv.Itoa(n))
-		if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != -1 {
-			t.Fatalf("step %d (%s): want the process killed, got %v", n, steps[n-1], err)
-		}
-		check(dir, "killed before step "+steps[n-1], false)
-		if err := run(dir); err != nil {
-			t.Fatalf("rerun after kill at step %d (%s): %v", n, steps[n-1], err)
-		}
-		check(dir, "rerun after kill before step "+steps[n-1], true)
-		filepath.Walk(dir, func(p string, fi os.FileInfo, err error) error {
-			if err == nil && rootfs.IsTempName(fi.Name()) {
-				t.Errorf("after kill at step %d (%s) and rerun: temp %s left", n, steps[n-1], p)
+	testutil.CrashLoop{Bin: bin, Args: []string{"fetch"}, Fixture: fixture, MinSteps: 6,
+		// The image is absent or complete and verified after a kill, there
+		// after a completed run.
+		Check: func(dir, when string, done bool) {
+			t.Helper()
+			b, err := os.ReadFile(filepath.Join(dir, final))
+			switch {
+			case err == nil && !bytes.Equal(b, img):
+				t.Fatalf("%s: %s holds %d bytes that are not the verified image", when, final, len(b))
+			case err != nil && done:
+				t.Fatalf("%s: %v", when, err)
 			}
-			return nil
-		})
-	}
-	t.Logf("killed and recovered at each of %d steps", len(steps))
+		},
+		IsTemp: rootfs.IsTempName,
+	}.Run(t)
 }

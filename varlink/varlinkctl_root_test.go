@@ -27,17 +27,7 @@ func TestMain(m *testing.M) { testutil.MainInMountNS(m) }
 // chrootEnv gates t on root, the chroot and the image tools.
 func chrootEnv(t *testing.T) *systemd262.Env {
 	t.Helper()
-	testutil.RequireRoot(t)
-	dir := systemd262.ChrootDir()
-	if dir == "" {
-		dir = testutil.RequireEnvDir(t, systemd262.RootEnv, "systemd 262 chroot (make systemd262-root)")
-	}
-	testutil.RequireTool(t, "mksquashfs", "mkfs.erofs")
-	e, err := systemd262.Setup(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return systemd262.Require(t, "mksquashfs", "mkfs.erofs")
 }
 
 // inChroot is the chroot-side path of host path p (below e.Chroot).

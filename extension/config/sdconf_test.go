@@ -6,7 +6,7 @@ import (
 	"testing"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
-	"github.com/ext-setup-root/ext-setup-root/rootfs"
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil/roottest"
 )
 
 func TestParseINI(t *testing.T) {
@@ -62,16 +62,6 @@ func TestParseINIErrors(t *testing.T) {
 	}
 }
 
-func b1OpenRoot(t testing.TB, dir string) *rootfs.Root {
-	t.Helper()
-	r, err := rootfs.Open(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { r.Close() })
-	return r
-}
-
 func TestLoadConfigDropins(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{
@@ -95,7 +85,7 @@ func TestLoadConfigDropins(t *testing.T) {
 		// Other class section ignored; invalid value ignored with warning.
 		"etc/systemd/confext.conf.d/70-sys.conf": "[SysExt]\nMutable=no\n[ConfExt]\nMutable=maybe\n",
 	})
-	cfg, err := LoadConfig(b1OpenRoot(t, dir), Confext)
+	cfg, err := LoadConfig(roottest.Open(t, dir), Confext)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -120,7 +110,7 @@ func TestLoadConfigDropins(t *testing.T) {
 	}
 
 	// Sysext reads its own file and section.
-	cfg, err = LoadConfig(b1OpenRoot(t, dir), Sysext)
+	cfg, err = LoadConfig(roottest.Open(t, dir), Sysext)
 	if err != nil || cfg.Mutable != nil || len(cfg.Files) != 0 {
 		t.Errorf("sysext: %+v %v", cfg, err)
 	}
@@ -129,12 +119,12 @@ func TestLoadConfigDropins(t *testing.T) {
 func TestLoadConfigFallbackAndErrors(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"usr/lib/systemd/sysext.conf": "[SysExt]\nMutable=auto\n"})
-	cfg, err := LoadConfig(b1OpenRoot(t, dir), Sysext)
+	cfg, err := LoadConfig(roottest.Open(t, dir), Sysext)
 	if err != nil || cfg.Mutable == nil || *cfg.Mutable != MutableAuto {
 		t.Fatalf("fallback to /usr/lib: %+v %v", cfg, err)
 	}
 	testutil.WriteTree(t, dir, map[string]string{"run/systemd/sysext.conf.d/x.conf": "[SysExt\n"})
-	_, err = LoadConfig(b1OpenRoot(t, dir), Sysext)
+	_, err = LoadConfig(roottest.Open(t, dir), Sysext)
 	var ce *ConfigError
 	if !errors.As(err, &ce) || ce.File != "/run/systemd/sysext.conf.d/x.conf" || ce.Line != 1 {
 		t.Fatalf("broken drop-in: %v", err)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil/roottest"
 )
 
 func imageSummary(imgs []Image) string {
@@ -64,7 +65,7 @@ func TestDiscoverConfext(t *testing.T) {
 	if err := unix.Mkfifo(filepath.Join(dir, "var/lib/confexts/fifo.raw"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	root := b1OpenRoot(t, dir)
+	root := roottest.Open(t, dir)
 	imgs, skipped, err := DiscoverAll(root, config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestDiscoverInitrdAndSysext(t *testing.T) {
 		".extra/sysext/x.raw":             "",
 		"var/lib/extensions/n.sysext.raw": "",
 	})
-	root := b1OpenRoot(t, dir)
+	root := roottest.Open(t, dir)
 	initrd, err := IsInitrd(root)
 	if err != nil || !initrd {
 		t.Fatalf("IsInitrd = %v %v", initrd, err)
@@ -157,7 +158,7 @@ func TestDiscoverBlockDevice(t *testing.T) {
 	if err := unix.Mknod(filepath.Join(dir, "run/confexts/blk"), unix.S_IFBLK|0o600, int(unix.Mkdev(7, 0))); err != nil {
 		t.Fatal(err)
 	}
-	imgs, err := Discover(b1OpenRoot(t, dir), config.Confext, false)
+	imgs, err := Discover(roottest.Open(t, dir), config.Confext, false)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil/roottest"
 )
 
 func openTree(t *testing.T, dir string) *os.File {
@@ -123,7 +124,7 @@ func TestImageNames(t *testing.T) {
 func TestLoadHostReleaseAndOptions(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"usr/lib/os-release": "ID=flatcar\nVERSION_ID=4000.0.0\n", "alt": "ID=alt\n"})
-	root := b1OpenRoot(t, dir)
+	root := roottest.Open(t, dir)
 	h, err := LoadHostRelease(root, func(string) string { return "" })
 	if err != nil || h.ID != "flatcar" {
 		t.Fatalf("%+v %v", h, err)

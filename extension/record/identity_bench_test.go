@@ -8,6 +8,7 @@ import (
 
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil/roottest"
 )
 
 // BenchmarkDirFingerprint measures the extra refresh identity on a
@@ -25,7 +26,7 @@ func BenchmarkDirFingerprint(b *testing.B) {
 			}
 		}
 	}
-	root := b1OpenRoot(b, dir)
+	root := roottest.Open(b, dir)
 	imgs, err := discover.Discover(root, config.Confext, false)
 	if err != nil || len(imgs) != 1 {
 		b.Fatal(imgs, err)
@@ -51,7 +52,7 @@ func BenchmarkDiscoverIdentity64(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	root := b1OpenRoot(b, dir)
+	root := roottest.Open(b, dir)
 	b.ResetTimer()
 	for range b.N {
 		imgs, err := discover.Discover(root, config.Confext, false)

@@ -17,6 +17,7 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/extension/config"
 	"github.com/ext-setup-root/ext-setup-root/extension/discover"
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
+	"github.com/ext-setup-root/ext-setup-root/internal/testutil/roottest"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 )
 
@@ -32,7 +33,7 @@ func statField(t *testing.T, format, p string) string {
 
 func mustDiscover(t *testing.T, dir string, c *config.Class) map[string]discover.Image {
 	t.Helper()
-	imgs, err := discover.Discover(b1OpenRoot(t, dir), c, false)
+	imgs, err := discover.Discover(roottest.Open(t, dir), c, false)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestImageIdentityDirectoryAndRaw(t *testing.T) {
 		"usr/lib/confexts/sq.raw":   "not really squashfs",
 		"run/confexts/link":         "->/var/lib/confexts/d1",
 	})
-	root := b1OpenRoot(t, dir)
+	root := roottest.Open(t, dir)
 	imgs := mustDiscover(t, dir, config.Confext)
 
 	d1, err := ImageIdentity(root, imgs["d1"], IdentityOptions{})
@@ -132,7 +133,7 @@ func TestCrtimeXattr(t *testing.T) {
 			testutil.Gate(t, "user xattrs on the test directory's file system: %v", err)
 		}
 	}
-	root := b1OpenRoot(t, dir)
+	root := roottest.Open(t, dir)
 	img := mustDiscover(t, dir, config.Confext)["c"]
 	base, err := ImageIdentity(root, img, IdentityOptions{})
 	if err != nil {
@@ -186,7 +187,7 @@ func TestVerityHashIdentity(t *testing.T) {
 					testutil.Gate(t, "user xattrs on the test directory's file system: %v", err)
 				}
 			}
-			root := b1OpenRoot(t, dir)
+			root := roottest.Open(t, dir)
 			img := mustDiscover(t, dir, config.Sysext)["v"]
 			id, err := ImageIdentity(root, img, IdentityOptions{Getenv: func(string) string { return tc.env }})
 			if tc.wantErr {
@@ -213,7 +214,7 @@ func TestVerityHashIdentity(t *testing.T) {
 	dir := t.TempDir()
 	testutil.WriteTree(t, dir, map[string]string{"var/lib/extensions/g.raw": "img"})
 	called := false
-	id, err := ImageIdentity(b1OpenRoot(t, dir), mustDiscover(t, dir, config.Sysext)["g"], IdentityOptions{
+	id, err := ImageIdentity(roottest.Open(t, dir), mustDiscover(t, dir, config.Sysext)["g"], IdentityOptions{
 		EmbeddedVerity: func(discover.Image, *os.File) ([]byte, error) { called = true; return bytes.Repeat([]byte{1}, 32), nil },
 	})
 	if err != nil || !called || id.VerityHash != strings.Repeat("01", 32) {
@@ -228,7 +229,7 @@ func TestDirFingerprint(t *testing.T) {
 		"var/lib/confexts/kde/etc/sub/b.conf": "b\n",
 		"var/lib/confexts/kde/etc/link":       "->a.conf",
 	})
-	root := b1OpenRoot(t, dir)
+	root := roottest.Open(t, dir)
 	img := mustDiscover(t, dir, config.Confext)["kde"]
 	fp := func() string {
 		t.Helper()
@@ -287,7 +288,7 @@ func TestImageIdentityMountIDs(t *testing.T) {
 	testutil.RequireRoot(t)
 	fsDir := testutil.Tmpfs(t)
 	testutil.WriteTree(t, fsDir, map[string]string{"run/confexts/t/etc/x": "1", "bind/": ""})
-	root := b1OpenRoot(t, fsDir)
+	root := roottest.Open(t, fsDir)
 	img := mustDiscover(t, fsDir, config.Confext)["t"]
 	a, err := ImageIdentity(root, img, IdentityOptions{})
 	if err != nil {

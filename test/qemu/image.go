@@ -82,16 +82,7 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	// The OS /usr carries what `make install` installs (binary, host
 	// drop-ins, confext.conf.d), as a distribution's image would.
 	stage, sum := InstallTree(t, in.Arch)
-	h := sha256.New()
-	fmt.Fprintf(h, "install=%s\n", sum)
-	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%s\n%v\n%v\n", imageFormat, version, in.KVer, reporterScript, reporterUnit, lateStopUnit, guestModules, DefaultConfext(version))
-	if m := in.manifest(); m != nil {
-		h.Write(m)
-	}
-	if verity {
-		fmt.Fprintf(h, "verity ddi-v1\n%s", vendor.CertPEM(t))
-	}
-	img := filepath.Join(in.Cache, "usr", "usr-"+key+"-"+hex.EncodeToString(h.Sum(nil))[:16]+".erofs")
+	img := usrImagePath(t, in, version, key, sum, verity, vendor)
 	if _, err := os.Stat(img); err == nil {
 		usrCache[mkey] = img
 		return img
@@ -105,8 +96,44 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	tree := filepath.Join(scratch, "usr")
 	run(t, "cp", "-a", "--reflink=auto", filepath.Join(in.Rootfs, "usr"), tree)
 	run(t, "cp", "-a", filepath.Join(stage, "usr")+"/.", tree+"/")
+	usrOSRelease(t, tree, version, in.arch().board)
+	usrModules(t, in, tree, filepath.Join(scratch, "depmod"))
+	usrTestUnits(t, tree)
+	usrVendorFiles(t, tree, version, verity, vendor)
 
-	// os-release: the version is what A/B selection keys on.
+	tmp := filepath.Join(scratch, "usr.erofs")
+	run(t, "mkfs.erofs", "--quiet", "-T0", tmp, tree)
+	if err := os.Rename(tmp, img); err != nil {
+		t.Fatal(err)
+	}
+	// [0-9a-f]: the plain image's pattern must not match "-verity-".
+	prune(filepath.Join(filepath.Dir(img), "usr-"+key+"-[0-9a-f]*.erofs"), 6)
+	usrCache[mkey] = img
+	return img
+}
+
+// usrImagePath is the cache path of the /usr image: key and a hash of
+// every input of usrImage (the install tree's sum, the recipe's format,
+// kernel, units, modules, default confext, the rootfs manifest and, with
+// verity, the vendor certificate).
+func usrImagePath(t testing.TB, in *Inputs, version, key, installSum string, verity bool, vendor SigningKey) string {
+	t.Helper()
+	h := sha256.New()
+	fmt.Fprintf(h, "install=%s\n", installSum)
+	fmt.Fprintf(h, "%s\n%s\n%s\n%s\n%s\n%s\n%v\n%v\n", imageFormat, version, in.KVer, reporterScript, reporterUnit, lateStopUnit, guestModules, DefaultConfext(version))
+	if m := in.manifest(); m != nil {
+		h.Write(m)
+	}
+	if verity {
+		fmt.Fprintf(h, "verity ddi-v1\n%s", vendor.CertPEM(t))
+	}
+	return filepath.Join(in.Cache, "usr", "usr-"+key+"-"+hex.EncodeToString(h.Sum(nil))[:16]+".erofs")
+}
+
+// usrOSRelease rewrites tree's lib/os-release with version: the version
+// is what A/B selection keys on.
+func usrOSRelease(t testing.TB, tree, version, board string) {
+	t.Helper()
 	osr, err := os.ReadFile(filepath.Join(tree, "lib/os-release"))
 	if err != nil {
 		t.Fatal(err)
@@ -118,11 +145,15 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 		}
 		b.WriteString(l + "\n")
 	}
-	fmt.Fprintf(&b, "VERSION=%s\nVERSION_ID=%s\nBUILD_ID=extsr-test\nFLATCAR_BOARD=%s\n", version, version, in.arch().board)
+	fmt.Fprintf(&b, "VERSION=%s\nVERSION_ID=%s\nBUILD_ID=extsr-test\nFLATCAR_BOARD=%s\n", version, version, board)
 	os.Remove(filepath.Join(tree, "lib/os-release"))
 	writeFile(t, tree, "lib/os-release", b.String(), 0o644)
+}
 
-	// Kernel modules subset, then depmod on it.
+// usrModules copies the guestModules subset of the kernel's modules into
+// tree, then runs depmod on it (base: a scratch directory for depmod -b).
+func usrModules(t testing.TB, in *Inputs, tree, base string) {
+	t.Helper()
 	mdir := filepath.Join(tree, "lib/modules", in.KVer)
 	mkdirs(t, mdir)
 	for _, d := range guestModules {
@@ -133,12 +164,15 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 		mkdirs(t, filepath.Dir(filepath.Join(mdir, d)))
 		run(t, "cp", "-a", src, filepath.Join(mdir, d))
 	}
-	base := filepath.Join(scratch, "depmod")
 	mkdirs(t, filepath.Join(base, "lib"))
 	symlink(t, base, "lib/modules", filepath.Join(tree, "lib/modules"))
 	run(t, "depmod", "-b", base, in.KVer)
+}
 
-	// Reporter and test units.
+// usrTestUnits installs the reporter and the test units, and enables
+// systemd-confext and systemd-sysext as Flatcar does.
+func usrTestUnits(t testing.TB, tree string) {
+	t.Helper()
 	writeFile(t, tree, "libexec/extsr-report", reporterScript, 0o755)
 	writeFile(t, tree, "lib/systemd/system/extsr-report.service", reporterUnit, 0o644)
 	symlink(t, tree, "lib/systemd/system/multi-user.target.wants/extsr-report.service", "../extsr-report.service")
@@ -148,7 +182,14 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 	for _, u := range []string{"systemd-confext.service", "systemd-sysext.service"} {
 		symlink(t, tree, "lib/systemd/system/sysinit.target.wants/"+u, "../"+u)
 	}
+}
 
+// usrVendorFiles adds what Flatcar's /usr ships for the boot stages: the
+// OEM migration list, the default confext (a signed DDI with verity, its
+// certificate in lib/verity.d), the directory copy of its /etc for the
+// dedup and the whiteout list.
+func usrVendorFiles(t testing.TB, tree, version string, verity bool, vendor SigningKey) {
+	t.Helper()
 	// The OEM migration list (what a migrate flag deletes), like
 	// /usr/share/flatcar/oems/$OEMID in Flatcar.
 	writeFile(t, tree, "share/flatcar/oems/"+OEMID, "/etc/extsr-oem-legacy.conf\n", 0o644)
@@ -167,16 +208,6 @@ func usrImage(t testing.TB, in *Inputs, version string, verity bool) string {
 		writeFile(t, tree, "share/flatcar/"+p, c, 0o644)
 	}
 	writeFile(t, tree, "share/flatcar/etc-no-whiteouts", "/etc/extsr/defaults/listed.conf\n", 0o644)
-
-	tmp := filepath.Join(scratch, "usr.erofs")
-	run(t, "mkfs.erofs", "--quiet", "-T0", tmp, tree)
-	if err := os.Rename(tmp, img); err != nil {
-		t.Fatal(err)
-	}
-	// [0-9a-f]: the plain image's pattern must not match "-verity-".
-	prune(filepath.Join(filepath.Dir(img), "usr-"+key+"-[0-9a-f]*.erofs"), 6)
-	usrCache[mkey] = img
-	return img
 }
 
 // DefaultConfext is the default confext of a /usr version: it provides

@@ -96,95 +96,101 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 // InitrdFor is Initrd with certificates and the systemd-sysext module.
 func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	t.Helper()
-	withOurs := spec.Ours
-	modules, drivers := dracutModules, dracutDrivers
-	if spec.SysextSysroot {
-		modules += " systemd-sysext"
-		drivers += " dm-mod dm-verity"
-	}
-	var certs strings.Builder
-	for _, c := range spec.Certs {
-		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
-	}
-	ckey := fmt.Sprintf("%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, in.KVer, in.Rootfs, certs.String())
+	b := newInitrdBuild(t, spec)
+	ckey := fmt.Sprintf("%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, in.KVer, in.Rootfs, b.certs)
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
 	if p, ok := initrdCache[ckey]; ok {
 		return p
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, withOurs, oemMountUnit)
-	if certs.Len() > 0 {
-		fmt.Fprintf(h, "certs=%s", certs.String())
-	}
-	if m := in.manifest(); m != nil {
-		h.Write(m)
-	}
-	var stage string
-	var caPEM []byte
-	if withOurs {
-		// Our dracut module installs the OS's CA bundle (for the fetcher's
-		// HTTPS): the forky test root has none, so the fetch test's CA is
-		// the bundle of every test initramfs.
-		caPEM = TestFetchCA(t).CertPEM
-		fmt.Fprintf(h, "ca=%s\n", caPEM)
-		var sum string
-		stage, sum = InstallTree(t, in.Arch)
-		fmt.Fprintf(h, "install=%s\n", sum)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))[:16]
-	out := filepath.Join(in.Cache, "initrd", "initrd-"+sum+".img")
+	out := b.path(t, in)
 	if _, err := os.Stat(out); err == nil {
 		t.Logf("initrd: cached %s", out)
 		initrdCache[ckey] = out
 		return out
 	}
+	b.build(t, in, out)
+	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 10)
+	st, _ := os.Stat(out)
+	t.Logf("initrd: built %s (%d KiB)", out, st.Size()>>10)
+	initrdCache[ckey] = out
+	return out
+}
 
-	// An overlay over the cached root keeps it pristine; the test process
-	// runs in a private mount namespace, so nothing here reaches the host.
+// initrdBuild is one test initramfs: the dracut module and driver sets,
+// the certificates, and with our module the `make install` tree and the
+// CA bundle it carries.
+type initrdBuild struct {
+	spec             InitrdSpec
+	modules, drivers string
+	certs            string // each certificate's name and PEM
+	stage            string // the install tree (with our module)
+	caPEM            []byte
+}
+
+func newInitrdBuild(t testing.TB, spec InitrdSpec) *initrdBuild {
+	t.Helper()
+	b := &initrdBuild{spec: spec, modules: dracutModules, drivers: dracutDrivers}
+	if spec.SysextSysroot {
+		b.modules += " systemd-sysext"
+		b.drivers += " dm-mod dm-verity"
+	}
+	var certs strings.Builder
+	for _, c := range spec.Certs {
+		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
+	}
+	b.certs = certs.String()
+	return b
+}
+
+// path is the cache path of the initramfs: a hash of the module sets,
+// kernel, OEM mount unit, certificates, rootfs manifest and, with our
+// module, the CA bundle and the install tree (made here).
+func (b *initrdBuild) path(t testing.TB, in *Inputs) string {
+	t.Helper()
+	h := sha256.New()
+	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", b.modules, b.drivers, in.KVer, b.spec.Ours, oemMountUnit)
+	if b.certs != "" {
+		fmt.Fprintf(h, "certs=%s", b.certs)
+	}
+	if m := in.manifest(); m != nil {
+		h.Write(m)
+	}
+	if b.spec.Ours {
+		// Our dracut module installs the OS's CA bundle (for the fetcher's
+		// HTTPS): the forky test root has none, so the fetch test's CA is
+		// the bundle of every test initramfs.
+		b.caPEM = TestFetchCA(t).CertPEM
+		fmt.Fprintf(h, "ca=%s\n", b.caPEM)
+		var sum string
+		b.stage, sum = InstallTree(t, in.Arch)
+		fmt.Fprintf(h, "install=%s\n", sum)
+	}
+	sum := hex.EncodeToString(h.Sum(nil))[:16]
+	return filepath.Join(in.Cache, "initrd", "initrd-"+sum+".img")
+}
+
+// build runs dracut in a writable overlay of the cached root (kept
+// pristine; the test process runs in a private mount namespace, so
+// nothing here reaches the host) and puts the image at out.
+func (b *initrdBuild) build(t testing.TB, in *Inputs, out string) {
+	t.Helper()
 	base, err := os.MkdirTemp("", "ext-setup-root-dracut-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	upper, wdir, merged := filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
-	mkdirs(t, upper)
-	mkdirs(t, wdir)
-	mkdirs(t, merged)
-	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+in.Rootfs+",upperdir="+upper+",workdir="+wdir); err != nil {
-		t.Fatalf("mount overlay on %s: %v", merged, err)
-	}
 	var mounted []string
-	mounted = append(mounted, merged)
 	defer func() {
 		for i := len(mounted) - 1; i >= 0; i-- {
 			unix.Unmount(mounted[i], unix.MNT_DETACH)
 		}
 		os.RemoveAll(base)
 	}()
-	if stage != "" {
-		run(t, "cp", "-a", stage+"/.", merged+"/")
-	}
-	if caPEM != nil {
-		writeFile(t, merged, "etc/ssl/certs/ca-certificates.crt", string(caPEM), 0o644)
-	}
-	kmods := filepath.Join(merged, "usr/lib/modules", in.KVer)
-	mkdirs(t, kmods)
-	binds := [][2]string{{filepath.Join(in.Modules, in.KVer), kmods}, {"/proc", filepath.Join(merged, "proc")}, {"/sys", filepath.Join(merged, "sys")}, {"/dev", filepath.Join(merged, "dev")}}
-	for _, b := range binds {
-		if err := unix.Mount(b[0], b[1], "", unix.MS_BIND, ""); err != nil {
-			t.Fatalf("bind %s on %s: %v", b[0], b[1], err)
-		}
-		mounted = append(mounted, b[1])
-	}
-	inc := filepath.Join(merged, "tmp/extsr-include")
-	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", oemMountUnit, 0o644)
-	symlink(t, inc, "usr/lib/systemd/system/initrd-fs.target.wants/sysroot-oem.mount", "../sysroot-oem.mount")
-	for _, c := range spec.Certs {
-		writeFile(t, inc, "etc/verity.d/extsr-"+c.Name+".crt", c.CertPEM(t), 0o644)
-	}
+	merged := b.dracutRoot(t, in, base, &mounted)
+	b.writeIncludes(t, filepath.Join(merged, "tmp/extsr-include"))
 	args := []string{merged, "dracut", "--include", "/tmp/extsr-include", "/", "--force", "--quiet", "--no-hostonly", "--no-hostonly-cmdline", "--kver", in.KVer,
-		"--drivers", drivers, "--filesystems", "ext4 erofs", "-m", modules, "--compress", "zstd"}
-	if withOurs {
+		"--drivers", b.drivers, "--filesystems", "ext4 erofs", "-m", b.modules, "--compress", "zstd"}
+	if b.spec.Ours {
 		args = append(args, "--add", ourModule)
 	}
 	args = append(args, "/tmp/initrd.img")
@@ -195,11 +201,50 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	if err := os.Rename(tmp, out); err != nil {
 		t.Fatal(err)
 	}
-	prune(filepath.Join(filepath.Dir(out), "initrd-*.img"), 10)
-	st, _ := os.Stat(out)
-	t.Logf("initrd: built %s (%d KiB)", out, st.Size()>>10)
-	initrdCache[ckey] = out
-	return out
+}
+
+// dracutRoot mounts the overlay of in.Rootfs below base with the install
+// tree and CA bundle copied in and the kernel's modules, /proc, /sys and
+// /dev bound; every mount is appended to mounted (the caller detaches
+// them). It returns the overlay's path.
+func (b *initrdBuild) dracutRoot(t testing.TB, in *Inputs, base string, mounted *[]string) string {
+	t.Helper()
+	upper, wdir, merged := filepath.Join(base, "upper"), filepath.Join(base, "work"), filepath.Join(base, "merged")
+	mkdirs(t, upper)
+	mkdirs(t, wdir)
+	mkdirs(t, merged)
+	if err := unix.Mount("overlay", merged, "overlay", 0, "lowerdir="+in.Rootfs+",upperdir="+upper+",workdir="+wdir); err != nil {
+		t.Fatalf("mount overlay on %s: %v", merged, err)
+	}
+	*mounted = append(*mounted, merged)
+	if b.stage != "" {
+		run(t, "cp", "-a", b.stage+"/.", merged+"/")
+	}
+	if b.caPEM != nil {
+		writeFile(t, merged, "etc/ssl/certs/ca-certificates.crt", string(b.caPEM), 0o644)
+	}
+	kmods := filepath.Join(merged, "usr/lib/modules", in.KVer)
+	mkdirs(t, kmods)
+	binds := [][2]string{{filepath.Join(in.Modules, in.KVer), kmods}, {"/proc", filepath.Join(merged, "proc")}, {"/sys", filepath.Join(merged, "sys")}, {"/dev", filepath.Join(merged, "dev")}}
+	for _, bd := range binds {
+		if err := unix.Mount(bd[0], bd[1], "", unix.MS_BIND, ""); err != nil {
+			t.Fatalf("bind %s on %s: %v", bd[0], bd[1], err)
+		}
+		*mounted = append(*mounted, bd[1])
+	}
+	return merged
+}
+
+// writeIncludes writes the tree dracut --include adds: the OEM mount
+// unit, wanted by initrd-fs.target, and the certificates in
+// /etc/verity.d.
+func (b *initrdBuild) writeIncludes(t testing.TB, inc string) {
+	t.Helper()
+	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", oemMountUnit, 0o644)
+	symlink(t, inc, "usr/lib/systemd/system/initrd-fs.target.wants/sysroot-oem.mount", "../sysroot-oem.mount")
+	for _, c := range b.spec.Certs {
+		writeFile(t, inc, "etc/verity.d/extsr-"+c.Name+".crt", c.CertPEM(t), 0o644)
+	}
 }
 
 var (

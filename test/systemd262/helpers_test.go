@@ -17,17 +17,7 @@ func TestMain(m *testing.M) { testutil.MainInMountNS(m) }
 // returns the prepared Env.
 func sdEnv(t *testing.T) *Env {
 	t.Helper()
-	testutil.RequireRoot(t)
-	dir := ChrootDir()
-	if dir == "" {
-		dir = testutil.RequireEnvDir(t, RootEnv, "systemd 262 chroot (make systemd262-root)")
-	}
-	testutil.RequireTool(t, "mksquashfs", "mkfs.erofs", "mkfs.ext4", "losetup")
-	e, err := Setup(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return e
+	return Require(t, "mksquashfs", "mkfs.erofs", "mkfs.ext4", "losetup")
 }
 
 // newRoot builds fixture f on a fresh ext4 loop filesystem (ext4, not tmpfs,

@@ -72,8 +72,6 @@ var (
 	setupOnce sync.Once
 	setupEnv  *Env
 	setupErr  error
-	rootSeq   int
-	rootMu    sync.Mutex
 )
 
 // Setup prepares the chroot once per process (further calls return the same
@@ -179,13 +177,18 @@ type Root struct {
 // on it; otherwise the root lives on the scratch tmpfs. The bind is shared
 // so systemd's merges propagate. cleanup detaches everything mounted at or
 // below the slot.
+//
+// Each slot has a name no other caller can hold (os.MkdirTemp): Setup's
+// tmpfs at /mnt is private to this process's mount namespace, but a
+// fixed or counted name (the former t1, t2, ...) would collide the moment
+// two runs share a Work (two Envs, a namespace entered twice, a tool
+// reusing one); a slot is never a shared path.
 func (e *Env) NewRoot(fs string) (r Root, cleanup func(), err error) {
-	rootMu.Lock()
-	rootSeq++
-	n := rootSeq
-	rootMu.Unlock()
-	slot := filepath.Join(e.Work, fmt.Sprintf("t%d", n))
-	if err := os.Mkdir(slot, 0o755); err != nil {
+	slot, err := os.MkdirTemp(e.Work, "t")
+	if err != nil {
+		return Root{}, nil, err
+	}
+	if err := os.Chmod(slot, 0o755); err != nil {
 		return Root{}, nil, err
 	}
 	cleanup = func() {}

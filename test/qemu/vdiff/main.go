@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ext-setup-root/ext-setup-root/test/qemu/pcrstub"
 	"github.com/ext-setup-root/ext-setup-root/test/systemd262"
 )
 
@@ -180,95 +181,123 @@ func main() {
 	if err := buildRoot(root, image); err != nil {
 		fail("scratch root: %v", err)
 	}
-	before := dmDevices()
-	rootArg := "--root=" + root
 	// Both merges activate the image's verity device; each must ask for
 	// the same measurement (measure.go).
 	stub := startStub()
 	if stub != nil {
 		defer stub.Close()
 	}
-	var sdWords, ourWords []string
-	var sdSnap, ourSnap *systemd262.Snapshot
-
+	d := &diffRun{root: root, rootArg: "--root=" + root, stub: stub, before: dmDevices()}
 	if !failed {
-		if out, err := run("systemd-confext", rootArg, "--mutable=auto", "merge"); err != nil {
-			fail("systemd-confext merge: %v: %s", err, out)
-			// Once more with systemd's debug log, for the reason.
-			dbg, _ := exec.Command("env", "SYSTEMD_LOG_LEVEL=debug", "systemd-confext", rootArg, "--mutable=auto", "merge").CombinedOutput()
-			for _, l := range strings.Split(string(dbg), "\n") {
-				if l != "" {
-					r("vdiff_sd_debug", l)
-				}
-			}
-			run("systemd-confext", rootArg, "unmerge")
-		} else {
-			r("vdiff_sd_merge", out)
-			if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
-				for _, l := range strings.Split(string(mi), "\n") {
-					if strings.Contains(l, "extsr-vdiff") {
-						r("vdiff_sd_mount", l)
-					}
-				}
-			}
-			s, err := systemd262.TakeSnapshot(root)
-			if err != nil {
-				fail("snapshot of systemd's merge: %v", err)
-			}
-			sdSnap = s
-			sdWords = takeWords(stub, "systemd")
-			if out, err := run("systemd-confext", rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
-				fail("harness: systemd's refresh of its own merge did not skip: %v: %s", err, out)
-			}
-			takeWords(stub, "systemd_refresh")
-			if out, err := run("systemd-confext", rootArg, "unmerge"); err != nil {
-				fail("systemd-confext unmerge: %v: %s", err, out)
-			}
-			takeWords(stub, "systemd_unmerge")
-		}
-		if extra := leftOver(before); len(extra) > 0 {
-			fail("after systemd's unmerge device-mapper devices are left: %v", extra)
-		}
+		d.systemdRound()
 	}
-	if sdSnap != nil {
-		r("vdiff_origin_systemd", sdSnap.OriginJSON())
-		if out, err := run("ext-setup-root", "confext", rootArg, "--mutable=auto", "merge"); err != nil {
-			fail("ext-setup-root merge: %v: %s", err, out)
-		} else {
-			s, err := systemd262.TakeSnapshot(root)
-			if err != nil {
-				fail("snapshot of our merge: %v", err)
-			}
-			ourSnap = s
-			ourWords = takeWords(stub, "ours")
-			if out, err := run("systemd-confext", rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
-				fail("systemd-confext refresh after our merge did not skip: %v: %s", err, out)
-			}
-			takeWords(stub, "systemd_refresh_of_ours")
-			if out, err := run("ext-setup-root", "confext", rootArg, "unmerge"); err != nil {
-				fail("ext-setup-root unmerge: %v: %s", err, out)
-			}
-		}
-		if extra := leftOver(before); len(extra) > 0 {
-			fail("after our unmerge device-mapper devices are left: %v", extra)
-		}
+	if d.sdSnap != nil {
+		r("vdiff_origin_systemd", d.sdSnap.OriginJSON())
+		d.ourRound()
 	}
-	if sdSnap != nil && ourSnap != nil {
-		r("vdiff_origin_ours", ourSnap.OriginJSON())
-		r("vdiff_files", fmt.Sprintf("%d", len(ourSnap.Tree)))
-		if !strings.Contains(ourSnap.OriginJSON(), "verityHash") {
-			fail("our origin has no verityHash: %s", ourSnap.OriginJSON())
-		}
-		for _, d := range systemd262.Diff(sdSnap, ourSnap, "systemd", "ours") {
-			fail("%s", d)
-		}
-	}
-	if stub != nil && sdSnap != nil && ourSnap != nil {
-		compareWords(image, sdWords, ourWords)
-	}
+	d.compare(image)
 	if failed {
 		r("vdiff", "failed")
 	} else {
 		r("vdiff", "ok")
+	}
+}
+
+// diffRun is the state of one differential: the scratch root, the
+// measurement stub, the device-mapper devices before any merge, and each
+// tool's snapshot and measurement words.
+type diffRun struct {
+	root, rootArg     string
+	stub              *pcrstub.Stub
+	before            map[string]bool
+	sdWords, ourWords []string
+	sdSnap, ourSnap   *systemd262.Snapshot
+}
+
+// systemdRound is step 1: systemd-confext merges (with its debug log on
+// failure), the merge is snapshotted, its own refresh must skip, and its
+// unmerge must leave no device-mapper device.
+func (d *diffRun) systemdRound() {
+	if out, err := run("systemd-confext", d.rootArg, "--mutable=auto", "merge"); err != nil {
+		fail("systemd-confext merge: %v: %s", err, out)
+		// Once more with systemd's debug log, for the reason.
+		dbg, _ := exec.Command("env", "SYSTEMD_LOG_LEVEL=debug", "systemd-confext", d.rootArg, "--mutable=auto", "merge").CombinedOutput()
+		for _, l := range strings.Split(string(dbg), "\n") {
+			if l != "" {
+				r("vdiff_sd_debug", l)
+			}
+		}
+		run("systemd-confext", d.rootArg, "unmerge")
+	} else {
+		r("vdiff_sd_merge", out)
+		if mi, err := os.ReadFile("/proc/self/mountinfo"); err == nil {
+			for _, l := range strings.Split(string(mi), "\n") {
+				if strings.Contains(l, "extsr-vdiff") {
+					r("vdiff_sd_mount", l)
+				}
+			}
+		}
+		s, err := systemd262.TakeSnapshot(d.root)
+		if err != nil {
+			fail("snapshot of systemd's merge: %v", err)
+		}
+		d.sdSnap = s
+		d.sdWords = takeWords(d.stub, "systemd")
+		if out, err := run("systemd-confext", d.rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
+			fail("harness: systemd's refresh of its own merge did not skip: %v: %s", err, out)
+		}
+		takeWords(d.stub, "systemd_refresh")
+		if out, err := run("systemd-confext", d.rootArg, "unmerge"); err != nil {
+			fail("systemd-confext unmerge: %v: %s", err, out)
+		}
+		takeWords(d.stub, "systemd_unmerge")
+	}
+	if extra := leftOver(d.before); len(extra) > 0 {
+		fail("after systemd's unmerge device-mapper devices are left: %v", extra)
+	}
+}
+
+// ourRound is step 2: ext-setup-root merges, the merge is snapshotted,
+// systemd's refresh must skip on it, and our unmerge must leave no
+// device-mapper device.
+func (d *diffRun) ourRound() {
+	if out, err := run("ext-setup-root", "confext", d.rootArg, "--mutable=auto", "merge"); err != nil {
+		fail("ext-setup-root merge: %v: %s", err, out)
+	} else {
+		s, err := systemd262.TakeSnapshot(d.root)
+		if err != nil {
+			fail("snapshot of our merge: %v", err)
+		}
+		d.ourSnap = s
+		d.ourWords = takeWords(d.stub, "ours")
+		if out, err := run("systemd-confext", d.rootArg, "--mutable=auto", "refresh"); err != nil || !strings.Contains(out, systemd262.SkipMessage) {
+			fail("systemd-confext refresh after our merge did not skip: %v: %s", err, out)
+		}
+		takeWords(d.stub, "systemd_refresh_of_ours")
+		if out, err := run("ext-setup-root", "confext", d.rootArg, "unmerge"); err != nil {
+			fail("ext-setup-root unmerge: %v: %s", err, out)
+		}
+	}
+	if extra := leftOver(d.before); len(extra) > 0 {
+		fail("after our unmerge device-mapper devices are left: %v", extra)
+	}
+}
+
+// compare is steps 2 and 4's verdicts: the two snapshots must be equal
+// (our origin with the verity hash), and the measurement words too.
+func (d *diffRun) compare(image string) {
+	if d.sdSnap == nil || d.ourSnap == nil {
+		return
+	}
+	r("vdiff_origin_ours", d.ourSnap.OriginJSON())
+	r("vdiff_files", fmt.Sprintf("%d", len(d.ourSnap.Tree)))
+	if !strings.Contains(d.ourSnap.OriginJSON(), "verityHash") {
+		fail("our origin has no verityHash: %s", d.ourSnap.OriginJSON())
+	}
+	for _, df := range systemd262.Diff(d.sdSnap, d.ourSnap, "systemd", "ours") {
+		fail("%s", df)
+	}
+	if d.stub != nil {
+		compareWords(image, d.sdWords, d.ourWords)
 	}
 }
