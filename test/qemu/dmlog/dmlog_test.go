@@ -198,7 +198,7 @@ func TestReaderRejects(t *testing.T) {
 
 func TestSegmentsSplitAcrossRanges(t *testing.T) {
 	f := make(memDev, 64)
-	s := Segments{W: f, Segs: []Segment{{Len: 4, Target: 10}, {Len: 8, Target: 40}}}
+	s := Segments{{Len: 4, W: f, Off: 10}, {Len: 8, W: f, Off: 40}}
 	if _, err := s.WriteAt([]byte("abcdefgh"), 2); err != nil {
 		t.Fatal(err)
 	}
@@ -234,3 +234,23 @@ func FuzzReplay(f *testing.F) {
 }
 
 var _ io.WriterAt = memDev(nil)
+
+// TestReplayEachSeesTheDeviceAtEveryFlush: one pass, the device as it is
+// right after each flush entry.
+func TestReplayEachSeesTheDeviceAtEveryFlush(t *testing.T) {
+	raw := sample().bytes(8)
+	dev := make(memDev, 4*512)
+	var seen []string
+	_, err := ReplayEach(bytes.NewReader(raw), Limits{DevSectors: 4}, dev, Upto(7), func(e Entry) error {
+		if e.IsFlush() {
+			seen = append(seen, firstBytes(dev))
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(seen, " ") != "ab.. ebcd" {
+		t.Errorf("device at the flushes: %q, want [ab.. ebcd]", seen)
+	}
+}

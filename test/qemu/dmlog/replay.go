@@ -102,6 +102,13 @@ type Stats struct {
 // device may return anything for discarded sectors; zeros is one choice).
 // It stops after the last entry p can select.
 func Replay(r io.Reader, lim Limits, dev io.WriterAt, p Plan) (Stats, error) {
+	return ReplayEach(r, lim, dev, p, nil)
+}
+
+// ReplayEach is Replay calling after (when set) once each selected entry
+// is on dev, so that one pass over the log can check the device at every
+// flush; an error from after stops the replay.
+func ReplayEach(r io.Reader, lim Limits, dev io.WriterAt, p Plan, after func(Entry) error) (Stats, error) {
 	var st Stats
 	lr, err := NewReader(r, lim)
 	if err != nil {
@@ -121,26 +128,43 @@ func Replay(r io.Reader, lim Limits, dev io.WriterAt, p Plan) (Stats, error) {
 		if err != nil {
 			return st, err
 		}
-		if !p.wants(e.Index) || e.Sectors == 0 || e.Flags&Mark != 0 {
+		if !p.wants(e.Index) {
 			continue
 		}
-		off, n := int64(e.Sector)*ss, int64(e.Sectors)*ss
-		if e.Flags&Discard != 0 {
-			if err := writeZeros(dev, off, n); err != nil {
-				return st, fmt.Errorf("replay entry %d: discard: %w", e.Index, err)
-			}
-			st.Discards++
-			continue
-		}
-		if buf, err = lr.Data(buf); err != nil {
+		if buf, err = apply(lr, e, dev, ss, buf, &st); err != nil {
 			return st, err
 		}
-		if _, err := dev.WriteAt(buf, off); err != nil {
-			return st, fmt.Errorf("replay entry %d: write of %d bytes at %d: %w", e.Index, n, off, err)
+		if after != nil {
+			if err := after(e); err != nil {
+				return st, err
+			}
 		}
-		st.Writes++
-		st.Bytes += n
 	}
+}
+
+// apply writes one entry's data (or a discard's zeros) to dev.
+func apply(lr *Reader, e Entry, dev io.WriterAt, ss int64, buf []byte, st *Stats) ([]byte, error) {
+	if e.Sectors == 0 || e.Flags&Mark != 0 {
+		return buf, nil
+	}
+	off, n := int64(e.Sector)*ss, int64(e.Sectors)*ss
+	if e.Flags&Discard != 0 {
+		if err := writeZeros(dev, off, n); err != nil {
+			return buf, fmt.Errorf("replay entry %d: discard: %w", e.Index, err)
+		}
+		st.Discards++
+		return buf, nil
+	}
+	buf, err := lr.Data(buf)
+	if err != nil {
+		return buf, err
+	}
+	if _, err := dev.WriteAt(buf, off); err != nil {
+		return buf, fmt.Errorf("replay entry %d: write of %d bytes at %d: %w", e.Index, n, off, err)
+	}
+	st.Writes++
+	st.Bytes += n
+	return buf, nil
 }
 
 // writeZeros writes n zero bytes at off in 1 MiB pieces.
@@ -156,31 +180,29 @@ func writeZeros(dev io.WriterAt, off, n int64) error {
 	return nil
 }
 
-// Segment maps a range of the logged device to an offset of a file.
+// Segment maps a range of the logged device to a range of a file.
 type Segment struct {
-	Len    int64 // bytes of the logged device
-	Target int64 // offset in the file
+	Len int64       // bytes of the logged device
+	W   io.WriterAt // where they live
+	Off int64       // at this offset of W
 }
 
-// Segments is an io.WriterAt over a file for a logged device made of
-// concatenated ranges (the test guest logs a linear concatenation of the
-// OEM and ROOT partitions of one disk image).
-type Segments struct {
-	W    io.WriterAt
-	Segs []Segment
-}
+// Segments is an io.WriterAt for a logged device made of concatenated
+// ranges (the test guest logs a linear concatenation of the OEM and ROOT
+// partitions of one disk image).
+type Segments []Segment
 
 // WriteAt writes p at the device offset off, split across segments.
 func (s Segments) WriteAt(p []byte, off int64) (int, error) {
 	done := 0
 	base := int64(0)
-	for _, sg := range s.Segs {
+	for _, sg := range s {
 		if len(p) == 0 {
 			break
 		}
 		if off < base+sg.Len && off >= base {
 			k := min(int64(len(p)), base+sg.Len-off)
-			n, err := s.W.WriteAt(p[:k], sg.Target+off-base)
+			n, err := sg.W.WriteAt(p[:k], sg.Off+off-base)
 			done += n
 			if err != nil {
 				return done, err
