@@ -1,0 +1,152 @@
+package qemu
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ext-setup-root/ext-setup-root/test/qemu/dmlog"
+)
+
+// lwReplay is one replayed disk to boot: the log up to the flush at
+// position Flush of the recording, plus (Unflushed) a seeded subset of the
+// writes logged after it.
+type lwReplay struct {
+	Name      string
+	Flush     int
+	Unflushed bool
+}
+
+// TestQEMUPowerCutLogWrites is make test's sample of disk model (b): the
+// update boot recorded with dm-log-writes (powercut_dmlog.go), every flush
+// of ext-setup-root's initrd stages checked on the host with e2fsck, and
+// three replayed disks booted (recovery boot and third boot, the checks of
+// model (a)): the log cut at the middle flush of the pre stage, the
+// unflushed window after the flush at three quarters of the pre stage
+// (seeded subset of its writes), and the middle flush of the post stage.
+func TestQEMUPowerCutLogWrites(t *testing.T) {
+	in := RequireInputs(t)
+	seed := powercutSeed(t)
+	m, before, images := powercutSetup(t, in)
+	rec := recordUpdate(t, in, m, before, images)
+	pre, post := rec.flushesBetween("pre-start", "pre-done"), rec.flushesBetween("pre-done", "post-done")
+	t.Logf("flushes: %d in the pre stage, %d in the post stage, %d in the booted system", len(pre), len(post), len(rec.flushesBetween("post-done", "")))
+	if len(pre) < 2 || len(post) < 1 {
+		t.Fatalf("too few flushes inside ext-setup-root's stages to cut there (pre %d, post %d)", len(pre), len(post))
+	}
+	lwFsck(t, rec, m.disk, append(append([]int{}, pre...), post...))
+	runReplays(t, in, m, rec, before, images, seed, []lwReplay{
+		{"pre-mid", pre[len(pre)/2], false},
+		{"pre-unflushed", pre[len(pre)*3/4], true},
+		{"post-mid", post[len(post)/2], false},
+	}, "")
+}
+
+// TestQEMUPowerCutLogWritesSoak is make soak's long run of model (b):
+// every flush from the start of the pre stage to the end of the log is
+// checked with e2fsck, and EXT_SETUP_ROOT_DMLOG_SOAK replayed disks spread
+// evenly over the flushes of the initrd stages and the booted system
+// (alternately cut at the flush and with the unflushed window's subset)
+// are booted; the table goes to out/powercut-dmlog-soak.md.
+func TestQEMUPowerCutLogWritesSoak(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("EXT_SETUP_ROOT_DMLOG_SOAK"))
+	if n <= 0 {
+		t.Skip("long run: set EXT_SETUP_ROOT_DMLOG_SOAK=N (make soak-dmlog)")
+	}
+	in := RequireInputs(t)
+	seed := powercutSeed(t)
+	m, before, images := powercutSetup(t, in)
+	rec := recordUpdate(t, in, m, before, images)
+	all := rec.flushesBetween("pre-start", "")
+	if len(all) == 0 {
+		t.Fatal("no flush after the pre stage started")
+	}
+	lwFsck(t, rec, m.disk, all)
+	var plan []lwReplay
+	for i := range min(n, len(all)) {
+		f := all[i*len(all)/min(n, len(all))]
+		plan = append(plan, lwReplay{fmt.Sprintf("flush-%d", f), f, i%2 == 1})
+	}
+	runReplays(t, in, m, rec, before, images, seed, plan, filepath.Join(repoRoot(t), "out", "powercut-dmlog-soak.md"))
+}
+
+// powercutSeed is the run's seed (EXT_SETUP_ROOT_POWERCUT_SEED repeats it).
+func powercutSeed(t *testing.T) uint64 {
+	seed := uint64(time.Now().UnixNano())
+	if s := os.Getenv("EXT_SETUP_ROOT_POWERCUT_SEED"); s != "" {
+		seed, _ = strconv.ParseUint(s, 10, 64)
+	}
+	t.Logf("seed %d (EXT_SETUP_ROOT_POWERCUT_SEED repeats it)", seed)
+	return seed
+}
+
+// lwFsck checks the file systems at every flush position in flushes.
+func lwFsck(t *testing.T, rec *lwRecording, disk string, flushes []int) {
+	t.Helper()
+	want := map[int]bool{}
+	for _, f := range flushes {
+		want[f] = true
+	}
+	start := time.Now()
+	res := rec.fsckEveryFlush(t, disk, want)
+	bad := 0
+	for _, r := range res {
+		if len(r.Errors) > 0 {
+			bad++
+			t.Errorf("flush at log entry %d (%s): %s", rec.Entries[r.Pos].Index, rec.phaseOf(r.Pos), strings.Join(r.Errors, "; "))
+		}
+	}
+	if len(res) != len(want) {
+		t.Errorf("checked %d flushes, wanted %d", len(res), len(want))
+	}
+	t.Logf("e2fsck of OEM and ROOT after %d flushes: %d clean, %d not, %.0f s", len(res), len(res)-bad, bad, time.Since(start).Seconds())
+}
+
+// runReplays replays and boots each plan entry on its own copy of m's disk.
+func runReplays(t *testing.T, in *Inputs, m *Machine, rec *lwRecording, before, images map[string]string, seed uint64, plan []lwReplay, table string) {
+	var rows []string
+	for i, r := range plan {
+		p := dmlog.Upto(rec.Entries[r.Flush].Index)
+		what := "all up to the flush"
+		if r.Unflushed {
+			var kept, window int
+			p, kept, window = dmlog.Unflushed(rec.Entries, r.Flush, seed)
+			what = fmt.Sprintf("flush + %d of the %d entries after it", kept, window)
+		}
+		var walls []string
+		var st dmlog.Stats
+		ok := t.Run(fmt.Sprintf("%02d-%s", i+1, r.Name), func(t *testing.T) {
+			var disk string
+			disk, st = rec.replayDisk(t, m.disk, p)
+			t.Logf("replayed up to log entry %d (%s, %s): %d writes, %d discards, %d KiB", rec.Entries[r.Flush].Index, rec.phaseOf(r.Flush), what, st.Writes, st.Discards, st.Bytes>>10)
+			cm := &Machine{t: t, in: in, initrd: m.initrd, disk: disk, Timeout: m.Timeout}
+			walls = recoverAndRecheck(t, cm, before, images, "replay "+r.Name)
+		})
+		rows = append(rows, fmt.Sprintf("| %d | %d | %s | %s | %d | %s | %s |", i+1, rec.Entries[r.Flush].Index, rec.phaseOf(r.Flush), what, st.Writes,
+			strings.Join(walls, " / "), map[bool]string{true: "pass", false: "FAIL"}[ok]))
+		if table != "" {
+			writeReplayTable(t, table, seed, rec, rows, len(plan))
+		}
+	}
+}
+
+// writeReplayTable writes the soak's results table (markdown).
+func writeReplayTable(t *testing.T, path string, seed uint64, rec *lwRecording, rows []string, planned int) {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Power-cut soak, disk model (b)\n\n%s, seed %d, log of %d entries and %d flushes, %d of %d replayed disks booted. Boots: recovery / third.\n\n",
+		time.Now().UTC().Format(time.RFC3339), seed, len(rec.Entries), len(rec.Flushes), len(rows), planned)
+	b.WriteString("| # | flush (log entry) | phase | replayed | writes | boots (wall) | result |\n|---|---|---|---|---|---|---|\n")
+	for _, r := range rows {
+		b.WriteString(r + "\n")
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
