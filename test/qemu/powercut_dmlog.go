@@ -212,6 +212,7 @@ func recordUpdate(t *testing.T, in *Inputs, m *Machine, before, images map[strin
 	}
 	t.Logf("recorded update boot: %.0f s wall; log: %d entries, %d flushes, marks at %v; log %s",
 		rep.Wall.Seconds(), len(rec.Entries), len(rec.Flushes), rec.Marks, rep.LogPath)
+	t.Logf("log by phase: %s", rec.phaseCounts())
 	return rec
 }
 
@@ -229,6 +230,45 @@ func (r *lwRecording) flushesBetween(from, to string) []int {
 		}
 	}
 	return out
+}
+
+// lastFlushBefore returns the position of the last flush before a mark
+// (-1: none).
+func (r *lwRecording) lastFlushBefore(mark string) int {
+	last := -1
+	for _, f := range r.Flushes {
+		if f < r.Marks[mark] {
+			last = f
+		}
+	}
+	return last
+}
+
+// phaseCounts sums up, per phase, the log's writes, FUA writes and flushes.
+func (r *lwRecording) phaseCounts() string {
+	type c struct{ w, fua, fl int }
+	var order []string
+	n := map[string]*c{}
+	for i, e := range r.Entries {
+		ph := r.phaseOf(i)
+		if n[ph] == nil {
+			n[ph] = &c{}
+			order = append(order, ph)
+		}
+		switch {
+		case e.IsFlush():
+			n[ph].fl++
+		case e.Flags&dmlog.FUA != 0:
+			n[ph].fua++
+		case e.Flags&dmlog.Mark == 0:
+			n[ph].w++
+		}
+	}
+	var out []string
+	for _, ph := range order {
+		out = append(out, fmt.Sprintf("%s: %d writes, %d FUA, %d flushes", ph, n[ph].w, n[ph].fua, n[ph].fl))
+	}
+	return strings.Join(out, "; ")
 }
 
 // phaseOf names the part of the boot a log position is in.

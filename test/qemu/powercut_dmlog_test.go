@@ -22,27 +22,31 @@ type lwReplay struct {
 }
 
 // TestQEMUPowerCutLogWrites is make test's sample of disk model (b): the
-// update boot recorded with dm-log-writes (powercut_dmlog.go), every flush
-// of ext-setup-root's initrd stages checked on the host with e2fsck, and
+// update boot recorded with dm-log-writes (powercut_dmlog.go), the file
+// systems checked on the host with e2fsck at every flush of the log, and
 // three replayed disks booted (recovery boot and third boot, the checks of
-// model (a)): the log cut at the middle flush of the pre stage, the
-// unflushed window after the flush at three quarters of the pre stage
-// (seeded subset of its writes), and the middle flush of the post stage.
+// model (a)). The pre stage's prepare step (the selective reset's 1,588
+// removals) issues no flush of its own, so its cut is the unflushed window
+// after the last flush before the pre stage ended: a seeded subset of the
+// writes logged after it. The post stage (A/B moves, link flips, the
+// replacement of the merge) flushes several times: its cuts are the flush
+// at a third of them (everything after lost) and the unflushed window
+// after the flush at two thirds.
 func TestQEMUPowerCutLogWrites(t *testing.T) {
 	in := RequireInputs(t)
 	seed := powercutSeed(t)
 	m, before, images := powercutSetup(t, in)
 	rec := recordUpdate(t, in, m, before, images)
-	pre, post := rec.flushesBetween("pre-start", "pre-done"), rec.flushesBetween("pre-done", "post-done")
-	t.Logf("flushes: %d in the pre stage, %d in the post stage, %d in the booted system", len(pre), len(post), len(rec.flushesBetween("post-done", "")))
-	if len(pre) < 2 || len(post) < 1 {
-		t.Fatalf("too few flushes inside ext-setup-root's stages to cut there (pre %d, post %d)", len(pre), len(post))
+	post := rec.flushesBetween("pre-done", "post-done")
+	preEnd := rec.lastFlushBefore("pre-done")
+	if preEnd < 0 || len(post) < 2 {
+		t.Fatalf("too few flushes to cut inside ext-setup-root's stages (none before the pre stage ended: %v; post stage %d)", preEnd < 0, len(post))
 	}
-	lwFsck(t, rec, m.disk, append(append([]int{}, pre...), post...))
+	lwFsck(t, rec, m.disk, rec.Flushes)
 	runReplays(t, in, m, rec, before, images, seed, []lwReplay{
-		{"pre-mid", pre[len(pre)/2], false},
-		{"pre-unflushed", pre[len(pre)*3/4], true},
-		{"post-mid", post[len(post)/2], false},
+		{"pre-unflushed", preEnd, true},
+		{"post-third", post[len(post)/3], false},
+		{"post-unflushed", post[len(post)*2/3], true},
 	}, "")
 }
 
