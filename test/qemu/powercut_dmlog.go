@@ -374,6 +374,53 @@ func (r *lwRecording) fsckEveryFlush(t *testing.T, src string, want map[int]bool
 	return out
 }
 
+// fsckUnflushed replays, for each flush position, the unflushed-window
+// plan (dmlog.Unflushed with seed) onto fresh copies of the OEM and ROOT
+// partitions of src and checks both with e2fsck as fsckEveryFlush does.
+func (r *lwRecording) fsckUnflushed(t *testing.T, src string, flushes []int, seed uint64) []fsckResult {
+	t.Helper()
+	dir := t.TempDir()
+	l := r.Layout
+	var out []fsckResult
+	for _, pos := range flushes {
+		p, _, _ := dmlog.Unflushed(r.Entries, pos, seed)
+		parts := map[string]*os.File{}
+		for _, part := range []struct {
+			name     string
+			off, len int64
+		}{{"oem.img", l.OEMOff, l.OEMLen}, {"root.img", l.RootOff, l.RootLen}} {
+			dst := filepath.Join(dir, part.name)
+			os.Remove(dst)
+			run(t, "dd", "if="+src, "of="+dst, "bs=1M", "iflag=skip_bytes,count_bytes", fmt.Sprintf("skip=%d", part.off), fmt.Sprintf("count=%d", part.len), "conv=sparse", "status=none")
+			f, err := os.OpenFile(dst, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			parts[part.name] = f
+		}
+		lf, err := os.Open(r.Log)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = dmlog.Replay(bufio.NewReaderSize(lf, 1<<20), l.limits(r.Super.SectorSize), l.segments(parts["oem.img"], 0, parts["root.img"], 0), p)
+		lf.Close()
+		for _, f := range parts {
+			f.Close()
+		}
+		if err != nil {
+			t.Fatalf("replay %s: %v", r.Log, err)
+		}
+		res := fsckResult{Pos: pos}
+		for _, name := range []string{"oem.img", "root.img"} {
+			if msg := fsckCopy(t, filepath.Join(dir, name), filepath.Join(dir, "scratch.img")); msg != "" {
+				res.Errors = append(res.Errors, name+": "+msg)
+			}
+		}
+		out = append(out, res)
+	}
+	return out
+}
+
 // fsckCopy checks a copy of the file system image img: "" when clean after
 // its journal is replayed, else e2fsck's complaint.
 func fsckCopy(t *testing.T, img, scratch string) string {

@@ -51,7 +51,8 @@ func TestQEMUPowerCutLogWrites(t *testing.T) {
 }
 
 // TestQEMUPowerCutLogWritesSoak is make soak-dmlog's long run of model
-// (b): every flush of the log is checked with e2fsck, and
+// (b): every flush of the log is checked with e2fsck, both cut at the
+// flush and with the unflushed window's seeded subset after it, and
 // EXT_SETUP_ROOT_DMLOG_SOAK replayed disks spread evenly over the flushes
 // from the last one before the pre stage to the end of the log (the
 // booted system's late refresh included), alternately cut at the flush
@@ -75,6 +76,16 @@ func TestQEMUPowerCutLogWritesSoak(t *testing.T) {
 		}
 	}
 	lwFsck(t, rec, m.disk, rec.Flushes)
+	start := time.Now()
+	bad := 0
+	res := rec.fsckUnflushed(t, m.disk, rec.Flushes, seed)
+	for _, r := range res {
+		if len(r.Errors) > 0 {
+			bad++
+			t.Errorf("unflushed window after the flush at log entry %d (%s): %s", rec.Entries[r.Pos].Index, rec.phaseOf(r.Pos), strings.Join(r.Errors, "; "))
+		}
+	}
+	t.Logf("e2fsck of OEM and ROOT with the unflushed window's seeded subset after each of %d flushes: %d clean, %d not, %.0f s", len(res), len(res)-bad, bad, time.Since(start).Seconds())
 	var plan []lwReplay
 	for i := range min(n, len(all)) {
 		f := all[i*len(all)/min(n, len(all))]
