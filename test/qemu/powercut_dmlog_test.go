@@ -23,28 +23,30 @@ type lwReplay struct {
 
 // TestQEMUPowerCutLogWrites is make test's sample of disk model (b): the
 // update boot recorded with dm-log-writes (powercut_dmlog.go), the file
-// systems checked on the host with e2fsck at every flush of the log, and
-// three replayed disks booted (recovery boot and third boot, the checks of
-// model (a)). The pre stage's prepare step (the selective reset's 1,588
-// removals) issues no flush of its own, so its cut is the unflushed window
-// after the last flush before the pre stage ended: a seeded subset of the
-// writes logged after it. The post stage (A/B moves, link flips, the
-// replacement of the merge) flushes several times: its cuts are the flush
-// at a third of them (everything after lost) and the unflushed window
-// after the flush at two thirds.
+// systems checked on the host with e2fsck at every flush of the log, and,
+// for every flush from the last one before the pre stage to the end of the
+// post stage, with the unflushed window's seeded subset too; then three
+// replayed disks booted (recovery boot and third boot, the checks of model
+// (a)). The pre stage flushes once, after the selective reset (its 1,588
+// removals): the reset's cut is the unflushed window after the last flush
+// before the pre stage, which holds all of its writes. The post stage (A/B
+// moves, link flips, the replacement of the merge) flushes several times:
+// its cuts are the flush at a third of them (everything after lost) and
+// the unflushed window after the flush at two thirds.
 func TestQEMUPowerCutLogWrites(t *testing.T) {
 	in := RequireInputs(t)
 	seed := powercutSeed(t)
 	m, before, images := powercutSetup(t, in)
 	rec := recordUpdate(t, in, m, before, images)
 	post := rec.flushesBetween("pre-done", "post-done")
-	preEnd := rec.lastFlushBefore("pre-done")
-	if preEnd < 0 || len(post) < 2 {
-		t.Fatalf("too few flushes to cut inside ext-setup-root's stages (none before the pre stage ended: %v; post stage %d)", preEnd < 0, len(post))
+	preStart := rec.lastFlushBefore("pre-start")
+	if preStart < 0 || len(post) < 2 {
+		t.Fatalf("too few flushes to cut inside ext-setup-root's stages (none before the pre stage: %v; post stage %d)", preStart < 0, len(post))
 	}
 	lwFsck(t, rec, m.disk, rec.Flushes)
+	lwFsckUnflushed(t, rec, m.disk, append([]int{preStart}, rec.flushesBetween("pre-start", "post-done")...), seed)
 	runReplays(t, in, m, rec, before, images, seed, []lwReplay{
-		{"pre-unflushed", preEnd, true},
+		{"reset-unflushed", preStart, true},
 		{"post-third", post[len(post)/3], false},
 		{"post-unflushed", post[len(post)*2/3], true},
 	}, "")
@@ -76,16 +78,7 @@ func TestQEMUPowerCutLogWritesSoak(t *testing.T) {
 		}
 	}
 	lwFsck(t, rec, m.disk, rec.Flushes)
-	start := time.Now()
-	bad := 0
-	res := rec.fsckUnflushed(t, m.disk, rec.Flushes, seed)
-	for _, r := range res {
-		if len(r.Errors) > 0 {
-			bad++
-			t.Errorf("unflushed window after the flush at log entry %d (%s): %s", rec.Entries[r.Pos].Index, rec.phaseOf(r.Pos), strings.Join(r.Errors, "; "))
-		}
-	}
-	t.Logf("e2fsck of OEM and ROOT with the unflushed window's seeded subset after each of %d flushes: %d clean, %d not, %.0f s", len(res), len(res)-bad, bad, time.Since(start).Seconds())
+	lwFsckUnflushed(t, rec, m.disk, rec.Flushes, seed)
 	var plan []lwReplay
 	for i := range min(n, len(all)) {
 		f := all[i*len(all)/min(n, len(all))]
@@ -124,6 +117,22 @@ func lwFsck(t *testing.T, rec *lwRecording, disk string, flushes []int) {
 		t.Errorf("checked %d flushes, wanted %d", len(res), len(want))
 	}
 	t.Logf("e2fsck of OEM and ROOT after %d flushes: %d clean, %d not, %.0f s", len(res), len(res)-bad, bad, time.Since(start).Seconds())
+}
+
+// lwFsckUnflushed checks the file systems with the unflushed window's
+// seeded subset after each flush position in flushes.
+func lwFsckUnflushed(t *testing.T, rec *lwRecording, disk string, flushes []int, seed uint64) {
+	t.Helper()
+	start := time.Now()
+	bad := 0
+	res := rec.fsckUnflushed(t, disk, flushes, seed)
+	for _, r := range res {
+		if len(r.Errors) > 0 {
+			bad++
+			t.Errorf("unflushed window after the flush at log entry %d (%s): %s", rec.Entries[r.Pos].Index, rec.phaseOf(r.Pos), strings.Join(r.Errors, "; "))
+		}
+	}
+	t.Logf("e2fsck of OEM and ROOT with the unflushed window's seeded subset after each of %d flushes: %d clean, %d not, %.0f s", len(res), len(res)-bad, bad, time.Since(start).Seconds())
 }
 
 // runReplays replays and boots each plan entry on its own copy of m's disk.
