@@ -244,6 +244,26 @@ func (r *lwRecording) lastFlushBefore(mark string) int {
 	return last
 }
 
+// biggestWindow returns, of the flush positions given, the one followed by
+// the most entries before the next flush (-1 if none given): where the
+// most writes were in flight at once.
+func (r *lwRecording) biggestWindow(flushes []int) int {
+	best, size := -1, -1
+	for _, f := range flushes {
+		n := len(r.Entries) - f - 1
+		for _, g := range r.Flushes {
+			if g > f {
+				n = g - f - 1
+				break
+			}
+		}
+		if n > size {
+			best, size = f, n
+		}
+	}
+	return best
+}
+
 // phaseCounts sums up, per phase, the log's writes, FUA writes and flushes.
 func (r *lwRecording) phaseCounts() string {
 	type c struct{ w, fua, fl int }
