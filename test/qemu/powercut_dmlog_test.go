@@ -181,3 +181,40 @@ func writeReplayTable(t *testing.T, path string, seed uint64, rec *lwRecording, 
 		t.Fatal(err)
 	}
 }
+
+// TestLogWritesRecordingHelpers checks the choice of flushes on a made-up
+// log (no QEMU): marks, phases, windows.
+func TestLogWritesRecordingHelpers(t *testing.T) {
+	// 0 F, 1 w, 2 mark pre-start, 3 w, 4 F, 5..9 w, 10 F, 11 mark pre-done, 12 F, 13 mark post-done, 14 w, 15 F
+	kinds := "FwMwFwwwwwFMFMwF"
+	rec := &lwRecording{Marks: map[string]int{}}
+	marks := []string{"pre-start", "pre-done", "post-done"}
+	for i, k := range kinds {
+		e := dmlog.Entry{Index: uint64(i), Sectors: 1}
+		switch k {
+		case 'F':
+			e.Flags, e.Sectors = dmlog.Flush, 0
+		case 'M':
+			e.Flags, e.Sectors, e.Mark = dmlog.Mark, 0, marks[0]
+			rec.Marks[marks[0]] = i
+			marks = marks[1:]
+		}
+		rec.Entries = append(rec.Entries, e)
+	}
+	rec.Flushes = dmlog.Flushes(rec.Entries)
+	if got := rec.lastFlushBefore("pre-start"); got != 0 {
+		t.Errorf("last flush before pre-start: %d, want 0", got)
+	}
+	if got := rec.flushesBetween("pre-start", "pre-done"); fmt.Sprint(got) != "[4 10]" {
+		t.Errorf("flushes of the pre stage: %v, want [4 10]", got)
+	}
+	if got := rec.flushesBetween("pre-done", ""); fmt.Sprint(got) != "[12 15]" {
+		t.Errorf("flushes after pre-done: %v, want [12 15]", got)
+	}
+	if got := rec.biggestWindow([]int{0, 4, 10}); got != 4 {
+		t.Errorf("biggest window: after %d, want 4 (5 writes)", got)
+	}
+	if got := rec.phaseOf(5); got != "pre stage" {
+		t.Errorf("phase of 5: %q", got)
+	}
+}
