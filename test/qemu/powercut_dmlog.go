@@ -264,6 +264,21 @@ func (r *lwRecording) biggestWindow(flushes []int) int {
 	return best
 }
 
+// resetWindow returns the flush whose unflushed window holds the pre
+// stage's bulk of writes, the selective reset's removals: the biggest
+// window from the last flush before the pre stage up to, not including,
+// the pre stage's last flush (the stage ends with a sync, whose window
+// holds what came after the reset). The pre stage flushes once or twice,
+// as ext4's commit timer falls.
+func (r *lwRecording) resetWindow() int {
+	pre := r.flushesBetween("pre-start", "pre-done")
+	cand := []int{r.lastFlushBefore("pre-start")}
+	if len(pre) > 1 {
+		cand = append(cand, pre[:len(pre)-1]...)
+	}
+	return r.biggestWindow(cand)
+}
+
 // phaseCounts sums up, per phase, the log's writes, FUA writes and flushes.
 func (r *lwRecording) phaseCounts() string {
 	type c struct{ w, fua, fl int }

@@ -27,10 +27,8 @@ type lwReplay struct {
 // for every flush from the last one before the pre stage to the end of the
 // post stage, with the unflushed window's seeded subset too; then three
 // replayed disks booted (recovery boot and third boot, the checks of model
-// (a)). The pre stage flushes once or twice (ext4's commit timer decides):
-// the reset's cut is the biggest unflushed window from the last flush
-// before the pre stage to its end, which holds the selective reset's
-// 1,588 removals. The post stage (A/B
+// (a)). The reset's cut is the unflushed window that holds the selective
+// reset's 1,588 removals (resetWindow). The post stage (A/B
 // moves, link flips, the replacement of the merge) flushes several times:
 // its cuts are the flush at a third of them (everything after lost) and
 // the unflushed window after the flush at two thirds.
@@ -46,7 +44,7 @@ func TestQEMUPowerCutLogWrites(t *testing.T) {
 	}
 	lwFsck(t, rec, m.disk, rec.Flushes)
 	lwFsckUnflushed(t, rec, m.disk, append([]int{preStart}, rec.flushesBetween("pre-start", "post-done")...), seed)
-	reset := rec.biggestWindow(append([]int{preStart}, rec.flushesBetween("pre-start", "pre-done")...))
+	reset := rec.resetWindow()
 	runReplays(t, in, m, rec, before, images, seed, []lwReplay{
 		{"reset-unflushed", reset, true},
 		{"post-third", post[len(post)/3], false},
@@ -213,6 +211,9 @@ func TestLogWritesRecordingHelpers(t *testing.T) {
 	}
 	if got := rec.biggestWindow([]int{0, 4, 10}); got != 4 {
 		t.Errorf("biggest window: after %d, want 4 (5 writes)", got)
+	}
+	if got := rec.resetWindow(); got != 4 {
+		t.Errorf("reset window: after %d, want 4", got)
 	}
 	if got := rec.phaseOf(5); got != "pre stage" {
 		t.Errorf("phase of 5: %q", got)
