@@ -61,6 +61,12 @@ type InitrdSpec struct {
 	// systemd-confext-sysroot.service, the peer we compare against) and
 	// the dm-verity modules it needs.
 	SysextSysroot bool
+	// LogWrites records the writes to the OEM and ROOT partitions with
+	// dm-log-writes on a second disk (power cuts, disk model (b),
+	// powercut_dmlog.go): dracut's dm module, the target's module, the
+	// set-up unit and the marks; the OEM partition is mounted from the
+	// mapped device (boot with LogWritesCmdline).
+	LogWrites bool
 }
 
 // repoRoot finds the module root (go.mod) above the test's directory.
@@ -97,7 +103,7 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	t.Helper()
 	b := newInitrdBuild(t, spec)
-	ckey := fmt.Sprintf("%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, in.KVer, in.Rootfs, b.certs)
+	ckey := fmt.Sprintf("%v|%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, spec.LogWrites, in.KVer, in.Rootfs, b.certs)
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
 	if p, ok := initrdCache[ckey]; ok {
@@ -123,6 +129,7 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 type initrdBuild struct {
 	spec             InitrdSpec
 	modules, drivers string
+	oemUnit          string // the OEM partition's mount unit
 	certs            string // each certificate's name and PEM
 	stage            string // the install tree (with our module)
 	caPEM            []byte
@@ -130,10 +137,15 @@ type initrdBuild struct {
 
 func newInitrdBuild(t testing.TB, spec InitrdSpec) *initrdBuild {
 	t.Helper()
-	b := &initrdBuild{spec: spec, modules: dracutModules, drivers: dracutDrivers}
+	b := &initrdBuild{spec: spec, modules: dracutModules, drivers: dracutDrivers, oemUnit: oemMountUnit}
 	if spec.SysextSysroot {
 		b.modules += " systemd-sysext"
 		b.drivers += " dm-mod dm-verity"
+	}
+	if spec.LogWrites {
+		b.modules += " dm"
+		b.drivers += " dm-mod dm-log-writes"
+		b.oemUnit = strings.Replace(oemMountUnit, "What=/dev/disk/by-partlabel/OEM", "What="+lwOEMDev, 1)
 	}
 	var certs strings.Builder
 	for _, c := range spec.Certs {
@@ -149,7 +161,10 @@ func newInitrdBuild(t testing.TB, spec InitrdSpec) *initrdBuild {
 func (b *initrdBuild) path(t testing.TB, in *Inputs) string {
 	t.Helper()
 	h := sha256.New()
-	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", b.modules, b.drivers, in.KVer, b.spec.Ours, oemMountUnit)
+	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", b.modules, b.drivers, in.KVer, b.spec.Ours, b.oemUnit)
+	if b.spec.LogWrites {
+		fmt.Fprintf(h, "logwrites=%v\n", lwUnits)
+	}
 	if b.certs != "" {
 		fmt.Fprintf(h, "certs=%s", b.certs)
 	}
@@ -240,7 +255,10 @@ func (b *initrdBuild) dracutRoot(t testing.TB, in *Inputs, base string, mounted 
 // /etc/verity.d.
 func (b *initrdBuild) writeIncludes(t testing.TB, inc string) {
 	t.Helper()
-	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", oemMountUnit, 0o644)
+	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", b.oemUnit, 0o644)
+	if b.spec.LogWrites {
+		includeLogWrites(t, inc)
+	}
 	symlink(t, inc, "usr/lib/systemd/system/initrd-fs.target.wants/sysroot-oem.mount", "../sysroot-oem.mount")
 	for _, c := range b.spec.Certs {
 		writeFile(t, inc, "etc/verity.d/extsr-"+c.Name+".crt", c.CertPEM(t), 0o644)
