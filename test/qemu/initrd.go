@@ -61,6 +61,10 @@ type InitrdSpec struct {
 	// systemd-confext-sysroot.service, the peer we compare against) and
 	// the dm-verity modules it needs.
 	SysextSysroot bool
+	// TPM adds what a measured boot needs in the initrd (initrd_tpm.go):
+	// the TPM drivers, dracut's tpm2-tss and systemd-pcrextend modules,
+	// and systemd-pcrextend.socket, which they leave out.
+	TPM bool
 }
 
 // repoRoot finds the module root (go.mod) above the test's directory.
@@ -102,11 +106,15 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 		modules += " systemd-sysext"
 		drivers += " dm-mod dm-verity"
 	}
+	if spec.TPM {
+		modules += tpmModules
+		drivers += tpmDrivers
+	}
 	var certs strings.Builder
 	for _, c := range spec.Certs {
 		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
 	}
-	ckey := fmt.Sprintf("%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, in.KVer, in.Rootfs, certs.String())
+	ckey := fmt.Sprintf("%v|%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, spec.TPM, in.KVer, in.Rootfs, certs.String())
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
 	if p, ok := initrdCache[ckey]; ok {
@@ -114,6 +122,9 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	}
 	h := sha256.New()
 	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, withOurs, oemMountUnit)
+	if spec.TPM {
+		fmt.Fprintf(h, "tpm=%s\n", tpmUnits)
+	}
 	if certs.Len() > 0 {
 		fmt.Fprintf(h, "certs=%s", certs.String())
 	}
@@ -181,6 +192,9 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	symlink(t, inc, "usr/lib/systemd/system/initrd-fs.target.wants/sysroot-oem.mount", "../sysroot-oem.mount")
 	for _, c := range spec.Certs {
 		writeFile(t, inc, "etc/verity.d/extsr-"+c.Name+".crt", c.CertPEM(t), 0o644)
+	}
+	if spec.TPM {
+		includeTPM(t, merged, inc)
 	}
 	args := []string{merged, "dracut", "--include", "/tmp/extsr-include", "/", "--force", "--quiet", "--no-hostonly", "--no-hostonly-cmdline", "--kver", in.KVer,
 		"--drivers", drivers, "--filesystems", "ext4 erofs", "-m", modules, "--compress", "zstd"}
