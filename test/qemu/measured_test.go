@@ -47,7 +47,8 @@ type measuredVariant struct {
 // the verity NvPCR's value, replays the NvPCR from the log's verity
 // records (from the v262 start value) and requires the two to agree; then
 // it compares the two boots' verity records field by field
-// (tpmlog.Compare: modulo the loop disk sequence, boot ID and timestamp).
+// (tpmlog.Compare: modulo the loop device number and disk sequence, boot
+// ID and timestamp) and requires as many records in both.
 func TestQEMUMeasuredBoot(t *testing.T) {
 	base := RequireInputs(t)
 	if base == nil {
@@ -90,6 +91,12 @@ func TestQEMUMeasuredBoot(t *testing.T) {
 	ours, theirs := records["ext-setup-root"], records["systemd"]
 	for _, e := range tpmlog.Compare(ours, theirs) {
 		t.Error(e)
+	}
+	// The count (docs/measure.md, "How many records"): both initrd paths
+	// activate the default confext twice (two devices, two measurements),
+	// and the booted systems reuse the live device without measuring.
+	if len(ours) != len(theirs) {
+		t.Errorf("%d verity records in ext-setup-root's boot, %d in systemd's", len(ours), len(theirs))
 	}
 	t.Logf("MEASURE verity records: ext-setup-root boot %d (%d distinct), systemd boot %d (%d distinct)",
 		len(ours), distinct(t, ours), len(theirs), distinct(t, theirs))

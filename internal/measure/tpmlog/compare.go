@@ -5,14 +5,20 @@ import (
 	"regexp"
 )
 
-// diskseqName matches the dm name systemd gives a verity device on a
-// partition of a loop device: <partition node>-<loop disk sequence>-verity.
-// The disk sequence grows with every attachment, so it differs between two
-// boots that activate the same image.
-var diskseqName = regexp.MustCompile(`^(loop[0-9]+p[0-9]+)-[0-9]+-verity$`)
+// loopName matches the dm name systemd gives a verity device on a
+// partition of a loop device: loop<N>p<M>-<loop disk sequence>-verity.
+// The disk sequence grows with every attachment, and N is whichever loop
+// device was free at that moment, so both differ between two boots that
+// activate the same image: in the measured QEMU boots systemd 262
+// activated the image a second time while its first loop device was still
+// attached (loop1p1), ext-setup-root after detaching it (loop0p1 again;
+// docs/measure.md, "How many records"). The partition number M is the
+// image's own and must match.
+var loopName = regexp.MustCompile(`^loop[0-9]+(p[0-9]+)-[0-9]+-verity$`)
 
 // Key is what two boots' records of the same activation share: the word
-// with the loop disk sequence in the dm name replaced by "*", plus the
+// with the loop device number and disk sequence in the dm name replaced by
+// "*" (loop*p1-*-verity), plus the
 // fields that must not differ at all. bootId and timestamp are not part of
 // it (they differ per boot by definition); the digest is not either (it is
 // SHA256 of the word, which holds the disk sequence), but CheckVerity
@@ -33,7 +39,7 @@ func KeyOf(r Record) (Key, error) {
 	}
 	w, _ := r.Word()
 	sw, _ := SplitWord(w)
-	name := diskseqName.ReplaceAllString(sw.Name, "$1-*-verity")
+	name := loopName.ReplaceAllString(sw.Name, "loop*$1-*-verity")
 	return Key{
 		NvIndex:     *r.NvIndex,
 		HashAlg:     r.Digests[0].HashAlg,
@@ -46,15 +52,14 @@ func KeyOf(r Record) (Key, error) {
 
 // Compare compares ours, the verity records of a boot where ext-setup-root
 // activated the images, with theirs, the records of a boot where
-// systemd's own units did, field by field (Key). It returns every
+// systemd's own units did, field by field (Key: modulo the loop device number and disk sequence). It returns every
 // difference; none means:
 //   - every record of ours equals a record of theirs (modulo the disk
 //     sequence), and
 //   - every distinct record of theirs (distinct Key) appears in ours.
 //
-// The number of records may differ: systemd 262 activates an image more
-// than once per merge and measures each activation; ext-setup-root
-// activates once (docs/measure.md, "How many records").
+// The number of records is compared by the caller where it is known to be
+// equal (docs/measure.md, "How many records").
 func Compare(ours, theirs []Record) []error {
 	var errs []error
 	theirKeys := map[Key]bool{}

@@ -212,17 +212,21 @@ func TestCompare(t *testing.T) {
 	}
 	// systemd 262: two activations (two devices) of the same image per
 	// merge; ours: one, on another disk sequence and boot.
-	sys := named(bootB, "loop0p1-9-verity", "loop0p1-9-verity", "loop0p1-11-verity")
-	ours := named(bootA, "loop0p1-13-verity")
+	sys := named(bootB, "loop0p1-11-verity", "loop1p1-15-verity")
+	ours := named(bootA, "loop0p1-11-verity", "loop0p1-14-verity")
 	if errs := Compare(ours, sys); len(errs) != 0 {
-		t.Fatalf("equal modulo disk sequence, boot ID and timestamp: %v", errs)
+		t.Fatalf("equal modulo loop number, disk sequence, boot ID and timestamp: %v", errs)
+	}
+	if errs := Compare(named(bootA, "loop7p1-3-verity"), sys); len(errs) != 0 {
+		t.Fatalf("one activation against systemd's two: %v", errs)
 	}
 	cases := map[string][]Record{
-		"other loop device":  named(bootA, "loop1p1-13-verity"),
+		"not a loop device":  named(bootA, "vda1-13-verity"),
+		"no disk sequence":   named(bootA, "loop0p1-verity"),
 		"other partition":    named(bootA, "loop0p2-13-verity"),
 		"shared name":        named(bootA, rootHash+"-verity"),
 		"no record":          nil,
-		"extra distinct one": named(bootA, "loop0p1-13-verity", "loop5p1-1-verity"),
+		"extra distinct one": named(bootA, "loop0p1-13-verity", "loop5p2-1-verity"),
 	}
 	for name, o := range cases {
 		if errs := Compare(o, sys); len(errs) == 0 {
