@@ -39,9 +39,16 @@ flock 9
 cd "$CACHE"
 start=$(date +%s)
 
+# apt_in ROOT ARGS... runs apt-get in the chroot ROOT; its chatter goes to
+# a log that is shown only when it fails.
 apt_in() {
+	local out rc=0
+	out=$(mktemp)
 	env -u APT_CONFIG DEBIAN_FRONTEND=noninteractive chroot "$1" apt-get -qq -y -o Acquire::Check-Valid-Until=false \
-		-o Dpkg::Options::=--path-exclude=/usr/share/man/* -o Dpkg::Options::=--path-exclude=/usr/share/doc/* "${@:2}" >&2
+		-o Dpkg::Options::=--path-exclude=/usr/share/man/* -o Dpkg::Options::=--path-exclude=/usr/share/doc/* "${@:2}" >"$out" 2>&1 || rc=$?
+	[ $rc = 0 ] || { cat "$out" >&2; log "apt-get ${*:2} in $1 failed (rc $rc)"; }
+	rm -f "$out"
+	return $rc
 }
 
 if [ ! -f rootfs-uefi.manifest ] || [ ! -x rootfs-uefi/usr/bin/ukify ]; then
@@ -66,8 +73,8 @@ if [ ! -f kernel-uefi/vmlinuz ] || [ "$(cat kernel-uefi/version 2>/dev/null)" !=
 	# packages), linux-image-* before.
 	pkg=linux-binary-$kver
 	chroot rootfs-uefi apt-cache show "$pkg" >/dev/null 2>&1 || pkg=linux-image-$kver
-	(cd kernel-uefi.tmp && env -u APT_CONFIG chroot ../rootfs-uefi sh -c "cd /tmp && apt-get -qq -o Acquire::Check-Valid-Until=false download $pkg" >&2)
-	deb=$(ls rootfs-uefi/tmp/"${pkg}"_*.deb 2>/dev/null | head -1)
+	env -u APT_CONFIG chroot rootfs-uefi sh -c "cd /tmp && apt-get -qq -o Acquire::Check-Valid-Until=false download $pkg" >&2
+	deb=$(find rootfs-uefi/tmp -maxdepth 1 -name "${pkg}_*.deb" | head -1)
 	if [ -z "$deb" ]; then
 		log "cannot download $pkg (the mirror moved on? rerun prepare-qemu with EXT_SETUP_ROOT_QEMU_REFRESH=1)"
 		exit 1
