@@ -101,15 +101,7 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	t.Helper()
 	withOurs := spec.Ours
-	modules, drivers := dracutModules, dracutDrivers
-	if spec.SysextSysroot {
-		modules += " systemd-sysext"
-		drivers += " dm-mod dm-verity"
-	}
-	if spec.TPM {
-		modules += tpmModules
-		drivers += tpmDrivers
-	}
+	modules, drivers := spec.dracutSets()
 	var certs strings.Builder
 	for _, c := range spec.Certs {
 		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
@@ -120,30 +112,7 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	if p, ok := initrdCache[ckey]; ok {
 		return p
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, withOurs, oemMountUnit)
-	if spec.TPM {
-		fmt.Fprintf(h, "tpm=%s\n", tpmUnits)
-	}
-	if certs.Len() > 0 {
-		fmt.Fprintf(h, "certs=%s", certs.String())
-	}
-	if m := in.manifest(); m != nil {
-		h.Write(m)
-	}
-	var stage string
-	var caPEM []byte
-	if withOurs {
-		// Our dracut module installs the OS's CA bundle (for the fetcher's
-		// HTTPS): the forky test root has none, so the fetch test's CA is
-		// the bundle of every test initramfs.
-		caPEM = TestFetchCA(t).CertPEM
-		fmt.Fprintf(h, "ca=%s\n", caPEM)
-		var sum string
-		stage, sum = InstallTree(t, in.Arch)
-		fmt.Fprintf(h, "install=%s\n", sum)
-	}
-	sum := hex.EncodeToString(h.Sum(nil))[:16]
+	sum, stage, caPEM := initrdHash(t, in, spec, modules, drivers, certs.String())
 	out := filepath.Join(in.Cache, "initrd", "initrd-"+sum+".img")
 	if _, err := os.Stat(out); err == nil {
 		t.Logf("initrd: cached %s", out)
@@ -214,6 +183,49 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	t.Logf("initrd: built %s (%d KiB)", out, st.Size()>>10)
 	initrdCache[ckey] = out
 	return out
+}
+
+// dracutSets returns the dracut modules and drivers of spec.
+func (spec InitrdSpec) dracutSets() (modules, drivers string) {
+	modules, drivers = dracutModules, dracutDrivers
+	if spec.SysextSysroot {
+		modules += " systemd-sysext"
+		drivers += " dm-mod dm-verity"
+	}
+	if spec.TPM {
+		modules += tpmModules
+		drivers += tpmDrivers
+	}
+	return modules, drivers
+}
+
+// initrdHash returns the cache key of the initramfs of spec (a hash of
+// everything that goes into it) and, with our module, the installed tree
+// and the CA bundle to put in.
+func initrdHash(t testing.TB, in *Inputs, spec InitrdSpec, modules, drivers, certs string) (sum, stage string, caPEM []byte) {
+	t.Helper()
+	h := sha256.New()
+	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, spec.Ours, oemMountUnit)
+	if spec.TPM {
+		fmt.Fprintf(h, "tpm=%s\n", tpmUnits)
+	}
+	if certs != "" {
+		fmt.Fprintf(h, "certs=%s", certs)
+	}
+	if m := in.manifest(); m != nil {
+		h.Write(m)
+	}
+	if spec.Ours {
+		// Our dracut module installs the OS's CA bundle (for the fetcher's
+		// HTTPS): the forky test root has none, so the fetch test's CA is
+		// the bundle of every test initramfs.
+		caPEM = TestFetchCA(t).CertPEM
+		fmt.Fprintf(h, "ca=%s\n", caPEM)
+		var isum string
+		stage, isum = InstallTree(t, in.Arch)
+		fmt.Fprintf(h, "install=%s\n", isum)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16], stage, caPEM
 }
 
 var (
