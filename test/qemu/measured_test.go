@@ -3,6 +3,7 @@ package qemu
 import (
 	"bytes"
 	"encoding/base64"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -64,7 +65,12 @@ func TestQEMUMeasuredBoot(t *testing.T) {
 	start := time.Now()
 	disk := Disk(t, in, DiskSpec{USRA: VersionA, USRB: VersionB, Root: root, OEM: OEMTree(t), Verity: true})
 	key := NewPCRKey(t, t.TempDir())
+	// The command line is part of the signed UKI (QEMU's -append does not
+	// reach it), so the debug switch of bootOnce is applied here.
 	cmdline := in.baseCmdline() + " " + Cmdline("A")
+	if os.Getenv("EXT_SETUP_ROOT_QEMU_DEBUG") == "1" {
+		cmdline += " systemd.journald.forward_to_console=1"
+	}
 	t.Logf("disk: %.1f s", time.Since(start).Seconds())
 
 	variants := []measuredVariant{
