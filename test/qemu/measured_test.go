@@ -134,6 +134,16 @@ func checkMeasuredBoot(t *testing.T, name string, rep *Report) []tpmlog.Record {
 	if err != nil {
 		t.Fatalf("%s: tpm2-measure.log from the guest: %v", name, err)
 	}
+	return checkMeasurements(t, name, raw, rep.Get("nvpcrs"))
+}
+
+// checkMeasurements reads a guest's tpm2-measure.log (raw) and the output
+// of `systemd-analyze nvpcrs verity --json=short` (nvpcrs): every verity
+// record must pass tpmlog.CheckVerity, there must be one at least, and the
+// NvPCR value must be the replay of the records from the v262 start
+// value. It returns the verity records.
+func checkMeasurements(t *testing.T, name string, raw []byte, nvpcrs string) []tpmlog.Record {
+	t.Helper()
 	recs, err := tpmlog.Read(bytes.NewReader(raw), name+": tpm2-measure.log")
 	if err != nil {
 		t.Fatal(err)
@@ -149,9 +159,9 @@ func checkMeasuredBoot(t *testing.T, name string, rep *Report) []tpmlog.Record {
 	if err != nil {
 		t.Fatalf("%s: %v", name, err)
 	}
-	value, err := tpmlog.NvPCRValue(strings.NewReader(rep.Get("nvpcrs")), tpmlog.VerityName)
+	value, err := tpmlog.NvPCRValue(strings.NewReader(nvpcrs), tpmlog.VerityName)
 	if err != nil {
-		t.Fatalf("%s: %v (guest printed %q)", name, err, rep.Get("nvpcrs"))
+		t.Fatalf("%s: %v (guest printed %q)", name, err, nvpcrs)
 	}
 	if value != replayed {
 		t.Errorf("%s: the verity NvPCR is %s in the TPM, but its %d log records replay to %s", name, value, len(verity), replayed)

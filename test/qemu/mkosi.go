@@ -139,7 +139,8 @@ func (m *MkosiImage) Copy(t testing.TB, variant string) (disk, vars string) {
 // timeout passes, and returns the parsed serial console. The QEMU command
 // line is the firmware, the disk and the usual TCG settings of Boot; the
 // raw log goes to $TMPDIR/ext-setup-root-qemu-logs like Boot's.
-func BootMkosi(t testing.TB, m *MkosiImage, disk, vars string, timeout time.Duration) *Report {
+// extra are further QEMU arguments (the measured boots add a TPM).
+func BootMkosi(t testing.TB, m *MkosiImage, disk, vars string, timeout time.Duration, extra ...string) *Report {
 	t.Helper()
 	logDir := filepath.Join(os.TempDir(), "ext-setup-root-qemu-logs")
 	mkdirs(t, logDir)
@@ -157,6 +158,7 @@ func BootMkosi(t testing.TB, m *MkosiImage, disk, vars string, timeout time.Dura
 		"-drive", "if=pflash,format=raw,unit=1,file=" + vars,
 		"-drive", "file=" + disk + ",format=raw,if=virtio,cache=unsafe",
 	}
+	args = append(args, extra...)
 	cmd := exec.CommandContext(ctx, m.QEMU, args...)
 	cmd.WaitDelay = 5 * time.Second
 	out, err := cmd.StdoutPipe()

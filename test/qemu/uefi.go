@@ -85,13 +85,20 @@ type UEFIBoot struct {
 // reference board), OVMF as pflash, the ESP disk as the first boot
 // device, and the swtpm emulator as a TPM 2.0 CRB device.
 func (u *UEFIBoot) qemuArgs() []string {
-	return []string{
+	return append([]string{
 		"-machine", "q35",
 		"-drive", "if=pflash,format=raw,unit=0,readonly=on,file=" + u.Code,
 		"-drive", "if=pflash,format=raw,unit=1,file=" + u.Vars,
 		"-drive", "if=none,id=esp,format=raw,file=" + u.ESP,
 		"-device", "virtio-blk-pci,drive=esp,bootindex=0",
-		"-chardev", "socket,id=chrtpm,path=" + u.TPMSocket,
+	}, TPMArgs(u.TPMSocket)...)
+}
+
+// TPMArgs are QEMU's arguments for a TPM 2.0 CRB device backed by the
+// swtpm whose control socket is sock.
+func TPMArgs(sock string) []string {
+	return []string{
+		"-chardev", "socket,id=chrtpm,path=" + sock,
 		"-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
 		"-device", "tpm-crb,tpmdev=tpm0",
 	}
