@@ -11,10 +11,20 @@
 qemu-prepare:
 	EXT_SETUP_ROOT_CACHE=$(CACHE) scripts/prepare-qemu.sh
 
-qemu-test: build qemu-prepare
+qemu-test: build qemu-prepare qemu-prepare-uefi
 	EXT_SETUP_ROOT_CACHE=$(CACHE) $(GO) test -count=1 -v -timeout 60m ./test/qemu/
 
 TEST_PREREQS += qemu-prepare
+
+# qemu-prepare-uefi adds what the measured boots (TestQEMUMeasuredBoot,
+# docs/measure.md) need beside the QEMU inputs: a copy of the forky root
+# with systemd-tpm, libtss2, ukify and systemd-stub (rootfs-uefi) and the
+# kernel with its EFI stub (kernel-uefi). Idempotent.
+.PHONY: qemu-prepare-uefi
+qemu-prepare-uefi: qemu-prepare
+	EXT_SETUP_ROOT_CACHE=$(CACHE) scripts/prepare-uefi.sh
+
+TEST_PREREQS += qemu-prepare-uefi
 
 # qemu-prepare-arm64 fetches Debian's arm64 kernel and bootstraps the forky
 # root for arm64 (qemu-user through binfmt_misc) into $(CACHE)/qemu-arm64;

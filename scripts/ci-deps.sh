@@ -12,7 +12,9 @@ pkgs=(qemu-system-x86 cpio mmdebstrap debootstrap e2fsprogs squashfs-tools erofs
       gdisk fdisk dosfstools attr acl xz-utils hyperfine
       make systemd   # make: units tests run `make install`; systemd: systemctl --root in units tests
       time           # time: GNU /usr/bin/time for peak RSS in make bench (bench/confext)
-      qemu-system-arm arch-test) # the arm64 boot (qemu-system-aarch64; mmdebstrap --arch=arm64 needs arch-test)
+      qemu-system-arm arch-test  # the arm64 boot (qemu-system-aarch64; mmdebstrap --arch=arm64 needs arch-test)
+      ovmf mtools                # UEFI boots (mkosi image, measured boots): firmware; mcopy writes the ESP
+      swtpm swtpm-tools)         # the measured boots: a software TPM 2.0 per boot
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -67,6 +67,10 @@ type InitrdSpec struct {
 	// set-up unit and the marks; the OEM partition is mounted from the
 	// mapped device (boot with LogWritesCmdline).
 	LogWrites bool
+	// TPM adds what a measured boot needs in the initrd (initrd_tpm.go):
+	// the TPM drivers, dracut's tpm2-tss and systemd-pcrextend modules,
+	// and systemd-pcrextend.socket, which they leave out.
+	TPM bool
 }
 
 // repoRoot finds the module root (go.mod) above the test's directory.
@@ -103,7 +107,7 @@ func Initrd(t testing.TB, in *Inputs, withOurs bool) string {
 func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 	t.Helper()
 	b := newInitrdBuild(t, spec)
-	ckey := fmt.Sprintf("%v|%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, spec.LogWrites, in.KVer, in.Rootfs, b.certs)
+	ckey := fmt.Sprintf("%v|%v|%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, spec.LogWrites, spec.TPM, in.KVer, in.Rootfs, b.certs)
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
 	if p, ok := initrdCache[ckey]; ok {
@@ -147,6 +151,10 @@ func newInitrdBuild(t testing.TB, spec InitrdSpec) *initrdBuild {
 		b.drivers += " dm-mod dm-log-writes"
 		b.oemUnit = strings.Replace(oemMountUnit, "What=/dev/disk/by-partlabel/OEM", "What="+lwOEMDev, 1)
 	}
+	if spec.TPM {
+		b.modules += tpmModules
+		b.drivers += tpmDrivers
+	}
 	var certs strings.Builder
 	for _, c := range spec.Certs {
 		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
@@ -164,6 +172,9 @@ func (b *initrdBuild) path(t testing.TB, in *Inputs) string {
 	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", b.modules, b.drivers, in.KVer, b.spec.Ours, b.oemUnit)
 	if b.spec.LogWrites {
 		fmt.Fprintf(h, "logwrites=%v\n", lwUnits)
+	}
+	if b.spec.TPM {
+		fmt.Fprintf(h, "tpm=%s\n", tpmUnits)
 	}
 	if b.certs != "" {
 		fmt.Fprintf(h, "certs=%s", b.certs)
@@ -203,6 +214,9 @@ func (b *initrdBuild) build(t testing.TB, in *Inputs, out string) {
 	}()
 	merged := b.dracutRoot(t, in, base, &mounted)
 	b.writeIncludes(t, filepath.Join(merged, "tmp/extsr-include"))
+	if b.spec.TPM {
+		includeTPM(t, merged, filepath.Join(merged, "tmp/extsr-include"))
+	}
 	args := []string{merged, "dracut", "--include", "/tmp/extsr-include", "/", "--force", "--quiet", "--no-hostonly", "--no-hostonly-cmdline", "--kver", in.KVer,
 		"--drivers", b.drivers, "--filesystems", "ext4 erofs", "-m", b.modules, "--compress", "zstd"}
 	if b.spec.Ours {

@@ -33,6 +33,11 @@ type BootSpec struct {
 	// NIC replaces "none" in -nic (e.g. a restricted user network with a
 	// guestfwd rule, see fetch_test.go); "" boots without a network.
 	NIC string
+
+	// UEFI, when set, boots through firmware (uefi.go): OVMF, the UKI on
+	// an ESP disk, swtpm. Initrd and Cmdline are then unused: both are in
+	// the UKI.
+	UEFI *UEFIBoot
 }
 
 // BaseCmdline is what every boot passes: serial console, panic reboot (which
@@ -113,12 +118,16 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 		"-accel", "tcg,thread=multi", "-smp", "2", "-m", "1536",
 		"-display", "none", "-monitor", "none", "-serial", "stdio",
 		"-no-reboot", "-nic", nic(spec),
-		"-kernel", in.Vmlinux, "-initrd", spec.Initrd,
 		"-drive", "file="+spec.Disk+",format=raw,if=virtio,cache=unsafe",
-		"-append", strings.TrimSpace(in.baseCmdline()+" "+spec.Cmdline),
 	)
-	if os.Getenv("EXT_SETUP_ROOT_QEMU_DEBUG") == "1" {
-		args[len(args)-1] += " systemd.journald.forward_to_console=1"
+	if spec.UEFI != nil {
+		args = append(args, spec.UEFI.qemuArgs()...)
+	} else {
+		cmdline := strings.TrimSpace(in.baseCmdline() + " " + spec.Cmdline)
+		if os.Getenv("EXT_SETUP_ROOT_QEMU_DEBUG") == "1" {
+			cmdline += " systemd.journald.forward_to_console=1"
+		}
+		args = append(args, "-kernel", in.Vmlinux, "-initrd", spec.Initrd, "-append", cmdline)
 	}
 	for _, d := range spec.Drives {
 		args = append(args, "-drive", "file="+d+",format=raw,if=virtio,cache=unsafe")
