@@ -99,17 +99,19 @@ func TestQEMUMeasuredBoot(t *testing.T) {
 
 // requireSameVerityRecords asserts what docs/measure.md ("How many
 // records") decides "measured like systemd" means for two boots of the
-// same disk: tpmlog.Compare finds no difference, and both have as many
-// verity records (both initrd paths activate the default confext twice,
-// two devices, two measurements; the booted systems reuse the live device
-// without measuring). The mkosi image's measured boots can use it too.
+// same disk: tpmlog.Compare finds no difference (every record of ours
+// equals one of systemd's, every distinct record of systemd's is among
+// ours) and ours has at least one. The number of records may differ: it
+// is the number of activations, and the pre stage's merge adopts the
+// device its dedup set up (extension.Handoff) where systemd's unit
+// activates the image twice. The mkosi image's measured boots use it too.
 func requireSameVerityRecords(t *testing.T, ours, theirs []tpmlog.Record) {
 	t.Helper()
 	for _, e := range tpmlog.Compare(ours, theirs) {
 		t.Error(e)
 	}
-	if len(ours) != len(theirs) {
-		t.Errorf("%d verity records in ext-setup-root's boot, %d in systemd's", len(ours), len(theirs))
+	if len(ours) == 0 || len(theirs) == 0 {
+		t.Errorf("%d verity records in ext-setup-root's boot, %d in systemd's: both must measure", len(ours), len(theirs))
 	}
 	t.Logf("MEASURE verity records: ext-setup-root boot %d (%d distinct), systemd boot %d (%d distinct)",
 		len(ours), distinct(t, ours), len(theirs), distinct(t, theirs))
