@@ -4,7 +4,6 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/hex"
-	"fmt"
 	"maps"
 	"os"
 	"os/exec"
@@ -65,7 +64,7 @@ func powercutFetchFiles(t *testing.T, root string) {
 // the served image's for slot B's OEM image.
 func fetchScenario(t *testing.T, base map[string]string) *cutScenario {
 	t.Helper()
-	testutil.RequireTool(t, "partx", "debugfs", "e2fsck")
+	testutil.RequireTool(t, "partx", "losetup", "debugfs", "e2fsck")
 	ca := TestFetchCA(t)
 	srv := newFetchServer(t, ca)
 	e := fetchedOEM(VersionB)
@@ -101,19 +100,25 @@ func fetchScenario(t *testing.T, base map[string]string) *cutScenario {
 // image with debugfs, on the host, without mounting it. The slot A boot
 // powers off without a clean unmount, so its journal is replayed first
 // (e2fsck -E journal_only: only what the kernel's mount would replay,
-// no other check or repair); debugfs does not replay it.
+// no other check or repair); debugfs does not replay it. Both work on a
+// loop device over the partition: e2fsck loses an image's ?offset= when
+// it reopens the file system after the replay.
 func removeFromRoot(t *testing.T, disk, p string) {
 	t.Helper()
-	start := strings.TrimSpace(run(t, "partx", "-g", "-o", "START", "-n", strconv.Itoa(partROOT), disk))
-	sec, err := strconv.ParseInt(start, 10, 64)
-	if err != nil {
-		t.Fatalf("ROOT partition start %q: %v", start, err)
+	f := strings.Fields(run(t, "partx", "-g", "-b", "-o", "START,SIZE", "-n", strconv.Itoa(partROOT), disk))
+	if len(f) != 2 {
+		t.Fatalf("partx: ROOT partition of %s: %q", disk, f)
 	}
-	dev := fmt.Sprintf("%s?offset=%d", disk, sec*512)
+	sec, err := strconv.ParseInt(f[0], 10, 64)
+	if err != nil {
+		t.Fatalf("ROOT partition start %q: %v", f[0], err)
+	}
+	dev := strings.TrimSpace(run(t, "losetup", "--find", "--show", "--offset", strconv.FormatInt(sec*512, 10), "--sizelimit", f[1], disk))
+	defer run(t, "losetup", "-d", dev)
 	// Exit status 1: the file system was changed (the journal replayed).
 	out, err := exec.Command("e2fsck", "-y", "-E", "journal_only", dev).CombinedOutput()
 	if ee, ok := err.(*exec.ExitError); err != nil && (!ok || ee.ExitCode() != 1) {
-		t.Fatalf("e2fsck -E journal_only %s: %v\n%s", dev, err, out)
+		t.Fatalf("e2fsck -E journal_only on ROOT of %s: %v\n%s", disk, err, out)
 	}
 	if feat := run(t, "debugfs", "-R", "features", dev); strings.Contains(feat, "needs_recovery") {
 		t.Fatalf("ROOT of %s still needs journal recovery after e2fsck (%s): refusing to edit it", disk, strings.TrimSpace(feat))
