@@ -80,6 +80,7 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 	spec, images := powercutDisk(t, in, extra)
 	m := NewMachine(t, in, spec)
 	m.Timeout = 8 * time.Minute
+	m.initrd = privateInitrd(t, m.initrd)
 	rep := m.Boot("A", "extsr.step=setup "+CutCmdline)
 	checkSlotImages(t, rep, VersionA)
 	if rep.Get("setup") != "done" {
@@ -123,6 +124,17 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 			writeCutTable(t, table, seed, rows, len(cuts))
 		}
 	}
+}
+
+// privateInitrd copies the cached initramfs into the test's own directory:
+// the cache keeps only the newest ten (prune in initrd.go), and the other
+// QEMU test processes on the machine build new ones while a soak runs for
+// hours; a run that lost its initramfs failed every later boot.
+func privateInitrd(t *testing.T, p string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(p))
+	run(t, "cp", p, dst)
+	return dst
 }
 
 // powerCut runs one cut of scenario sc on a copy of m's disk and returns
