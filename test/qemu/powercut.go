@@ -35,7 +35,7 @@ const CutCmdline = "systemd.setenv=EXT_SETUP_ROOT_LOG=kmsg printk.devkmsg=on"
 // Event ("started" or "finished"); the delay is uniform in [0, MaxDelay].
 type CutPoint struct {
 	Name     string // short, for test names and the soak table
-	Kind     string // which side effect: prepare, ab-move, link, pre-merge, post-replace, late-refresh
+	Kind     string // which side effect: prepare, ab-move, link, pre-merge, post-replace, late-refresh, fetch-place
 	Op       *regexp.Regexp
 	Event    string
 	N        int
@@ -64,7 +64,18 @@ var CutPoints = []CutPoint{
 	{"post-old-workdir", "post-replace", regexp.MustCompile(`^remove old work dir`), "started", 1, 10 * time.Millisecond},
 	{"late-confext", "late-refresh", regexp.MustCompile(`^confext refresh in /$`), "started", 1, 100 * time.Millisecond},
 	{"late-sysext", "late-refresh", regexp.MustCompile(`^sysext refresh in /$`), "started", 1, 100 * time.Millisecond},
+	// A download being placed: the fetch scenario (powercut_fetch_test.go), in
+	// which the update boot downloads slot B's missing OEM image before
+	// the A/B moves. The image is written under its temp name (extract),
+	// then fsynced and renamed into /etc/flatcar/oem-sysext (place).
+	{"fetch-extract", "fetch-place", regexp.MustCompile(`^extract the image of \S+ into \S+/oem-sysext/`), "started", 1, 300 * time.Millisecond},
+	{"fetch-place", "fetch-place", regexp.MustCompile(`^place \S+\.ext-setup-root-tmp as \S+/oem-sysext/`), "started", 1, 20 * time.Millisecond},
+	{"fetch-placed", "fetch-place", regexp.MustCompile(`^place \S+\.ext-setup-root-tmp as \S+/oem-sysext/`), "finished", 1, 5 * time.Millisecond},
 }
+
+// fetches reports whether c belongs to the fetch scenario: its update boot
+// downloads slot B's OEM image instead of finding it staged.
+func (c CutPoint) fetches() bool { return c.Kind == "fetch-place" }
 
 // CutPointNamed returns the catalogue entry name.
 func CutPointNamed(t testing.TB, name string) CutPoint {
@@ -85,6 +96,7 @@ type CutResult struct {
 	OpLine string // the console line that triggered the cut ("" = never seen)
 	Inside bool   // the triggering operation had not logged its end when the power went
 	LastOp string // the last operation line on the console before the cut
+	Note   string // what the recovery did, when it matters (the fetch scenario)
 }
 
 // cutWatcher returns the BootSpec.OnLine function of c: it cuts the
@@ -180,11 +192,15 @@ umount $u/root
 // powercutDisk stages the update scenario: slot A's OEM image on the OEM
 // partition (active flag set), slot B's staged for the setup step, the
 // Flatcar extension foo in both versions, user files, and work for the
-// prepare step (a tree for the selective reset to remove). OEM images carry
+// prepare step (a tree for the selective reset to remove); extra, when
+// set, adds a scenario's files to the root tree. OEM images carry
 // incompressible filler so that their cross-partition moves take a while.
-func powercutDisk(t *testing.T, in *Inputs) (DiskSpec, map[string]string) {
+func powercutDisk(t *testing.T, in *Inputs, extra func(t *testing.T, root string)) (DiskSpec, map[string]string) {
 	t.Helper()
 	root := RootTree(t, in)
+	if extra != nil {
+		extra(t, root)
+	}
 	oem := OEMTree(t)
 	writeFile(t, oem, "sysext/active-oem-"+OEMID, "", 0o644)
 	writeFile(t, root, "etc/flatcar/enabled-sysext.conf", "# test\nfoo\n", 0o644)

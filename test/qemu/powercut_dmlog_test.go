@@ -35,7 +35,7 @@ type lwReplay struct {
 func TestQEMUPowerCutLogWrites(t *testing.T) {
 	in := RequireInputs(t)
 	seed := powercutSeed(t)
-	m, before, images := powercutSetup(t, in)
+	m, before, images := powercutSetup(t, in, nil)
 	rec := recordUpdate(t, in, m, before, images)
 	post := rec.flushesBetween("pre-done", "post-done")
 	preStart := rec.lastFlushBefore("pre-start")
@@ -67,7 +67,7 @@ func TestQEMUPowerCutLogWritesSoak(t *testing.T) {
 	}
 	in := RequireInputs(t)
 	seed := powercutSeed(t)
-	m, before, images := powercutSetup(t, in)
+	m, before, images := powercutSetup(t, in, nil)
 	rec := recordUpdate(t, in, m, before, images)
 	// From the last flush before the pre stage: its unflushed window holds
 	// the start of the pre stage.
@@ -153,7 +153,7 @@ func runReplays(t *testing.T, in *Inputs, m *Machine, rec *lwRecording, before, 
 			disk, st = rec.replayDisk(t, m.disk, p)
 			t.Logf("replayed up to log entry %d (%s, %s): %d writes, %d discards, %d KiB", rec.Entries[r.Flush].Index, rec.phaseOf(r.Flush), what, st.Writes, st.Discards, st.Bytes>>10)
 			cm := &Machine{t: t, in: in, initrd: m.initrd, disk: disk, Timeout: m.Timeout}
-			walls = recoverAndRecheck(t, cm, before, images, "replay "+r.Name)
+			walls = recoverAndRecheck(t, cm, before, &cutScenario{images: images}, CutCmdline, "replay "+r.Name, nil)
 		})
 		rows = append(rows, fmt.Sprintf("| %d | %d | %s | %s | %d | %s | %s |", i+1, rec.Entries[r.Flush].Index, rec.phaseOf(r.Flush), what, st.Writes,
 			strings.Join(walls, " / "), map[bool]string{true: "pass", false: "FAIL"}[ok]))

@@ -5,6 +5,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -34,18 +35,26 @@ func TestQEMUPowerCut(t *testing.T) {
 }
 
 // TestQEMUPowerCutSoak runs EXT_SETUP_ROOT_POWERCUT_SOAK cuts (make soak:
-// 48), cycling through the whole catalogue with random delays, and writes
-// the results table to out/powercut-soak.md. It is a long run, only on
-// request.
+// 57, the catalogue three times), cycling through the whole catalogue, or
+// through the points named in EXT_SETUP_ROOT_POWERCUT_POINTS (comma
+// separated), with random delays, and writes the results table to
+// out/powercut-soak.md. It is a long run, only on request.
 func TestQEMUPowerCutSoak(t *testing.T) {
 	n, _ := strconv.Atoi(os.Getenv("EXT_SETUP_ROOT_POWERCUT_SOAK"))
 	if n <= 0 {
 		t.Skip("long run: set EXT_SETUP_ROOT_POWERCUT_SOAK=N (make soak)")
 	}
+	points := CutPoints
+	if names := os.Getenv("EXT_SETUP_ROOT_POWERCUT_POINTS"); names != "" {
+		points = nil
+		for _, name := range strings.Split(names, ",") {
+			points = append(points, CutPointNamed(t, strings.TrimSpace(name)))
+		}
+	}
 	in := RequireInputs(t)
 	var cuts []CutPoint
 	for i := range n {
-		cuts = append(cuts, CutPoints[i%len(CutPoints)])
+		cuts = append(cuts, points[i%len(points)])
 	}
 	runPowerCuts(t, in, cuts, filepath.Join(repoRoot(t), "out", "powercut-soak.md"), nil)
 }
@@ -63,18 +72,35 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 	t.Logf("delays drawn with seed %d (EXT_SETUP_ROOT_POWERCUT_SEED repeats them)", seed)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 
-	m, before, images := powercutSetup(t, in)
+	fetching := slices.ContainsFunc(cuts, CutPoint.fetches)
+	var extra func(*testing.T, string)
+	if fetching {
+		extra = powercutFetchFiles
+	}
+	m, before, images := powercutSetup(t, in, extra)
 
+	plain, fetched := &cutScenario{images: images}, (*cutScenario)(nil)
+	if fetching {
+		fetched = fetchScenario(t, images)
+	}
 	var rows []string
 	for i, c := range cuts {
+		sc := plain
+		if c.fetches() {
+			sc = fetched
+		}
 		delay := time.Duration(rnd.Int64N(int64(c.MaxDelay) + 1))
 		res := CutResult{Point: c, Delay: delay}
 		var walls []string
 		ok := t.Run(fmt.Sprintf("%02d-%s", i+1, c.Name), func(t *testing.T) {
-			walls = powerCut(t, in, m, &res, before, images, inside[c.Name])
+			walls = powerCut(t, in, m, &res, before, sc, inside[c.Name])
 		})
+		result := map[bool]string{true: "pass", false: "FAIL"}[ok]
+		if res.Note != "" {
+			result += "; " + res.Note
+		}
 		rows = append(rows, fmt.Sprintf("| %d | %s | %s | %d | `%s` | %v | `%s` | %s | %s |", i+1, c.Name, c.Kind,
-			delay.Milliseconds(), res.OpLine, res.Inside, res.LastOp, strings.Join(walls, " / "), map[bool]string{true: "pass", false: "FAIL"}[ok]))
+			delay.Milliseconds(), res.OpLine, res.Inside, res.LastOp, strings.Join(walls, " / "), result))
 		// Rewritten after every cut: a soak stopped early still leaves the
 		// rows of the cuts it finished.
 		if table != "" {
@@ -83,13 +109,16 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 	}
 }
 
-// powercutSetup builds the scenario's disk and boots slot A once: the
-// setup step (the updater and the user, see powercutHook) and the user
-// files' checksums before any cut. Both disk models start from m's disk.
-func powercutSetup(t *testing.T, in *Inputs) (m *Machine, before, images map[string]string) {
-	spec, images := powercutDisk(t, in)
+// powercutSetup builds the scenario's disk (extra adds files to its root,
+// nil: none) and boots slot A once: the setup step (the updater and the
+// user, see powercutHook) and the user files' checksums before any cut.
+// Both disk models start from m's disk. m boots its own copy of the
+// initramfs (privateInitrd).
+func powercutSetup(t *testing.T, in *Inputs, extra func(*testing.T, string)) (m *Machine, before, images map[string]string) {
+	spec, images := powercutDisk(t, in, extra)
 	m = NewMachine(t, in, spec)
 	m.Timeout = 8 * time.Minute
+	m.initrd = privateInitrd(t, m.initrd)
 	rep := m.Boot("A", "extsr.step=setup "+CutCmdline)
 	checkSlotImages(t, rep, VersionA)
 	if rep.Get("setup") != "done" {
@@ -107,13 +136,29 @@ func powercutSetup(t *testing.T, in *Inputs) (m *Machine, before, images map[str
 	return m, before, images
 }
 
-// powerCut runs one cut on a copy of m's disk and returns the boots' wall
-// times.
-func powerCut(t *testing.T, in *Inputs, m *Machine, res *CutResult, before, images map[string]string, mustBeInside bool) []string {
+// privateInitrd copies the cached initramfs into the test's own directory:
+// the cache keeps only the newest ten (prune in initrd.go), and the other
+// QEMU test processes on the machine build new ones while a soak runs for
+// hours; a run that lost its initramfs failed every later boot.
+func privateInitrd(t *testing.T, p string) string {
+	t.Helper()
+	dst := filepath.Join(t.TempDir(), filepath.Base(p))
+	run(t, "cp", p, dst)
+	return dst
+}
+
+// powerCut runs one cut of scenario sc on a copy of m's disk and returns
+// the boots' wall times.
+func powerCut(t *testing.T, in *Inputs, m *Machine, res *CutResult, before map[string]string, sc *cutScenario, mustBeInside bool) []string {
 	c := res.Point
-	cm := &Machine{t: t, in: in, initrd: m.initrd, disk: copyDisk(t, m.disk), Timeout: m.Timeout}
-	rep := Boot(t, in, BootSpec{Initrd: cm.initrd, Disk: cm.disk, Timeout: cm.Timeout,
-		Cmdline: Cmdline("B") + " " + CutCmdline, OnLine: cutWatcher(c, res.Delay)})
+	cm := &Machine{t: t, in: in, initrd: m.initrd, disk: copyDisk(t, m.disk), Timeout: m.Timeout, NIC: sc.nic}
+	if sc.prepare != nil {
+		sc.prepare(t, cm.disk)
+	}
+	extra := strings.TrimSpace(CutCmdline + " " + sc.cmdline)
+	asked := sc.asked()
+	rep := Boot(t, in, BootSpec{Initrd: cm.initrd, Disk: cm.disk, Timeout: cm.Timeout, NIC: cm.NIC,
+		Cmdline: Cmdline("B") + " " + extra, OnLine: cutWatcher(c, res.Delay)})
 	walls := []string{fmt.Sprintf("%.0f s", rep.Wall.Seconds())}
 	analyseCut(rep, res)
 	if !rep.Cut {
@@ -126,24 +171,39 @@ func powerCut(t *testing.T, in *Inputs, m *Machine, res *CutResult, before, imag
 	t.Logf("cut %s: power cut %v after `%s` (inside the operation: %v); last operation on the console: `%s`; log %s",
 		c.Name, res.Delay.Round(time.Millisecond), res.OpLine, res.Inside, res.LastOp, rep.LogPath)
 
-	return append(walls, recoverAndRecheck(t, cm, before, images, "cut "+c.Name)...)
+	cutAsked := sc.asked()
+	if sc.requests != nil && cutAsked == asked {
+		t.Errorf("cut %s: the cut boot never asked the server for the missing image", c.Name)
+	}
+	return append(walls, recoverAndRecheck(t, cm, before, sc, extra, "cut "+c.Name, res)...)
 }
 
 // recoverAndRecheck boots slot B of cm's disk (after a cut or a replayed
-// log) twice: the recovery boot must reach the updated state
-// (checkRecovered) and the third boot must change nothing (same state
-// digest). It returns the two boots' wall times.
-func recoverAndRecheck(t *testing.T, cm *Machine, before, images map[string]string, what string) []string {
+// log; extra is the kernel command line added to every boot) twice: the
+// recovery boot must reach the updated state (checkRecovered) and the
+// third boot must change nothing (same state digest) nor ask sc's server
+// again. With a server, res.Note says whether the recovery downloaded
+// again. It returns the two boots' wall times.
+func recoverAndRecheck(t *testing.T, cm *Machine, before map[string]string, sc *cutScenario, extra, what string, res *CutResult) []string {
 	var walls []string
-	rep2 := cm.Boot("B", CutCmdline+" extsr.state")
+	cutAsked := sc.asked()
+	rep2 := cm.Boot("B", extra+" extsr.state")
 	walls = append(walls, fmt.Sprintf("%.0f s", rep2.Wall.Seconds()))
-	checkRecovered(t, rep2, before, images)
+	checkRecovered(t, rep2, before, sc.images)
+	recAsked := sc.asked()
+	if sc.requests != nil {
+		res.Note = map[bool]string{true: "recovery downloaded again", false: "recovery used the placed image"}[recAsked > cutAsked]
+		t.Logf("%s: %s (%d requests)", what, res.Note, recAsked-cutAsked)
+	}
 	if t.Failed() {
 		t.Fatalf("recovery boot after %s failed; log %s", what, rep2.LogPath)
 	}
-	rep3 := cm.Boot("B", CutCmdline+" extsr.state")
+	rep3 := cm.Boot("B", extra+" extsr.state")
 	walls = append(walls, fmt.Sprintf("%.0f s", rep3.Wall.Seconds()))
-	checkRecovered(t, rep3, before, images)
+	checkRecovered(t, rep3, before, sc.images)
+	if n := sc.asked(); n != recAsked {
+		t.Errorf("the third boot asked the server again (%q): the image was not in place after the recovery", sc.requests()[recAsked:])
+	}
 	if a, b := rep2.Get("state_sum"), rep3.Get("state_sum"); a == "" || a != b {
 		t.Errorf("the third boot changed the disk (state %q -> %q):\n%s", a, b, stateDiff(rep2.All("state"), rep3.All("state")))
 	}
