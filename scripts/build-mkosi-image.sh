@@ -111,10 +111,12 @@ install -D -m 0644 /dev/stdin "$ctree/etc/extension-release.d/extension-release.
 sum=$( {
 	echo "format mkosi-v1 profile=$profile mirror=$mirror"
 	cat "$0" "$tools/.ext-setup-root-packages" "$keys/mkosi-vendor.crt" "$keys/mkosi-pcr.crt"
-	(cd "$stage" && find src confext -type f -o -type l | LC_ALL=C sort | while read -r f; do
+	# Not the cpio archive: it carries install times; the tree it packs
+	# (build/initrd-extsr) is hashed.
+	(cd "$stage" && find src confext \( -type f -o -type l \) ! -name '*.cpio' | LC_ALL=C sort | while read -r f; do
 		if [ -L "$f" ]; then echo "$f -> $(readlink "$f")"; else echo "$f $(stat -c %a "$f") $(sha256sum <"$f" | cut -d' ' -f1)"; fi
 	done)
-} | sha256sum | cut -d' ' -f1)
+} | tee "$stage/inputs.txt" | sha256sum | cut -d' ' -f1)
 if [ -e "$out/extsr-mkosi.raw" ] && grep -qx "inputs=$sum" "$out/manifest.txt" 2>/dev/null; then
 	log "up to date: $out/extsr-mkosi.raw (inputs $sum)"
 	exit 0
@@ -182,6 +184,7 @@ MTOOLS_SKIP_CHECK=1 mcopy -o -i "$img" "$stage/loader.conf" ::/loader/loader.con
 
 # Publish: the disk and both UKIs (for PCR checks), then the manifest,
 # renamed into place last: it marks a complete image.
+cp "$stage/inputs.txt" "$out/inputs.txt"   # what the hash covered, to explain a cache miss
 for f in extsr-mkosi.raw extsr-mkosi.efi extsr-mkosi-systemd.efi; do
 	cp --sparse=always "$stage/out/$f" "$out/$f.tmp"
 	sync "$out/$f.tmp"
