@@ -52,3 +52,8 @@ endif
 .PHONY: test-long
 test-long:: build qemu-prepare-arm64
 	$(QEMU_ARM64_TEST)
+
+# The measured boot of the dracut UKI (TestQEMUMeasuredBoot): make test
+# proves the same on the mkosi image (TestQEMUMkosiMeasured).
+test-long:: build qemu-prepare qemu-prepare-uefi
+	$(TEST_ENV) EXT_SETUP_ROOT_QEMU_LONG=1 $(GO) test -count=1 -v -timeout 60m -run '^TestQEMUMeasuredBoot$$' ./test/qemu/

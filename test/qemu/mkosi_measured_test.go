@@ -17,7 +17,8 @@ import (
 // and a fresh TPM. The image's reporter prints the measurement log and the
 // verity NvPCR; as in TestQEMUMeasuredBoot, each NvPCR must replay from
 // its log, and the two boots' verity records must match
-// (requireSameVerityRecords).
+// (requireSameVerityRecords). The boot with ext-setup-root's UKI must also
+// pass checkMkosiOursBoot.
 func TestQEMUMkosiMeasured(t *testing.T) {
 	m := RequireMkosi(t)
 	if m == nil {
@@ -43,6 +44,9 @@ func TestQEMUMkosiMeasured(t *testing.T) {
 			t.Fatalf("%s: systemd-analyze nvpcrs output from the guest: %v", v, err)
 		}
 		records[v] = checkMeasurements(t, "mkosi "+v, raw, string(nv))
+		if v == MkosiOurs {
+			checkMkosiOursBoot(t, m, rep)
+		}
 	}
 	requireSameVerityRecords(t, records[MkosiOurs], records[MkosiSystemd])
 }
