@@ -1,6 +1,7 @@
 package qemu
 
 import (
+	"bufio"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -85,6 +86,53 @@ func TestQEMUPowerCutLogWritesSoak(t *testing.T) {
 		plan = append(plan, lwReplay{fmt.Sprintf("flush-%d", f), f, i%2 == 1})
 	}
 	runReplays(t, in, m, rec, before, images, seed, plan, filepath.Join(repoRoot(t), "out", "powercut-dmlog-soak.md"))
+}
+
+// recordUpdate boots slot B of a copy of m's disk once, uncut, with the
+// recording initrd and an empty log disk, checks that the update reached
+// the state checkRecovered wants, and scans the log.
+func recordUpdate(t *testing.T, in *Inputs, m *Machine, before, images map[string]string) *lwRecording {
+	t.Helper()
+	initrd := InitrdFor(t, in, InitrdSpec{Ours: true, LogWrites: true})
+	disk := copyDisk(t, m.disk)
+	log := filepath.Join(t.TempDir(), "log.img")
+	run(t, "truncate", "-s", "4G", log)
+	rep := Boot(t, in, BootSpec{Initrd: initrd, Disk: disk, Drives: []string{log}, Timeout: m.Timeout,
+		Cmdline: LogWritesCmdline + " " + CutCmdline + " extsr.state"})
+	if !rep.Done {
+		t.Fatalf("recorded update boot: the reporter did not finish; last lines:\n%s\nlog %s", rep.Tail(60), rep.LogPath)
+	}
+	checkRecovered(t, rep, before, images)
+	if t.Failed() {
+		t.Fatalf("recorded update boot did not reach the updated state; log %s", rep.LogPath)
+	}
+	rec := &lwRecording{Log: log, Layout: diskLayout(t, m.disk), Marks: map[string]int{}, Wall: rep.Wall}
+	f, err := os.Open(log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	// The super block's sector size is 512 here (virtio's logical block);
+	// the limit is checked against it again by the reader.
+	rec.Super, rec.Entries, err = dmlog.Scan(bufio.NewReaderSize(f, 1<<20), rec.Layout.limits(512))
+	if err != nil {
+		t.Fatalf("scan %s: %v (boot log %s)", log, err, rep.LogPath)
+	}
+	rec.Flushes = dmlog.Flushes(rec.Entries)
+	for i, e := range rec.Entries {
+		if e.Flags&dmlog.Mark != 0 {
+			rec.Marks[e.Mark] = i
+		}
+	}
+	for _, mk := range lwMarks {
+		if _, ok := rec.Marks[mk[0]]; !ok {
+			t.Fatalf("log %s: no mark %q (marks %v); boot log %s", log, mk[0], rec.Marks, rep.LogPath)
+		}
+	}
+	t.Logf("recorded update boot: %.0f s wall; log: %d entries, %d flushes, marks at %v; log %s",
+		rep.Wall.Seconds(), len(rec.Entries), len(rec.Flushes), rec.Marks, rep.LogPath)
+	t.Logf("log by phase: %s", rec.phaseCounts())
+	return rec
 }
 
 // powercutSeed is the run's seed (EXT_SETUP_ROOT_POWERCUT_SEED repeats it).
