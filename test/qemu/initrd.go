@@ -61,6 +61,12 @@ type InitrdSpec struct {
 	// systemd-confext-sysroot.service, the peer we compare against) and
 	// the dm-verity modules it needs.
 	SysextSysroot bool
+	// LogWrites records the writes to the OEM and ROOT partitions with
+	// dm-log-writes on a second disk (power cuts, disk model (b),
+	// powercut_dmlog.go): dracut's dm module, the target's module, the
+	// set-up unit and the marks; the OEM partition is mounted from the
+	// mapped device (boot with LogWritesCmdline).
+	LogWrites bool
 }
 
 // repoRoot finds the module root (go.mod) above the test's directory.
@@ -102,18 +108,27 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 		modules += " systemd-sysext"
 		drivers += " dm-mod dm-verity"
 	}
+	oemUnit := oemMountUnit
+	if spec.LogWrites {
+		modules += " dm"
+		drivers += " dm-mod dm-log-writes"
+		oemUnit = strings.Replace(oemMountUnit, "What=/dev/disk/by-partlabel/OEM", "What="+lwOEMDev, 1)
+	}
 	var certs strings.Builder
 	for _, c := range spec.Certs {
 		fmt.Fprintf(&certs, "%s\n%s", c.Name, c.CertPEM(t))
 	}
-	ckey := fmt.Sprintf("%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, in.KVer, in.Rootfs, certs.String())
+	ckey := fmt.Sprintf("%v|%v|%v|%s|%s|%s", spec.Ours, spec.SysextSysroot, spec.LogWrites, in.KVer, in.Rootfs, certs.String())
 	initrdMu.Lock()
 	defer initrdMu.Unlock()
 	if p, ok := initrdCache[ckey]; ok {
 		return p
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, withOurs, oemMountUnit)
+	fmt.Fprintf(h, "modules=%s\ndrivers=%s\nkver=%s\nours=%v\n%s", modules, drivers, in.KVer, withOurs, oemUnit)
+	if spec.LogWrites {
+		fmt.Fprintf(h, "logwrites=%v\n", lwUnits)
+	}
 	if certs.Len() > 0 {
 		fmt.Fprintf(h, "certs=%s", certs.String())
 	}
@@ -177,7 +192,10 @@ func InitrdFor(t testing.TB, in *Inputs, spec InitrdSpec) string {
 		mounted = append(mounted, b[1])
 	}
 	inc := filepath.Join(merged, "tmp/extsr-include")
-	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", oemMountUnit, 0o644)
+	writeFile(t, inc, "usr/lib/systemd/system/sysroot-oem.mount", oemUnit, 0o644)
+	if spec.LogWrites {
+		includeLogWrites(t, inc)
+	}
 	symlink(t, inc, "usr/lib/systemd/system/initrd-fs.target.wants/sysroot-oem.mount", "../sysroot-oem.mount")
 	for _, c := range spec.Certs {
 		writeFile(t, inc, "etc/verity.d/extsr-"+c.Name+".crt", c.CertPEM(t), 0o644)

@@ -63,23 +63,7 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 	t.Logf("delays drawn with seed %d (EXT_SETUP_ROOT_POWERCUT_SEED repeats them)", seed)
 	rnd := rand.New(rand.NewPCG(seed, 0))
 
-	spec, images := powercutDisk(t, in)
-	m := NewMachine(t, in, spec)
-	m.Timeout = 8 * time.Minute
-	rep := m.Boot("A", "extsr.step=setup "+CutCmdline)
-	checkSlotImages(t, rep, VersionA)
-	if rep.Get("setup") != "done" {
-		t.Fatalf("slot A boot: the setup step did not run; log %s", rep.LogPath)
-	}
-	before := userSums(rep)
-	for _, f := range powercutUserFiles {
-		if before[f] == "" {
-			t.Fatalf("slot A boot: no checksum of %s: %q", f, rep.All("usersum"))
-		}
-	}
-	if t.Failed() {
-		t.Fatalf("slot A boot failed; log %s", rep.LogPath)
-	}
+	m, before, images := powercutSetup(t, in)
 
 	var rows []string
 	for i, c := range cuts {
@@ -97,6 +81,30 @@ func runPowerCuts(t *testing.T, in *Inputs, cuts []CutPoint, table string, insid
 			writeCutTable(t, table, seed, rows, len(cuts))
 		}
 	}
+}
+
+// powercutSetup builds the scenario's disk and boots slot A once: the
+// setup step (the updater and the user, see powercutHook) and the user
+// files' checksums before any cut. Both disk models start from m's disk.
+func powercutSetup(t *testing.T, in *Inputs) (m *Machine, before, images map[string]string) {
+	spec, images := powercutDisk(t, in)
+	m = NewMachine(t, in, spec)
+	m.Timeout = 8 * time.Minute
+	rep := m.Boot("A", "extsr.step=setup "+CutCmdline)
+	checkSlotImages(t, rep, VersionA)
+	if rep.Get("setup") != "done" {
+		t.Fatalf("slot A boot: the setup step did not run; log %s", rep.LogPath)
+	}
+	before = userSums(rep)
+	for _, f := range powercutUserFiles {
+		if before[f] == "" {
+			t.Fatalf("slot A boot: no checksum of %s: %q", f, rep.All("usersum"))
+		}
+	}
+	if t.Failed() {
+		t.Fatalf("slot A boot failed; log %s", rep.LogPath)
+	}
+	return m, before, images
 }
 
 // powerCut runs one cut on a copy of m's disk and returns the boots' wall
@@ -118,11 +126,20 @@ func powerCut(t *testing.T, in *Inputs, m *Machine, res *CutResult, before, imag
 	t.Logf("cut %s: power cut %v after `%s` (inside the operation: %v); last operation on the console: `%s`; log %s",
 		c.Name, res.Delay.Round(time.Millisecond), res.OpLine, res.Inside, res.LastOp, rep.LogPath)
 
+	return append(walls, recoverAndRecheck(t, cm, before, images, "cut "+c.Name)...)
+}
+
+// recoverAndRecheck boots slot B of cm's disk (after a cut or a replayed
+// log) twice: the recovery boot must reach the updated state
+// (checkRecovered) and the third boot must change nothing (same state
+// digest). It returns the two boots' wall times.
+func recoverAndRecheck(t *testing.T, cm *Machine, before, images map[string]string, what string) []string {
+	var walls []string
 	rep2 := cm.Boot("B", CutCmdline+" extsr.state")
 	walls = append(walls, fmt.Sprintf("%.0f s", rep2.Wall.Seconds()))
 	checkRecovered(t, rep2, before, images)
 	if t.Failed() {
-		t.Fatalf("recovery boot after cut %s failed; log %s", c.Name, rep2.LogPath)
+		t.Fatalf("recovery boot after %s failed; log %s", what, rep2.LogPath)
 	}
 	rep3 := cm.Boot("B", CutCmdline+" extsr.state")
 	walls = append(walls, fmt.Sprintf("%.0f s", rep3.Wall.Seconds()))

@@ -26,6 +26,10 @@ type BootSpec struct {
 	// shutdown and no flush (the power-cut tests, powercut.go).
 	OnLine func(line string, cut func())
 
+	// Drives are more raw disks after Disk (vdb, vdc, ...), attached the
+	// same way (the dm-log-writes log of powercut_dmlog.go).
+	Drives []string
+
 	// NIC replaces "none" in -nic (e.g. a restricted user network with a
 	// guestfwd rule, see fetch_test.go); "" boots without a network.
 	NIC string
@@ -115,6 +119,9 @@ func bootOnce(t testing.TB, in *Inputs, spec BootSpec) *Report {
 	)
 	if os.Getenv("EXT_SETUP_ROOT_QEMU_DEBUG") == "1" {
 		args[len(args)-1] += " systemd.journald.forward_to_console=1"
+	}
+	for _, d := range spec.Drives {
+		args = append(args, "-drive", "file="+d+",format=raw,if=virtio,cache=unsafe")
 	}
 	cmd := exec.CommandContext(ctx, in.QEMU, args...)
 	cmd.WaitDelay = 5 * time.Second
