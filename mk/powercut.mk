@@ -9,7 +9,7 @@
 #
 # Disk model (b) (dm-log-writes, test/qemu/powercut_dmlog*.go): make test
 # runs TestQEMUPowerCutLogWrites (e2fsck at every flush of the initrd
-# stages, 3 replayed disks booted). make soak-dmlog checks every flush from
+# stages, 2 replayed disks booted). make soak-dmlog checks every flush from
 # the pre stage to the end of the log with e2fsck and boots
 # SOAK_REPLAYS replayed disks (default 16, two boots each), table in
 # out/powercut-dmlog-soak.md. make soak stays model (a) only.
