@@ -6,7 +6,7 @@
 # "test"), into $(CACHE)/mkosi. Both are idempotent: a complete chroot is
 # left alone, and an image whose inputs hash matches its manifest is a
 # cache hit. make test builds it before the QEMU tests, which boot it
-# (TestQEMUMkosiBoot) with OVMF.
+# (TestQEMUMkosiMeasured) with OVMF and swtpm.
 
 .PHONY: mkosi-tools mkosi-image
 
