@@ -214,19 +214,9 @@ func runReplays(t *testing.T, in *Inputs, m *Machine, rec *lwRecording, before, 
 
 // writeReplayTable writes the soak's results table (markdown).
 func writeReplayTable(t *testing.T, path string, seed uint64, rec *lwRecording, rows []string, planned int) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "# Power-cut soak, disk model (b)\n\n%s, seed %d, log of %d entries and %d flushes, %d of %d replayed disks booted. Boots: recovery / third.\n\n",
+	intro := fmt.Sprintf("# Power-cut soak, disk model (b)\n\n%s, seed %d, log of %d entries and %d flushes, %d of %d replayed disks booted. Boots: recovery / third.\n\n",
 		time.Now().UTC().Format(time.RFC3339), seed, len(rec.Entries), len(rec.Flushes), len(rows), planned)
-	b.WriteString("| # | flush (log entry) | phase | replayed | writes | boots (wall) | result |\n|---|---|---|---|---|---|---|\n")
-	for _, r := range rows {
-		b.WriteString(r + "\n")
-	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeMarkdownTable(t, path, intro, "| # | flush (log entry) | phase | replayed | writes | boots (wall) | result |\n|---|---|---|---|---|---|---|\n", rows)
 }
 
 // TestLogWritesRecordingHelpers checks the choice of flushes on a made-up

@@ -236,9 +236,16 @@ func stateDiff(a, b []string) string {
 
 // writeCutTable writes the soak's results table (markdown).
 func writeCutTable(t *testing.T, path string, seed uint64, rows []string, planned int) {
+	intro := fmt.Sprintf("# Power-cut soak, disk model (a)\n\n%s, seed %d, %d of %d cuts done. Boots: cut / recovery / third.\n\n", time.Now().UTC().Format(time.RFC3339), seed, len(rows), planned)
+	writeMarkdownTable(t, path, intro, "| # | cut point | kind | delay ms | triggering operation | cut inside it | last operation before the cut | boots (wall) | result |\n|---|---|---|---|---|---|---|---|---|\n", rows)
+}
+
+// writeMarkdownTable writes intro, the table's header and one line per
+// row to path (the soaks' results tables), creating its directory.
+func writeMarkdownTable(t *testing.T, path, intro, header string, rows []string) {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# Power-cut soak, disk model (a)\n\n%s, seed %d, %d of %d cuts done. Boots: cut / recovery / third.\n\n", time.Now().UTC().Format(time.RFC3339), seed, len(rows), planned)
-	b.WriteString("| # | cut point | kind | delay ms | triggering operation | cut inside it | last operation before the cut | boots (wall) | result |\n|---|---|---|---|---|---|---|---|---|\n")
+	b.WriteString(intro)
+	b.WriteString(header)
 	for _, r := range rows {
 		b.WriteString(r + "\n")
 	}
