@@ -91,8 +91,8 @@ install -D -m 0644 "$keys/mkosi-vendor.crt" "$b/initrd-extra/etc/verity.d/extsr-
 (cd "$b/initrd-extsr" && find . -mindepth 1 | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$b/extsr-initrd.cpio"
 
 # apt sources for mkosi (its sandbox tree): the machine's mirror, forky
-# main only. Without them mkosi writes its own, which name deb.debian.org
-# for the security and debug archives.
+# main only. Without them mkosi writes its own, which name the Debian
+# project's public host for the security and debug archives.
 install -D -m 0644 /dev/stdin "$b/sandbox/etc/apt/sources.list.d/mkosi.sources" <<EOS
 Types: deb
 URIs: $mirror
