@@ -7,6 +7,7 @@ import (
 	"path"
 	"sort"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -30,7 +31,16 @@ func Refresh(ctx context.Context, opt Options) (*Result, error) { return runRetr
 // changedRetries bounds how often a call starts over because the merge it
 // inspected was replaced by someone not taking our lock (systemd-<class>)
 // before it could attach its own.
-const changedRetries = 5
+const changedRetries = 8
+
+// changedBackoff is the pause before the first start-over; it doubles
+// each time (8 start-overs: 2.55 s of pauses at most). systemd-<class>
+// takes no lock, and its refresh passes through states in which /etc
+// cannot be merged over (its new overlay attached before the old one is
+// gone) for as long as it runs, 100 ms here and more under load: starting
+// over at once can meet the same state every time (TestConcurrentWithSystemd
+// failed so, six immediate start-overs inside one systemd refresh).
+const changedBackoff = 10 * time.Millisecond
 
 // runRetry is run, started over (lock, inspection, decision) when the
 // re-check right before attaching found the hierarchy changed by another
@@ -41,8 +51,16 @@ func runRetry(ctx context.Context, opt Options, refresh bool) (*Result, error) {
 		if !errors.Is(err, errMergeChanged) || i >= changedRetries {
 			return res, err
 		}
+		pause := changedBackoff << i
 		if opt.Log != nil {
-			opt.Log.Warnf("%v; starting over", err)
+			opt.Log.Warnf("%v; starting over in %v", err, pause)
+		}
+		t := time.NewTimer(pause)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return res, err
+		case <-t.C:
 		}
 	}
 }
