@@ -15,17 +15,6 @@ import (
 	"github.com/ext-setup-root/ext-setup-root/internal/testutil"
 )
 
-func TestCescapeRoundTrip(t *testing.T) {
-	for _, s := range []string{"var/lib/extensions.mutable/.systemd-etc-workdir", "a b", "new\nline", `back\slash`, "tab\there", "quote'\"", "\x01ctl\x7f"} {
-		if got := cunescape(cescape(s)); got != s {
-			t.Errorf("cunescape(cescape(%q)) = %q", s, got)
-		}
-	}
-	if got := cescape("a\nb"); got != `a\nb` {
-		t.Errorf("cescape newline: %q", got)
-	}
-}
-
 func TestParseDevnum(t *testing.T) {
 	for in, want := range map[string][2]uint32{"0:41\n": {0, 41}, "254:0": {254, 0}, "7:3\nextra": {7, 3}} {
 		maj, min, ok := parseDevnum([]byte(in))

@@ -7,6 +7,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/cescape"
 	"github.com/ext-setup-root/ext-setup-root/internal/fault"
 	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
@@ -154,7 +155,7 @@ func (e *engine) writeMeta(b *build, mnt, metaDir *os.File, names []string, orig
 		{"dev", fmt.Sprintf("%d:%d\n", unix.Major(st.Dev), unix.Minor(st.Dev))},
 	}
 	if b.workRel != "" {
-		files = append(files, struct{ name, data string }{"work_dir", cescape(b.workRel) + "\n"})
+		files = append(files, struct{ name, data string }{"work_dir", cescape.Escape(b.workRel) + "\n"})
 	}
 	if b.backing != 0 {
 		files = append(files, struct{ name, data string }{"backing", fmt.Sprintf("%d:%d\n", unix.Major(b.backing), unix.Minor(b.backing))})

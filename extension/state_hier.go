@@ -9,6 +9,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ext-setup-root/ext-setup-root/internal/cescape"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -107,11 +108,11 @@ func (e *engine) inspect(h string) (_ *hierState, err error) {
 	}
 	s.ours = true
 	if b, err := readFileIn(top, path.Join(e.cls.DotDir, "work_dir")); err == nil {
-		w := cunescape(strings.TrimRight(firstLine(b), "\n"))
-		if e.trustedWorkDir(h, w) {
+		w, uerr := cescape.Unescape(strings.TrimRight(firstLine(b), "\n"))
+		if uerr == nil && e.trustedWorkDir(h, w) {
 			s.oldWork = w
 		} else {
-			e.log.Warnf("ignoring %s/%s/work_dir %q: not a work dir this tool or systemd creates for %s (nothing will be removed because of it)", s.display, e.cls.DotDir, w, h)
+			e.log.Warnf("ignoring %s/%s/work_dir %q: not a work dir (or not systemd's escaping) this tool or systemd creates for %s (nothing will be removed because of it)", s.display, e.cls.DotDir, w, h)
 		}
 	}
 	s.origin, _ = readFileIn(top, path.Join(e.cls.DotDir, "origin"))
@@ -148,88 +149,6 @@ func parseDevnum(b []byte) (uint32, uint32, bool) {
 	maj, err1 := strconv.ParseUint(a, 10, 32)
 	min, err2 := strconv.ParseUint(c, 10, 32)
 	return uint32(maj), uint32(min), err1 == nil && err2 == nil
-}
-
-// cescape escapes a path like systemd's cescape (for the work_dir file).
-func cescape(s string) string {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch c {
-		case '\a':
-			b.WriteString(`\a`)
-		case '\b':
-			b.WriteString(`\b`)
-		case '\f':
-			b.WriteString(`\f`)
-		case '\n':
-			b.WriteString(`\n`)
-		case '\r':
-			b.WriteString(`\r`)
-		case '\t':
-			b.WriteString(`\t`)
-		case '\v':
-			b.WriteString(`\v`)
-		case '\\':
-			b.WriteString(`\\`)
-		case '"':
-			b.WriteString(`\"`)
-		case '\'':
-			b.WriteString(`\'`)
-		default:
-			if c < ' ' || c >= 127 {
-				b.WriteString(`\x`)
-				b.WriteString(strconv.FormatUint(uint64(c)>>4, 16))
-				b.WriteString(strconv.FormatUint(uint64(c)&15, 16))
-			} else {
-				b.WriteByte(c)
-			}
-		}
-	}
-	return b.String()
-}
-
-// cunescape reverses cescape (the subset it produces).
-func cunescape(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '\\' || i+1 >= len(s) {
-			b.WriteByte(s[i])
-			continue
-		}
-		i++
-		switch s[i] {
-		case 'a':
-			b.WriteByte('\a')
-		case 'b':
-			b.WriteByte('\b')
-		case 'f':
-			b.WriteByte('\f')
-		case 'n':
-			b.WriteByte('\n')
-		case 'r':
-			b.WriteByte('\r')
-		case 't':
-			b.WriteByte('\t')
-		case 'v':
-			b.WriteByte('\v')
-		case 'x':
-			if i+2 < len(s) {
-				if v, err := strconv.ParseUint(s[i+1:i+3], 16, 8); err == nil {
-					b.WriteByte(byte(v))
-					i += 2
-					continue
-				}
-			}
-			b.WriteByte('x')
-		default:
-			b.WriteByte(s[i])
-		}
-	}
-	return b.String()
 }
 
 // trustedWorkDir reports whether w, read from a merge's work_dir file, names

@@ -4,10 +4,10 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
-	"errors"
 	"fmt"
-	"strconv"
 	"strings"
+
+	"github.com/ext-setup-root/ext-setup-root/internal/cescape"
 )
 
 const (
@@ -42,7 +42,7 @@ func Verity(recs []Record) []Record {
 // Word returns the measured bytes of r: its content string with systemd's
 // C escaping undone.
 func (r Record) Word() (string, error) {
-	w, err := cunescape(r.Content.String)
+	w, err := cescape.Unescape(r.Content.String)
 	if err != nil {
 		return "", fmt.Errorf("record %d: content.string: %w", r.Seq, err)
 	}
@@ -145,63 +145,4 @@ func SplitWord(w string) (Word, error) {
 		return Word{}, fmt.Errorf("word %q: root hash is not lowercase hex", w)
 	}
 	return Word{Name: f[1], RootHash: f[2], Signers: f[3]}, nil
-}
-
-// cunescape undoes systemd's cescape(): \\ \" \' \a \b \f \n \r \t \v,
-// \xNN and three-digit octal \NNN.
-func cunescape(s string) (string, error) {
-	if !strings.Contains(s, `\`) {
-		return s, nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c != '\\' {
-			b.WriteByte(c)
-			continue
-		}
-		if i+1 >= len(s) {
-			return "", errors.New("ends in a lone backslash")
-		}
-		i++
-		switch e := s[i]; e {
-		case '\\', '"', '\'':
-			b.WriteByte(e)
-		case 'a':
-			b.WriteByte('\a')
-		case 'b':
-			b.WriteByte('\b')
-		case 'f':
-			b.WriteByte('\f')
-		case 'n':
-			b.WriteByte('\n')
-		case 'r':
-			b.WriteByte('\r')
-		case 't':
-			b.WriteByte('\t')
-		case 'v':
-			b.WriteByte('\v')
-		case 'x':
-			if i+2 >= len(s) {
-				return "", errors.New(`short \x escape`)
-			}
-			n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
-			if err != nil {
-				return "", fmt.Errorf(`bad \x escape %q`, s[i+1:i+3])
-			}
-			b.WriteByte(byte(n))
-			i += 2
-		default:
-			if e < '0' || e > '7' || i+2 >= len(s) {
-				return "", fmt.Errorf(`unknown escape \%c`, e)
-			}
-			n, err := strconv.ParseUint(s[i:i+3], 8, 8)
-			if err != nil {
-				return "", fmt.Errorf(`bad octal escape %q`, s[i:i+3])
-			}
-			b.WriteByte(byte(n))
-			i += 2
-		}
-	}
-	return b.String(), nil
 }

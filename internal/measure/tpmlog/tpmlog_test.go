@@ -153,16 +153,6 @@ func TestWordUnescape(t *testing.T) {
 	if err := CheckVerity(r); err != nil {
 		t.Fatal(err)
 	}
-	for in, want := range map[string]string{`a\tb`: "a\tb", `\101`: "A", `\x41\"`: `A"`, `plain`: "plain"} {
-		if got, err := cunescape(in); err != nil || got != want {
-			t.Errorf("cunescape(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-	for _, bad := range []string{`\x4`, `\xzz`, `\9`, `\18`, `\`} {
-		if _, err := cunescape(bad); err == nil {
-			t.Errorf("cunescape(%q) accepted", bad)
-		}
-	}
 }
 
 func TestReplay(t *testing.T) {
