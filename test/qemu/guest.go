@@ -8,6 +8,11 @@ package qemu
 // before the final marker and print their own markers.
 const reporterScript = `#!/bin/bash
 exec >/dev/console 2>&1
+# Keep the kernel's messages off the console while the facts are printed: a
+# printk in the middle of a line (a module loading) once split a result line
+# in two and the host lost it. Critical messages and worse (panics) still
+# reach the console.
+echo 3 >/proc/sys/kernel/printk 2>/dev/null
 r() { printf 'EXTSR-RESULT %s=%s\n' "$1" "$2"; }
 each() { local k=$1; shift; "$@" 2>&1 | while IFS= read -r l; do r "$k" "$l"; done; }
 r start "$(cut -d' ' -f1 /proc/uptime)"
