@@ -108,11 +108,15 @@ func (e *engine) inspect(h string) (_ *hierState, err error) {
 	}
 	s.ours = true
 	if b, err := readFileIn(top, path.Join(e.cls.DotDir, "work_dir")); err == nil {
-		w, uerr := cescape.Unescape(strings.TrimRight(firstLine(b), "\n"))
-		if uerr == nil && e.trustedWorkDir(h, w) {
+		raw := strings.TrimRight(firstLine(b), "\n")
+		w, uerr := cescape.Unescape(raw)
+		switch {
+		case uerr != nil:
+			e.log.Warnf("ignoring %s/%s/work_dir %q: not systemd's escaping: %v (nothing will be removed because of it)", s.display, e.cls.DotDir, raw, uerr)
+		case e.trustedWorkDir(h, w):
 			s.oldWork = w
-		} else {
-			e.log.Warnf("ignoring %s/%s/work_dir %q: not a work dir (or not systemd's escaping) this tool or systemd creates for %s (nothing will be removed because of it)", s.display, e.cls.DotDir, w, h)
+		default:
+			e.log.Warnf("ignoring %s/%s/work_dir %q: not a work dir this tool or systemd creates for %s (nothing will be removed because of it)", s.display, e.cls.DotDir, w, h)
 		}
 	}
 	s.origin, _ = readFileIn(top, path.Join(e.cls.DotDir, "origin"))
