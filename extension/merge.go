@@ -271,9 +271,22 @@ func (e *engine) identifyImages(c *call) error {
 
 // mayskip reports whether this call may end as "unchanged": a refresh,
 // not forced, with a merge (and its origin record) in place whose mount
-// attributes are those this call would give it.
+// attributes are those this call would give it and whose metadata no
+// other mount covers.
 func (e *engine) mayskip(c *call) bool {
-	return c.refresh && c.old != nil && !c.always && e.attrsUnchanged(c.states)
+	return c.refresh && c.old != nil && !c.always && !metaCovered(c.states) && e.attrsUnchanged(c.states)
+}
+
+// metaCovered reports whether a merge in place has another mount over its
+// metadata (uncoveredMeta): skipping would leave it unrecognizable to
+// systemd, so such a refresh replaces it.
+func metaCovered(states []*hierState) bool {
+	for _, s := range states {
+		if s.ours && s.metaCovered {
+			return true
+		}
+	}
+	return false
 }
 
 // fastSkip is the skip without any loop device: every image's verdict is

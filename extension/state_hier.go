@@ -10,6 +10,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ext-setup-root/ext-setup-root/internal/cescape"
+	"github.com/ext-setup-root/ext-setup-root/internal/sysx"
 	"github.com/ext-setup-root/ext-setup-root/mount"
 	"github.com/ext-setup-root/ext-setup-root/rootfs"
 )
@@ -24,6 +25,10 @@ type hierState struct {
 	origin   []byte   // origin of the merge in place
 	names    []string // plural file of the merge in place
 	metaTime int64    // mtime (usec) of .systemd-<C> of the merge in place
+	// metaCovered: another mount covers the merge's .systemd-<C>, so
+	// systemd does not see it as a merge (uncoveredMeta); a refresh
+	// never skips over it.
+	metaCovered bool
 }
 
 func (s *hierState) close() {
@@ -91,23 +96,28 @@ func (e *engine) inspect(h string) (_ *hierState, err error) {
 	if !mp {
 		return s, nil
 	}
-	dev, err := readFileIn(top, path.Join(e.cls.DotDir, "dev"))
-	if err != nil {
-		return s, nil
-	}
-	maj, min, ok := parseDevnum(dev)
-	if !ok {
-		return s, nil
-	}
 	st, err := statFd(top)
 	if err != nil {
 		return nil, err
 	}
-	if unix.Major(st.Dev) != maj || unix.Minor(st.Dev) != min {
-		return s, nil
+	meta := top
+	if !e.devMatches(top, st) {
+		// Not ours as systemd decides it, unless another mount covers
+		// the merge's own metadata directory (see uncoveredMeta).
+		clone := e.uncoveredMeta(top)
+		if clone == nil {
+			return s, nil
+		}
+		defer clone.Close()
+		if !e.devMatches(clone, st) {
+			return s, nil
+		}
+		s.metaCovered = true
+		meta = clone
+		e.log.Warnf("the %s merge at %s has another mount over its %s (left by a systemd-%s call that raced another call): systemd no longer recognizes it as a merge; this call treats it as one and does not keep that mount", e.cls.Name, s.display, e.cls.DotDir, e.cls.Name)
 	}
 	s.ours = true
-	if b, err := readFileIn(top, path.Join(e.cls.DotDir, "work_dir")); err == nil {
+	if b, err := readFileIn(meta, path.Join(e.cls.DotDir, "work_dir")); err == nil {
 		raw := strings.TrimRight(firstLine(b), "\n")
 		w, uerr := cescape.Unescape(raw)
 		switch {
@@ -119,21 +129,64 @@ func (e *engine) inspect(h string) (_ *hierState, err error) {
 			e.log.Warnf("ignoring %s/%s/work_dir %q: not a work dir this tool or systemd creates for %s (nothing will be removed because of it)", s.display, e.cls.DotDir, w, h)
 		}
 	}
-	s.origin, _ = readFileIn(top, path.Join(e.cls.DotDir, "origin"))
-	if b, err := readFileIn(top, path.Join(e.cls.DotDir, e.cls.Plural)); err == nil {
+	s.origin, _ = readFileIn(meta, path.Join(e.cls.DotDir, "origin"))
+	if b, err := readFileIn(meta, path.Join(e.cls.DotDir, e.cls.Plural)); err == nil {
 		for _, l := range strings.Split(string(b), "\n") {
 			if l != "" {
 				s.names = append(s.names, l)
 			}
 		}
 	}
-	if d, err := rootfs.OpenIn(top, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
+	if d, err := rootfs.OpenIn(meta, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW); err == nil {
 		if st, err := statFd(d); err == nil {
 			s.metaTime = st.Mtim.Sec*1e6 + st.Mtim.Nsec/1000
 		}
 		d.Close()
 	}
 	return s, nil
+}
+
+// devMatches returns whether dir's .systemd-<C>/dev names the device st
+// is on, as systemd's is_our_mount_point compares.
+func (e *engine) devMatches(dir *os.File, st unix.Stat_t) bool {
+	b, err := readFileIn(dir, path.Join(e.cls.DotDir, "dev"))
+	if err != nil {
+		return false
+	}
+	maj, min, ok := parseDevnum(b)
+	return ok && unix.Major(st.Dev) == maj && unix.Minor(st.Dev) == min
+}
+
+// uncoveredMeta returns a detached, non-recursive clone of the mount top
+// when another mount sits on top's .systemd-<C> directory, so that the
+// merge's own metadata can be read under it; nil otherwise.
+//
+// Why: systemd-<class> takes no lock, and its unmerge first detaches the
+// metadata bind of the merge it found and then moves every other
+// sub-mount of the hierarchy aside, to put them back on its new merge.
+// When another call replaces the merge between those two steps, the
+// replacement's own read-only metadata bind is moved aside as an
+// ordinary sub-mount and ends up over the new merge's metadata (seen in
+// TestConcurrentWithSystemd). The new merge then carries another merge's
+// dev file, and neither systemd's unmerge nor its refresh touches it
+// again. The clone shows the merge without any sub-mount; closing it
+// detaches it.
+func (e *engine) uncoveredMeta(top *os.File) *os.File {
+	d, err := rootfs.OpenIn(top, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY)
+	if err != nil {
+		return nil
+	}
+	defer d.Close()
+	metaID, err1 := sysx.MountID(int(d.Fd()), "")
+	topID, err2 := sysx.MountID(int(top.Fd()), "")
+	if err1 != nil || err2 != nil || metaID == topID {
+		return nil
+	}
+	clone, err := mount.BindDetached(top, false)
+	if err != nil {
+		return nil
+	}
+	return clone
 }
 
 func firstLine(b []byte) string {
