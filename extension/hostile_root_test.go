@@ -221,19 +221,34 @@ func TestImageWorkDirIgnored(t *testing.T) {
 			t.Fatalf("unmerge removed %s: %v", v, err)
 		}
 	})
-	t.Run("upper", func(t *testing.T) {
-		r := testRoot(t, "symlink")
-		v := victim(t, r)
-		dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
-		write(t, filepath.Join(r, "etc/.systemd-confext/work_dir"), "victim\n")
-		_, err := Merge(ctx, opts(r, "yes"))
-		must(t, err)
-		_, err = Unmerge(ctx, opts(r, "yes"))
-		must(t, err)
-		if b, err := os.ReadFile(filepath.Join(v, "data")); err != nil || string(b) != "precious\n" {
-			t.Fatalf("unmerge removed %s: %v", v, err)
-		}
-	})
+	// In the upper dir: a plain name, and escapes systemd's cescape never
+	// writes: an invalid one, and "\x2e\x2e/victim" (decodes to
+	// "../victim", which no merge of /etc uses).
+	for name, content := range map[string]string{
+		"upper":         "victim\n",
+		"upper-badesc":  "victim\\q\n",
+		"upper-escaped": "\\x2e\\x2e/victim\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := testRoot(t, "symlink")
+			v := victim(t, r)
+			dirImage(t, r, "dir1", "ID=testos\nVERSION_ID=1.0\n")
+			write(t, filepath.Join(r, "etc/.systemd-confext/work_dir"), content)
+			_, err := Merge(ctx, opts(r, "yes"))
+			must(t, err)
+			if got, _ := readMeta(t, r, "work_dir"); got != content {
+				t.Fatalf("work_dir read through the merge is %q, want the upper's %q", got, content)
+			}
+			_, err = Unmerge(ctx, opts(r, "yes"))
+			must(t, err)
+			if b, err := os.ReadFile(filepath.Join(v, "data")); err != nil || string(b) != "precious\n" {
+				t.Fatalf("unmerge removed %s: %v", v, err)
+			}
+			if n := overlaysAt(t, filepath.Join(r, "etc")); n != 0 {
+				t.Fatalf("%d overlays after unmerge", n)
+			}
+		})
+	}
 }
 
 // failAttachAt makes every move_mount onto the directory dir fail with
