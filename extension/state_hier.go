@@ -172,6 +172,12 @@ func (e *engine) devMatches(dir *os.File, st unix.Stat_t) bool {
 // again. The clone shows the merge without any sub-mount; closing it
 // detaches it.
 func (e *engine) uncoveredMeta(top *os.File) *os.File {
+	// Only an overlay can be a merge: a hierarchy that is its own file
+	// system with something mounted on its .systemd-<C> is left alone.
+	var sfs unix.Statfs_t
+	if err := sysx.Retry(func() error { return unix.Fstatfs(int(top.Fd()), &sfs) }); err != nil || sfs.Type != unix.OVERLAYFS_SUPER_MAGIC {
+		return nil
+	}
 	d, err := rootfs.OpenIn(top, e.cls.DotDir, unix.O_PATH|unix.O_NOFOLLOW|unix.O_DIRECTORY)
 	if err != nil {
 		return nil
